@@ -1,0 +1,1 @@
+"""imagebot: the platform-neutral core, the chat adapters and the CLI."""

@@ -1,0 +1,202 @@
+"""The ``imagebot`` command: run the bot, and operator tools for credits, usage and providers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import logging
+import re
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from .app import build_core
+from .config import Config, load_config
+from .core import Imagebot
+from .errors import ConfigError, ImagebotError
+from .models import Identity
+from .replies import error_text
+
+log = logging.getLogger("imagebot")
+SINCE_RE = re.compile(r"^(\d+)\s*([smhdw])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str) -> float:
+    match = SINCE_RE.match(text.strip().lower())
+    if not match:
+        raise ConfigError(f"--since must look like 30m, 12h, 7d or 2w; got {text!r}")
+    return int(match[1]) * UNITS[match[2]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagebot", description="Generate images from chat.")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("run", help="start every configured platform (with no tokens: the local console)")
+
+    credits = sub.add_parser("credits", help="show or change a user's credits")
+    credits.add_argument("action", choices=["show", "grant", "revoke", "set"])
+    credits.add_argument("amount", nargs="?", help="whole number (grant/revoke: 1..1000000, set: 0..1000000)")
+    credits.add_argument("--platform", required=True, help="discord, slack or console")
+    credits.add_argument("--server", required=True, help="guild id, workspace (team) id, or 'local'")
+    credits.add_argument("--user", required=True, help="the platform's user id")
+    credits.add_argument("--json", action="store_true", help="print JSON")
+    credits.add_argument("--note", default=None, help="a reason recorded with the change")
+
+    usage = sub.add_parser("usage", help="usage per user, provider and status")
+    usage.add_argument("--since", default="7d", help="a period such as 24h, 7d, 4w (default 7d)")
+    usage.add_argument("--server", default=None, help="only this server, as platform:id")
+    fmt = usage.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+
+    providers = sub.add_parser("providers", help="list configured providers, models and sizes")
+    providers.add_argument("--json", action="store_true")
+    return parser
+
+
+async def _with_core(config: Config, fn: Callable[[Imagebot], Awaitable[int]]) -> int:
+    core = build_core(config)
+    async with core:
+        return await fn(core)
+
+
+async def cmd_credits(core: Imagebot, args: argparse.Namespace) -> int:
+    target = Identity(args.platform.strip().lower(), args.server.strip(), args.user.strip())
+    if not all((target.platform, target.server_id, target.user_id)):
+        raise ConfigError("--platform, --server and --user must not be empty")
+    if args.action == "show":
+        if args.amount is not None:
+            raise ConfigError("credits show takes no amount")
+        summary = await core.credits(target)
+        data: dict[str, Any] = {
+            "platform": target.platform, "server": target.server_id, "user": target.user_id,
+            "balance": summary.balance, "held": summary.held, "spent": summary.spent, "images": summary.images,
+        }
+        text = f"{target}: balance {summary.balance} (held {summary.held}, spent {summary.spent})"
+    else:
+        if args.amount is None:
+            raise ConfigError(f"credits {args.action} needs an AMOUNT")
+        result = await core.adjust("cli:operator", target, args.action, args.amount, note=args.note)
+        data = {
+            "platform": target.platform, "server": target.server_id, "user": target.user_id,
+            "action": args.action, "amount": result.amount, "old_balance": result.old_balance,
+            "balance": result.new_balance,
+        }
+        text = f"{target}: {args.action} {result.amount}: balance {result.old_balance} -> {result.new_balance}"
+    print(json.dumps(data) if args.json else text)
+    return 0
+
+
+async def cmd_usage(core: Imagebot, args: argparse.Namespace) -> int:
+    seconds = parse_since(args.since)
+    rows = await core.store.usage(time.time() - seconds, args.server)
+    if args.json:
+        print(json.dumps({"since_seconds": seconds, "rows": rows}))
+    elif args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=["platform", "server_id", "user_id", "provider", "status",
+                                                        "requests", "images", "credits"])
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        if not rows:
+            print(f"No usage in the last {args.since}.")
+        for r in rows:
+            print(f"{r['platform']}:{r['server_id']}:{r['user_id']}  {r['provider'] or '-'}  {r['status']}  "
+                  f"requests={r['requests']} images={r['images']} credits={r['credits']}")
+    return 0
+
+
+def cmd_providers(config: Config, args: argparse.Namespace) -> int:
+    from providers.registry import build_registry
+
+    registry = build_registry(config)
+    out = []
+    for name in registry.names():
+        p = registry.providers[name]
+        out.append({
+            "name": name,
+            "default_model": p.capabilities.default_model,
+            "concurrency": p.capabilities.concurrency,
+            "models": [
+                {"name": m.name, "sizes": list(m.sizes), "max_per_call": m.max_per_call,
+                 "reference_images": m.supports_reference, "upscale": m.supports_upscale,
+                 "prompt_limit": m.prompt_limit}
+                for m in p.capabilities.models
+            ],
+        })
+    if args.json:
+        print(json.dumps({"providers": out, "order": registry.names(), "enhancer": registry.enhancer.name}))
+    else:
+        for entry in out:
+            print(f"{entry['name']} (default model {entry['default_model']})")
+            for m in entry["models"]:
+                extras = [f"{m['max_per_call']} per call"]
+                if m["reference_images"]:
+                    extras.append("reference images")
+                if m["upscale"]:
+                    extras.append("upscale")
+                print(f"  {m['name']}: {', '.join(m['sizes'])} ({', '.join(extras)})")
+        print(f"failover order: {' -> '.join(registry.names())}")
+        print(f"prompt enhancer: {registry.enhancer.name}")
+    return 0
+
+
+async def cmd_run(config: Config) -> int:
+    from .platforms import platform_runners
+
+    core = build_core(config)
+    async with core:
+        runners = platform_runners(core, config)
+        if not runners:
+            from .console import run_console
+
+            log.info("no chat token set: starting the local console (offline, local renderer)")
+            runners = [run_console(core)]
+        main = asyncio.gather(*runners)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, main.cancel)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            await main
+        except asyncio.CancelledError:
+            log.info("shutting down")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        config = load_config()
+        if args.command == "run":
+            return asyncio.run(cmd_run(config))
+        if args.command == "credits":
+            return asyncio.run(_with_core(config, lambda core: cmd_credits(core, args)))
+        if args.command == "usage":
+            return asyncio.run(_with_core(config, lambda core: cmd_usage(core, args)))
+        if args.command == "providers":
+            return cmd_providers(config, args)
+    except ConfigError as exc:
+        print(f"imagebot: configuration error: {exc.message}", file=sys.stderr)
+        return 2
+    except ImagebotError as exc:
+        print(f"imagebot: {error_text(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

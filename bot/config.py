@@ -1,0 +1,214 @@
+"""Configuration: read once at start from the environment and an optional ``imagebot.toml``.
+
+The environment wins over the file. Every value is validated here, so a bad setting stops the bot at
+start with an error naming the key and what it accepts, instead of failing on the first command.
+Secrets are kept out of ``repr`` so a logged config never leaks a key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+MAX_AMOUNT = 1_000_000
+RATE_RE = re.compile(r"^\s*\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?\s*$", re.I)
+
+DEFAULT_PRICES = {"256x256": 3, "512x512": 5, "1024x1024": 10}
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """Credits per image. Sizes not listed are priced by pixel count like the nearest listed tier."""
+
+    per_size: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    large: int = 15
+    hd_multiplier: int = 2
+    enhance: int = 1
+
+    def per_image(self, size: str, quality: str) -> int:
+        base = self.per_size.get(size)
+        if base is None:
+            w, h = (int(v) for v in size.split("x"))
+            pixels = w * h
+            if pixels <= 256 * 256:
+                base = self.per_size.get("256x256", 3)
+            elif pixels <= 512 * 512:
+                base = self.per_size.get("512x512", 5)
+            elif pixels <= 1024 * 1024:
+                base = self.per_size.get("1024x1024", 10)
+            else:
+                base = self.large
+        # hd is a premium on the large model sizes only (dall-e-2's small sizes have no hd).
+        if quality == "hd" and size not in ("256x256", "512x512"):
+            base *= self.hd_multiplier
+        return base
+
+
+@dataclass(frozen=True)
+class Limits:
+    user_rate: str = "5/minute"
+    server_rate: str = "200/hour"
+    max_concurrent: int = 2
+    max_count: int = 10
+    storage_uri: str = "memory://"
+
+
+@dataclass(frozen=True)
+class Config:
+    database: Path = Path("./data/imagebot.sqlite3")
+    data_dir: Path = Path("./data")
+    starting_credits: int = 50
+    default_size: str = "1024x1024"
+    provider_order: tuple[str, ...] = ()
+    server_provider_order: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    pricing: Pricing = field(default_factory=Pricing)
+    limits: Limits = field(default_factory=Limits)
+    instance: str = "default"
+    reservation_ttl: float = 900.0
+    enhancer: str = ""
+    #: Per-provider tables from ``[providers.NAME]`` in the file (models, base_url, key_env...).
+    provider_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: The environment as read at start; providers and adapters take their keys from here.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: The rest of the file, for adapters (``[slack]``, ``[discord]``).
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def providers_for(self, server_key: str) -> tuple[str, ...]:
+        return self.server_provider_order.get(server_key, self.provider_order)
+
+
+def _int(key: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be a whole number from {lo} to {hi}, got {value!r}")
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise ConfigError(f"{key} must be a whole number from {lo} to {hi}, got {value!r}") from None
+    if not lo <= number <= hi:
+        raise ConfigError(f"{key} must be a whole number from {lo} to {hi}, got {number}")
+    return number
+
+
+def _float(key: str, value: Any, lo: float, hi: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number from {lo} to {hi}, got {value!r}") from None
+    if not lo <= number <= hi:
+        raise ConfigError(f"{key} must be a number from {lo} to {hi}, got {number}")
+    return number
+
+
+def _rate(key: str, value: Any) -> str:
+    text = str(value).strip()
+    if not RATE_RE.match(text):
+        raise ConfigError(f"{key} must look like '5/minute' or '200 per hour', got {value!r}")
+    return text
+
+
+def _size(key: str, value: Any) -> str:
+    text = str(value).strip().lower()
+    if not re.fullmatch(r"\d{2,5}x\d{2,5}", text):
+        raise ConfigError(f"{key} must be a size like 1024x1024, got {value!r}")
+    return text
+
+
+def _names(key: str, value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"{key} must be a list of provider names, got {value!r}")
+    names = tuple(str(v).strip().lower() for v in items if str(v).strip())
+    for name in names:
+        if not re.fullmatch(r"[a-z0-9_-]+", name):
+            raise ConfigError(f"{key}: provider names use a-z, 0-9, '-' and '_', got {name!r}")
+    return names
+
+
+def load_config(env: Mapping[str, str] | None = None, path: str | Path | None = None) -> Config:
+    """Build the config from ``env`` (default: the process environment) and the toml file."""
+    env = dict(os.environ if env is None else env)
+    file_path = Path(path or env.get("IMAGEBOT_CONFIG") or "imagebot.toml")
+    data: dict[str, Any] = {}
+    if file_path.exists():
+        try:
+            data = tomllib.loads(file_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file_path.name} is not valid TOML: {exc}") from None
+    elif path is not None or env.get("IMAGEBOT_CONFIG"):
+        raise ConfigError(f"IMAGEBOT_CONFIG: no such file {file_path.name!r}")
+
+    def pick(env_key: str, file_key: str, default: Any, table: Mapping[str, Any] | None = None) -> Any:
+        if env.get(env_key, "").strip():
+            return env[env_key]
+        return (data if table is None else table).get(file_key, default)
+
+    limits_t = data.get("limits", {})
+    pricing_t = data.get("pricing", {})
+    providers_t = data.get("providers", {})
+    for name, table in (("limits", limits_t), ("pricing", pricing_t), ("providers", providers_t)):
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{name}] in imagebot.toml must be a table")
+
+    sizes = pricing_t.get("sizes", {})
+    if not isinstance(sizes, dict):
+        raise ConfigError("pricing.sizes must be a table like {\"1024x1024\" = 10}")
+    per_size = dict(DEFAULT_PRICES)
+    for size, price in sizes.items():
+        per_size[_size("pricing.sizes", size)] = _int(f"pricing.sizes.{size}", price, 0, MAX_AMOUNT)
+    pricing = Pricing(
+        per_size=per_size,
+        large=_int("pricing.large", pricing_t.get("large", 15), 0, MAX_AMOUNT),
+        hd_multiplier=_int("pricing.hd_multiplier", pricing_t.get("hd_multiplier", 2), 1, 100),
+        enhance=_int("pricing.enhance", pricing_t.get("enhance", 1), 0, MAX_AMOUNT),
+    )
+    limits = Limits(
+        user_rate=_rate("IMAGEBOT_USER_RATE", pick("IMAGEBOT_USER_RATE", "user_rate", "5/minute", limits_t)),
+        server_rate=_rate(
+            "IMAGEBOT_SERVER_RATE", pick("IMAGEBOT_SERVER_RATE", "server_rate", "200/hour", limits_t)
+        ),
+        max_concurrent=_int(
+            "IMAGEBOT_MAX_CONCURRENT", pick("IMAGEBOT_MAX_CONCURRENT", "max_concurrent", 2, limits_t), 1, 100
+        ),
+        max_count=_int("IMAGEBOT_MAX_COUNT", pick("IMAGEBOT_MAX_COUNT", "max_count", 10, limits_t), 1, 10),
+        storage_uri=str(pick("IMAGEBOT_RATELIMIT_STORAGE", "storage", "memory://", limits_t)).strip(),
+    )
+    if not re.match(r"^(memory|redis|rediss|redis\+cluster|redis\+sentinel|valkey|memcached)://", limits.storage_uri):
+        raise ConfigError("IMAGEBOT_RATELIMIT_STORAGE must be a limits storage URI such as memory:// or redis://host:6379")
+
+    server_orders: dict[str, tuple[str, ...]] = {}
+    for key, table in data.get("servers", {}).items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"[servers.{key!r}] must be a table")
+        if "providers" in table:
+            server_orders[str(key)] = _names(f"servers.{key}.providers", table["providers"])
+
+    provider_settings = {k: v for k, v in providers_t.items() if isinstance(v, dict)}
+    order = pick("IMAGEBOT_PROVIDERS", "order", (), providers_t)
+    extra = {k: v for k, v in data.items() if k not in ("limits", "pricing", "providers", "servers")}
+    return Config(
+        database=Path(str(pick("IMAGEBOT_DATABASE", "database", "./data/imagebot.sqlite3"))),
+        data_dir=Path(str(pick("IMAGEBOT_DATA_DIR", "data_dir", "./data"))),
+        starting_credits=_int(
+            "IMAGEBOT_STARTING_CREDITS", pick("IMAGEBOT_STARTING_CREDITS", "starting_credits", 50), 0, MAX_AMOUNT
+        ),
+        default_size=_size("IMAGEBOT_DEFAULT_SIZE", pick("IMAGEBOT_DEFAULT_SIZE", "default_size", "1024x1024")),
+        provider_order=_names("IMAGEBOT_PROVIDERS", order),
+        server_provider_order=server_orders,
+        pricing=pricing,
+        limits=limits,
+        instance=str(pick("IMAGEBOT_INSTANCE", "instance", "default")).strip() or "default",
+        reservation_ttl=_float(
+            "IMAGEBOT_RESERVATION_TTL", pick("IMAGEBOT_RESERVATION_TTL", "reservation_ttl", 900), 10, 86400
+        ),
+        enhancer=str(pick("IMAGEBOT_ENHANCER", "enhancer", "")).strip().lower(),
+        provider_settings=provider_settings,
+        env=env,
+        extra=extra,
+    )

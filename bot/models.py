@@ -1,0 +1,116 @@
+"""Platform-neutral values passed between adapters and the core.
+
+An adapter turns a platform event into a ``Context`` plus options, calls the core, and turns the
+result values below into platform calls. Nothing here knows about Discord or Slack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A user inside one server or workspace: credits and limits never cross servers."""
+
+    platform: str
+    server_id: str
+    user_id: str
+
+    @property
+    def server_key(self) -> str:
+        return f"{self.platform}:{self.server_id}"
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.server_id}:{self.user_id}"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who is asking, where, and whether the platform adapter found them to be an admin."""
+
+    identity: Identity
+    channel_id: str = ""
+    is_admin: bool = False
+    display_name: str = ""
+
+    @property
+    def actor(self) -> str:
+        return str(self.identity)
+
+
+@dataclass(frozen=True)
+class ImagineOptions:
+    """What the user asked for, before validation. ``size`` may be ``WxH`` or an aspect name."""
+
+    prompt: str
+    size: str | None = None
+    style: str | None = None
+    quality: str | None = None
+    count: int | str | None = None
+    provider: str | None = None
+    model: str | None = None
+    reference: bytes | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    sha256: str
+    path: Path
+    mime: str
+    size_bytes: int
+    width: int
+    height: int
+
+
+@dataclass
+class ImagineResult:
+    generation_id: str
+    prompt: str
+    images: list[StoredImage]
+    provider: str
+    model: str
+    size: str
+    style: str
+    quality: str
+    requested: int
+    credits_spent: int
+    credits_refunded: int
+    balance: int
+    revised_prompt: str | None = None
+    #: A short note when fewer images came back than were asked for.
+    partial_note: str | None = None
+    #: Providers that were tried and failed before ``provider`` delivered.
+    failed_over: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EnhanceResult:
+    original: str
+    enhanced: str
+    credits_spent: int
+    balance: int
+    enhancer: str
+
+
+@dataclass(frozen=True)
+class UsageLine:
+    when: float
+    command: str
+    status: str
+    prompt: str
+    credits: int
+    images: int
+    provider: str
+
+
+@dataclass
+class CreditsSummary:
+    identity: Identity
+    balance: int
+    held: int
+    spent: int
+    images: int
+    recent: list[UsageLine]

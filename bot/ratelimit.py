@@ -1,0 +1,65 @@
+"""Per-user and per-server rate limits, on the ``limits`` library.
+
+State lives behind a ``limits`` storage URI: ``memory://`` for one process, ``redis://`` when several
+processes share the work. Concurrent jobs per user are counted in the ledger's held reservations
+instead (see ``SqliteStore.reserve``), so that limit survives restarts and spans processes.
+"""
+
+from __future__ import annotations
+
+import time
+
+from limits import parse
+from limits.aio.storage import Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from .errors import RateLimited
+from .models import Identity
+
+
+class RateLimiter:
+    def __init__(self, user_rate: str, server_rate: str, storage_uri: str = "memory://") -> None:
+        uri = storage_uri if storage_uri.startswith("async+") else f"async+{storage_uri}"
+        storage = storage_from_string(uri)
+        assert isinstance(storage, Storage)
+        self._storage = storage
+        self._limiter = MovingWindowRateLimiter(storage)
+        self.user_item = parse(user_rate)
+        self.server_item = parse(server_rate)
+
+    async def _retry_after(self, item: object, *keys: str) -> float:
+        stats = await self._limiter.get_window_stats(item, *keys)  # type: ignore[arg-type]
+        return max(1.0, stats.reset_time - time.time())
+
+    async def check(self, identity: Identity, *, cost: int = 1) -> None:
+        """Count one request, or raise ``RateLimited`` (changing nothing) with the time to wait."""
+        user_keys = ("user", identity.platform, identity.server_id, identity.user_id)
+        server_keys = ("server", identity.platform, identity.server_id)
+        if not await self._limiter.test(self.user_item, *user_keys, cost=cost):
+            wait = await self._retry_after(self.user_item, *user_keys)
+            raise RateLimited(
+                f"You have reached the limit of {self.user_item}. Try again in {wait:.0f} s.",
+                retry_after=wait,
+                code="IMG-RATE-001",
+            )
+        if not await self._limiter.test(self.server_item, *server_keys, cost=cost):
+            wait = await self._retry_after(self.server_item, *server_keys)
+            raise RateLimited(
+                f"This server has reached its limit of {self.server_item}. Try again in {wait:.0f} s.",
+                retry_after=wait,
+                code="IMG-RATE-002",
+            )
+        if not await self._limiter.hit(self.user_item, *user_keys, cost=cost):
+            wait = await self._retry_after(self.user_item, *user_keys)
+            raise RateLimited(f"You have reached the limit of {self.user_item}. Try again in {wait:.0f} s.",
+                              retry_after=wait, code="IMG-RATE-001")
+        if not await self._limiter.hit(self.server_item, *server_keys, cost=cost):
+            wait = await self._retry_after(self.server_item, *server_keys)
+            raise RateLimited(
+                f"This server has reached its limit of {self.server_item}. Try again in {wait:.0f} s.",
+                retry_after=wait, code="IMG-RATE-002",
+            )
+
+    async def reset(self) -> None:
+        await self._storage.reset()

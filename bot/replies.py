@@ -1,0 +1,77 @@
+"""Reply text shared by every adapter, so Discord, Slack and the console say the same things."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from .core import AdjustResult
+from .errors import ImagebotError, RateLimited
+from .models import CreditsSummary, EnhanceResult, ImagineResult
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def imagine_summary(result: ImagineResult, who: str = "") -> str:
+    lines = [f"{who + ': ' if who else ''}{result.prompt}"]
+    if result.revised_prompt and result.revised_prompt != result.prompt:
+        lines.append(f"Revised prompt: {result.revised_prompt}")
+    lines.append(
+        f"{plural(len(result.images), 'image')} · {result.provider} ({result.model}) · {result.size}"
+        f" · {result.style} · {result.quality}"
+    )
+    lines.append(f"{plural(result.credits_spent, 'credit')} spent · {result.balance} left")
+    if result.failed_over:
+        lines.append(f"{', '.join(result.failed_over)} failed; {result.provider} delivered instead.")
+    if result.partial_note:
+        lines.append(result.partial_note)
+    return "\n".join(lines)
+
+
+def enhance_summary(result: EnhanceResult) -> str:
+    return (
+        f"Enhanced prompt:\n{result.enhanced}\n"
+        f"{plural(result.credits_spent, 'credit')} spent · {result.balance} left"
+    )
+
+
+def credits_summary(summary: CreditsSummary) -> str:
+    lines = [f"Balance: {plural(summary.balance, 'credit')}"]
+    if summary.held:
+        lines[0] += f" ({summary.held} held for jobs in progress)"
+    lines.append(f"Spent so far: {plural(summary.spent, 'credit')} on {plural(summary.images, 'image')}")
+    if summary.recent:
+        lines.append("Recent:")
+        for u in summary.recent:
+            when = dt.datetime.fromtimestamp(u.when, dt.UTC).strftime("%Y-%m-%d %H:%M")
+            prompt = u.prompt if len(u.prompt) <= 60 else u.prompt[:57] + "..."
+            lines.append(f"• {when} /{u.command} {u.status.lower()} · {u.credits} cr · {prompt}")
+    return "\n".join(lines)
+
+
+def adjust_summary(result: AdjustResult, target_label: str) -> str:
+    verb = {"grant": "Granted", "revoke": "Revoked", "set": "Set"}[result.kind]
+    if result.kind == "set":
+        return f"Set {target_label}'s balance to {result.new_balance} (was {result.old_balance})."
+    prep = "to" if result.kind == "grant" else "from"
+    return f"{verb} {plural(result.amount, 'credit')} {prep} {target_label}: balance {result.old_balance} -> {result.new_balance}."
+
+
+def usage_summary(rows: list[dict[str, object]]) -> str:
+    if not rows:
+        return "No usage in this period."
+    lines = ["user · provider · status: requests, images, credits"]
+    for r in rows:
+        lines.append(
+            f"{r['user_id']} · {r['provider'] or '-'} · {str(r['status']).lower()}: "
+            f"{r['requests']}, {r['images']}, {r['credits']}"
+        )
+    return "\n".join(lines)
+
+
+def error_text(error: ImagebotError) -> str:
+    text = f"{error.message} ({error.code})"
+    if isinstance(error, RateLimited) and "Try again" not in error.message:
+        text += f" Try again in {error.retry_after:.0f} s."
+    return text

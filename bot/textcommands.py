@@ -1,0 +1,121 @@
+"""Commands typed as text: ``/imagine a red fox --size 1792x1024 --count 2``.
+
+Used by the local console and by Slack, whose slash commands arrive as one line of text. Flags may be
+written ``--size 1024x1024`` or ``--size=1024x1024``; the rest of the words are the prompt. An unknown
+flag or a flag with no value is a ``ValidationError`` naming it, before anything is charged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import ValidationError
+from .models import ImagineOptions
+
+IMAGINE_FLAGS = ("size", "aspect", "style", "quality", "count", "provider", "model", "seed")
+IMAGINE_USAGE = (
+    "Usage: /imagine <prompt> [--size WxH|square|landscape|portrait] [--style natural|vivid|artistic|photographic]"
+    " [--quality standard|hd] [--count 1-10] [--provider NAME]"
+)
+SHORT = {"-s": "size", "-n": "count", "-q": "quality", "-p": "provider", "-a": "aspect"}
+MENTION_RE = re.compile(r"^<@([A-Z0-9]+)(?:\|[^>]*)?>$|^<@!?(\d+)>$|^@?([A-Za-z0-9._-]+)$")
+
+
+@dataclass(frozen=True)
+class ParsedText:
+    words: list[str]
+    flags: dict[str, str]
+
+
+def split_flags(text: str, allowed: tuple[str, ...]) -> ParsedText:
+    tokens = text.split()
+    words: list[str] = []
+    flags: dict[str, str] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        name: str | None = None
+        value: str | None = None
+        if token.startswith("--") and len(token) > 2:
+            name, eq, rest = token[2:].partition("=")
+            value = rest if eq else None
+        elif token in SHORT:
+            name = SHORT[token]
+        if name is None:
+            words.append(token)
+            i += 1
+            continue
+        name = name.lower().replace("-", "_")
+        if name == "ar":
+            name = "aspect"
+        if name not in allowed:
+            raise ValidationError(
+                f"Unknown option --{name}. {IMAGINE_USAGE}", code="IMG-VALID-FLAG"
+            )
+        if value is None:
+            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
+                raise ValidationError(f"--{name} needs a value. {IMAGINE_USAGE}", code="IMG-VALID-FLAG")
+            value = tokens[i + 1]
+            i += 1
+        if name in flags:
+            raise ValidationError(f"--{name} is given twice.", code="IMG-VALID-FLAG")
+        flags[name] = value
+        i += 1
+    return ParsedText(words, flags)
+
+
+def parse_imagine(text: str) -> ImagineOptions:
+    parsed = split_flags(text, IMAGINE_FLAGS)
+    if "size" in parsed.flags and "aspect" in parsed.flags:
+        raise ValidationError("Give --size or --aspect, not both.", code="IMG-VALID-FLAG")
+    seed = parsed.flags.get("seed")
+    if seed is not None and not re.fullmatch(r"\d{1,9}", seed):
+        raise ValidationError(f"--seed must be a whole number, got {seed!r}.", code="IMG-VALID-FLAG")
+    return ImagineOptions(
+        prompt=" ".join(parsed.words),
+        size=parsed.flags.get("size") or parsed.flags.get("aspect"),
+        style=parsed.flags.get("style"),
+        quality=parsed.flags.get("quality"),
+        count=parsed.flags.get("count"),
+        provider=parsed.flags.get("provider"),
+        model=parsed.flags.get("model"),
+        seed=int(seed) if seed is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class CreditsCommand:
+    """``/credits`` (show), ``grant|revoke|set <user> <amount>``, or ``usage [days]``."""
+
+    action: str
+    target: str | None = None
+    amount: str | None = None
+
+
+def parse_credits(text: str) -> CreditsCommand:
+    words = text.split()
+    if not words:
+        return CreditsCommand("show")
+    action = words[0].lower()
+    if action in ("show", "balance"):
+        return CreditsCommand("show")
+    if action == "usage":
+        return CreditsCommand("usage", amount=words[1] if len(words) > 1 else None)
+    if action in ("grant", "revoke", "set"):
+        if len(words) != 3:
+            raise ValidationError(
+                f"Usage: /credits {action} @user <amount>", code="IMG-VALID-FLAG"
+            )
+        return CreditsCommand(action, target=words[1], amount=words[2])
+    raise ValidationError(
+        "Usage: /credits, /credits grant|revoke|set @user <amount>, /credits usage", code="IMG-VALID-FLAG"
+    )
+
+
+def mention_user_id(text: str) -> str:
+    """``<@U123|name>`` (Slack), ``<@123>`` (Discord) or a bare id -> the user id."""
+    match = MENTION_RE.match(text.strip())
+    if not match:
+        raise ValidationError(f"{text!r} is not a user mention.", code="IMG-VALID-USER")
+    return next(g for g in match.groups() if g)

@@ -1,0 +1,197 @@
+"""Validation and planning of an /imagine request, before any credit moves.
+
+Each failure is a ``ValidationError`` with a stable code and a message that names the limit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from providers.base import ASPECTS, QUALITIES, STYLES, ImageProvider, ModelInfo
+from providers.registry import ProviderRegistry
+
+from .config import MAX_AMOUNT, Config
+from .errors import ValidationError
+from .models import ImagineOptions
+
+PROMPT_LIMIT = 4000
+COUNT_LIMIT = 10
+ASPECT_ALIASES = {
+    "square": "square", "1:1": "square",
+    "landscape": "landscape", "wide": "landscape", "16:9": "landscape", "3:2": "landscape",
+    "portrait": "portrait", "tall": "portrait", "9:16": "portrait", "2:3": "portrait",
+}
+SIZE_RE = re.compile(r"^\s*(\d{2,5})\s*[x×*]\s*(\d{2,5})\s*$", re.I)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One provider that can serve the plan, with the model it will use."""
+
+    provider: ImageProvider
+    model: ModelInfo
+
+    @property
+    def calls(self) -> int:
+        return self.model.max_per_call
+
+
+@dataclass(frozen=True)
+class Plan:
+    prompt: str
+    size: str
+    style: str
+    quality: str
+    count: int
+    price_per_image: int
+    attempts: tuple[Attempt, ...]
+    reference: bytes | None = None
+    seed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.price_per_image * self.count
+
+
+def clean_prompt(prompt: str | None, limit: int = PROMPT_LIMIT) -> str:
+    text = " ".join((prompt or "").split())
+    if not text:
+        raise ValidationError("The prompt is empty: describe the image you want.", code="IMG-VALID-PROMPT")
+    if len(text) > limit:
+        raise ValidationError(
+            f"The prompt is {len(text)} characters; the limit is {limit}.", code="IMG-VALID-PROMPT"
+        )
+    return text
+
+
+def parse_count(value: int | str | None, cap: int) -> int:
+    if value is None or value == "":
+        return 1
+    text = str(value).strip()
+    if isinstance(value, bool) or not re.fullmatch(r"\d{1,3}", text):
+        raise ValidationError(f"count must be a whole number from 1 to {cap}, got {text!r}.", code="IMG-VALID-COUNT")
+    number = int(text)
+    if not 1 <= number <= cap:
+        raise ValidationError(f"count must be from 1 to {cap}, got {number}.", code="IMG-VALID-COUNT")
+    return number
+
+
+def parse_choice(name: str, value: str | None, choices: tuple[str, ...], default: str) -> str:
+    if value is None or not str(value).strip():
+        return default
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise ValidationError(
+            f"{name} must be one of {', '.join(choices)}; got {value!r}.", code=f"IMG-VALID-{name.upper()}"
+        )
+    return text
+
+
+def parse_amount(value: object, *, allow_zero: bool = False) -> int:
+    """A credit amount: a whole number from 1 (or 0 for set) to 1,000,000; anything else is refused."""
+    lo = 0 if allow_zero else 1
+    text = str(value).strip().replace(",", "").replace("_", "") if value is not None else ""
+    if isinstance(value, bool) or not re.fullmatch(r"\+?\d{1,9}", text):
+        raise ValidationError(
+            f"The amount must be a whole number from {lo} to {MAX_AMOUNT:,}; got {value!r}.",
+            code="IMG-VALID-AMOUNT",
+        )
+    number = int(text)
+    if not lo <= number <= MAX_AMOUNT:
+        raise ValidationError(
+            f"The amount must be a whole number from {lo} to {MAX_AMOUNT:,}; got {number:,}.",
+            code="IMG-VALID-AMOUNT",
+        )
+    return number
+
+
+def resolve_size(value: str | None, model: ModelInfo, default: str) -> str:
+    """``WxH`` or an aspect name -> one of the model's sizes, or a ValidationError naming them."""
+    if value is None or not str(value).strip():
+        return default if default in model.sizes else model.size_for_aspect("square")
+    text = str(value).strip().lower()
+    if text in ASPECT_ALIASES:
+        return model.size_for_aspect(ASPECT_ALIASES[text])
+    match = SIZE_RE.match(text)
+    if match:
+        size = f"{int(match[1])}x{int(match[2])}"
+        if size in model.sizes:
+            return size
+    raise ValidationError(
+        f"size {value!r} is not available for {model.name}; choose one of {', '.join(model.sizes)}"
+        f" or an aspect ({', '.join(ASPECTS)}).",
+        code="IMG-VALID-SIZE",
+    )
+
+
+def split_provider(value: str | None) -> tuple[str | None, str | None]:
+    if not value or not str(value).strip():
+        return None, None
+    name, _, model = str(value).strip().lower().partition("/")
+    return name or None, model or None
+
+
+def plan_imagine(options: ImagineOptions, registry: ProviderRegistry, config: Config, server_key: str) -> Plan:
+    """Check everything the user typed against config and provider capabilities."""
+    wanted, model_name = split_provider(options.provider)
+    model_name = (options.model or "").strip().lower() or model_name
+    if wanted:
+        provider = registry.get(wanted)
+        if provider is None:
+            raise ValidationError(
+                f"provider {wanted!r} is not configured; choose one of {', '.join(registry.names())}.",
+                code="IMG-VALID-PROVIDER",
+            )
+        candidates = [provider]
+    else:
+        candidates = registry.ordered(config.providers_for(server_key))
+    primary = candidates[0]
+    model = primary.capabilities.model(model_name)
+    if model is None:
+        names = ", ".join(m.name for m in primary.capabilities.models)
+        raise ValidationError(
+            f"model {model_name!r} is not offered by {primary.name}; choose one of {names}.",
+            code="IMG-VALID-MODEL",
+        )
+    prompt = clean_prompt(options.prompt, min(PROMPT_LIMIT, model.prompt_limit))
+    size = resolve_size(options.size, model, config.default_size)
+    style = parse_choice("style", options.style, STYLES, "natural")
+    quality = parse_choice("quality", options.quality, QUALITIES, "standard")
+    count = parse_count(options.count, min(COUNT_LIMIT, config.limits.max_count))
+    seed = options.seed if isinstance(options.seed, int) else 0
+
+    attempts = [Attempt(primary, model)]
+    for other in candidates[1:]:
+        fit = _fitting_model(other, size, len(prompt), options.reference is not None)
+        if fit is not None:
+            attempts.append(Attempt(other, fit))
+    return Plan(
+        prompt=prompt,
+        size=size,
+        style=style,
+        quality=quality,
+        count=count,
+        price_per_image=config.pricing.per_image(size, quality),
+        attempts=tuple(attempts),
+        reference=options.reference,
+        seed=seed,
+    )
+
+
+def _fitting_model(provider: ImageProvider, size: str, prompt_len: int, reference: bool) -> ModelInfo | None:
+    """The provider's first model (default first) that can serve the same request, for failover."""
+    caps = provider.capabilities
+    models = sorted(caps.models, key=lambda m: m.name != caps.default_model)
+    for m in models:
+        if size in m.sizes and prompt_len <= m.prompt_limit:
+            return m
+    return None
+
+
+def calls_needed(count: int, per_call: int) -> list[int]:
+    """Split ``count`` into per-call batches, e.g. 5 with 2 per call -> [2, 2, 1]."""
+    per_call = max(1, per_call)
+    n = math.ceil(count / per_call)
+    return [min(per_call, count - i * per_call) for i in range(n)]

@@ -1,0 +1,1 @@
+"""Image and text providers behind one small interface (see ``providers.base``)."""

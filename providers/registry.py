@@ -1,0 +1,103 @@
+"""The provider registry: which providers are configured, in which order, and the text enhancer.
+
+Adding a provider is one file and one line in ``IMAGE_BUILDERS`` (or ``TEXT_BUILDERS``). A builder
+takes the config and returns the provider, or ``None`` when its settings (a key) are absent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from bot.errors import ConfigError
+
+from .base import ImageProvider, TextProvider
+from .local import LocalRenderer
+from .local_text import LocalEnhancer
+
+if TYPE_CHECKING:
+    from bot.config import Config
+
+log = logging.getLogger(__name__)
+
+ImageBuilder = Callable[["Config"], "list[ImageProvider]"]
+TextBuilder = Callable[["Config"], "TextProvider | None"]
+
+
+def _local(config: Config) -> list[ImageProvider]:
+    return [LocalRenderer()]
+
+
+#: name -> builder. Order here is the default failover order; ``local`` always comes last.
+IMAGE_BUILDERS: dict[str, ImageBuilder] = {
+    "local": _local,
+}
+
+TEXT_BUILDERS: dict[str, TextBuilder] = {
+    "local": lambda config: LocalEnhancer(),
+}
+
+
+class ProviderRegistry:
+    def __init__(self, providers: list[ImageProvider], order: list[str], enhancer: TextProvider) -> None:
+        self.providers = {p.name: p for p in providers}
+        self.order = [name for name in order if name in self.providers]
+        self.enhancer = enhancer
+
+    def get(self, name: str) -> ImageProvider | None:
+        return self.providers.get(name)
+
+    def names(self) -> list[str]:
+        return list(self.order)
+
+    def ordered(self, order: tuple[str, ...] | list[str] | None = None) -> list[ImageProvider]:
+        names = [n for n in (order or self.order) if n in self.providers] or self.order
+        return [self.providers[n] for n in names]
+
+    async def aclose(self) -> None:
+        for provider in reversed(list(self.providers.values())):
+            try:
+                await provider.aclose()
+            except Exception:  # noqa: BLE001 - closing must go on
+                log.warning("closing provider %s failed", provider.name)
+        await self.enhancer.aclose()
+
+
+def build_registry(config: Config) -> ProviderRegistry:
+    """Build every provider whose settings are present, in the configured order."""
+    built: list[ImageProvider] = []
+    for name, builder in IMAGE_BUILDERS.items():
+        if name == "local":
+            continue
+        built.extend(builder(config))
+    built.extend(_local(config))
+    names = [p.name for p in built]
+    order = list(config.provider_order)
+    unknown = [n for n in order if n not in names]
+    if unknown:
+        raise ConfigError(
+            f"IMAGEBOT_PROVIDERS names {', '.join(unknown)}, which is not configured; "
+            f"configured providers: {', '.join(names)}"
+        )
+    for key, server_order in config.server_provider_order.items():
+        missing = [n for n in server_order if n not in names]
+        if missing:
+            raise ConfigError(f"servers.{key}.providers names unknown provider(s): {', '.join(missing)}")
+    if not order:
+        order = names
+    enhancer: TextProvider | None = None
+    wanted = config.enhancer
+    if wanted:
+        if wanted not in TEXT_BUILDERS:
+            raise ConfigError(
+                f"IMAGEBOT_ENHANCER must be one of {', '.join(TEXT_BUILDERS)}, got {wanted!r}"
+            )
+        enhancer = TEXT_BUILDERS[wanted](config)
+        if enhancer is None:
+            raise ConfigError(f"IMAGEBOT_ENHANCER={wanted} but its API key is not set")
+    else:
+        for name, text_builder in TEXT_BUILDERS.items():
+            if name != "local" and (enhancer := text_builder(config)) is not None:
+                break
+    return ProviderRegistry(built, order, enhancer or LocalEnhancer())

@@ -1,0 +1,1 @@
+"""Persistence: the SQLite ledger, the generation log, migrations and the image file store."""

@@ -1,0 +1,119 @@
+"""Append-only named migrations, recorded in ``_migrations``.
+
+Never edit a migration that has shipped: add ``m00N_...`` below it. Each runs in its own transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+M001_INITIAL = """
+CREATE TABLE accounts (
+    platform   TEXT    NOT NULL,
+    server_id  TEXT    NOT NULL,
+    user_id    TEXT    NOT NULL,
+    balance    INTEGER NOT NULL CHECK (balance >= 0),
+    created_at REAL    NOT NULL,
+    updated_at REAL    NOT NULL,
+    PRIMARY KEY (platform, server_id, user_id)
+) WITHOUT ROWID;
+
+-- Every credit movement. ``delta`` is the change to the spendable balance, so each balance equals
+-- the sum of its rows' deltas. ``consume`` has delta 0: it settles credits already held by ``reserve``.
+CREATE TABLE ledger (
+    id            INTEGER PRIMARY KEY,
+    platform      TEXT    NOT NULL,
+    server_id     TEXT    NOT NULL,
+    user_id       TEXT    NOT NULL,
+    kind          TEXT    NOT NULL CHECK (kind IN
+                    ('initial', 'grant', 'revoke', 'set', 'reserve', 'consume', 'release', 'refund')),
+    delta         INTEGER NOT NULL,
+    amount        INTEGER NOT NULL CHECK (amount >= 0),
+    balance_after INTEGER NOT NULL CHECK (balance_after >= 0),
+    request_id    TEXT    NOT NULL,
+    actor         TEXT    NOT NULL,
+    note          TEXT,
+    created_at    REAL    NOT NULL
+);
+CREATE INDEX ledger_account ON ledger (platform, server_id, user_id, id);
+CREATE INDEX ledger_request ON ledger (request_id);
+
+CREATE TABLE reservations (
+    id         TEXT    PRIMARY KEY,
+    platform   TEXT    NOT NULL,
+    server_id  TEXT    NOT NULL,
+    user_id    TEXT    NOT NULL,
+    amount     INTEGER NOT NULL CHECK (amount >= 0),
+    status     TEXT    NOT NULL CHECK (status IN ('held', 'settled', 'released')),
+    instance   TEXT    NOT NULL,
+    created_at REAL    NOT NULL,
+    expires_at REAL    NOT NULL,
+    settled_at REAL
+) WITHOUT ROWID;
+CREATE INDEX reservations_held ON reservations (status, platform, server_id, user_id);
+
+CREATE TABLE generations (
+    id               TEXT    PRIMARY KEY,
+    platform         TEXT    NOT NULL,
+    server_id        TEXT    NOT NULL,
+    user_id          TEXT    NOT NULL,
+    channel_id       TEXT    NOT NULL DEFAULT '',
+    command          TEXT    NOT NULL,
+    provider         TEXT,
+    model            TEXT,
+    prompt           TEXT    NOT NULL,
+    options          TEXT    NOT NULL DEFAULT '{}',
+    status           TEXT    NOT NULL CHECK (status IN ('PENDING', 'COMPLETED', 'FAILED')),
+    error_code       TEXT,
+    credits_reserved INTEGER NOT NULL DEFAULT 0,
+    credits_consumed INTEGER NOT NULL DEFAULT 0,
+    image_count      INTEGER NOT NULL DEFAULT 0,
+    duration_ms      REAL,
+    revised_prompt   TEXT,
+    result_text      TEXT,
+    created_at       REAL    NOT NULL,
+    finished_at      REAL
+) WITHOUT ROWID;
+CREATE INDEX generations_user ON generations (platform, server_id, user_id, created_at);
+CREATE INDEX generations_created ON generations (created_at);
+
+CREATE TABLE generation_images (
+    generation_id TEXT    NOT NULL REFERENCES generations (id),
+    idx           INTEGER NOT NULL,
+    sha256        TEXT    NOT NULL,
+    mime          TEXT    NOT NULL,
+    bytes         INTEGER NOT NULL,
+    width         INTEGER NOT NULL,
+    height        INTEGER NOT NULL,
+    PRIMARY KEY (generation_id, idx)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("m001_initial", M001_INITIAL),
+]
+
+
+def apply_migrations(conn: sqlite3.Connection) -> list[str]:
+    """Apply the missing migrations in order; return the names applied."""
+    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    conn.commit()
+    applied: list[str] = []
+    for name, sql in MIGRATIONS:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            done = conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone()
+            if done:
+                conn.execute("ROLLBACK")
+                continue
+            for statement in sql.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time()))
+            conn.execute("COMMIT")
+            applied.append(name)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return applied

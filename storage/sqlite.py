@@ -1,0 +1,494 @@
+"""The SQLite store: accounts, the credit ledger, reservations and the generation log.
+
+Every write is one transaction that runs whole on aiosqlite's connection thread (``_tx``): there is
+no ``await`` inside a transaction, so two commands can never interleave a read-modify-write, and
+``BEGIN IMMEDIATE`` plus a busy timeout keeps several processes on one file correct too. Balances
+only move by conditional updates (``WHERE balance >= ?``) under a ``CHECK (balance >= 0)``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from bot.errors import InsufficientCredits, RateLimited, ValidationError
+from bot.models import Identity
+
+from .migrations import apply_migrations
+
+T = TypeVar("T")
+#: No balance may exceed this: it keeps arithmetic and displays sane.
+MAX_BALANCE = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    sha256: str
+    mime: str
+    size_bytes: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class GenerationRow:
+    id: str
+    platform: str
+    server_id: str
+    user_id: str
+    channel_id: str
+    command: str
+    provider: str | None
+    model: str | None
+    prompt: str
+    options: dict[str, Any]
+    status: str
+    error_code: str | None
+    credits_reserved: int
+    credits_consumed: int
+    image_count: int
+    duration_ms: float | None
+    revised_prompt: str | None
+    result_text: str | None
+    created_at: float
+    finished_at: float | None
+    images: tuple[ImageRow, ...] = ()
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.platform, self.server_id, self.user_id)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    balance: int
+    consumed: int
+    released: int
+    #: False when the reservation had already been released (expired): nothing was charged.
+    charged: bool
+
+
+def _key(identity: Identity) -> tuple[str, str, str]:
+    return (identity.platform, identity.server_id, identity.user_id)
+
+
+class SqliteStore:
+    """The ledger and the log, on one SQLite file in WAL mode."""
+
+    def __init__(self, path: Path, *, starting_credits: int = 50, instance: str = "default") -> None:
+        self.path = Path(path)
+        self.starting_credits = starting_credits
+        self.instance = instance
+        self._db: aiosqlite.Connection | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=30.0)
+        await self._tx(self._setup)
+
+    @staticmethod
+    def _setup(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        apply_migrations(conn)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the connection thread: the whole transaction, with no await inside it."""
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        db = self._db
+        # aiosqlite's own worker-thread entry point: one hop for the whole transaction.
+        return await db._execute(lambda: fn(db._conn))  # noqa: SLF001
+
+    # -- accounts --------------------------------------------------------------------------------
+
+    def _ensure_account(self, conn: sqlite3.Connection, identity: Identity, now: float) -> None:
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO accounts (platform, server_id, user_id, balance, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (*_key(identity), self.starting_credits, now, now),
+        )
+        if cur.rowcount == 1 and self.starting_credits > 0:
+            self._ledger(conn, identity, "initial", self.starting_credits, self.starting_credits,
+                         self.starting_credits, f"initial:{identity}", "system", "starting credits", now)
+
+    @staticmethod
+    def _ledger(conn: sqlite3.Connection, identity: Identity, kind: str, delta: int, amount: int,
+                balance_after: int, request_id: str, actor: str, note: str | None, now: float) -> None:
+        conn.execute(
+            "INSERT INTO ledger (platform, server_id, user_id, kind, delta, amount, balance_after,"
+            " request_id, actor, note, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*_key(identity), kind, delta, amount, balance_after, request_id, actor, note, now),
+        )
+
+    @staticmethod
+    def _balance(conn: sqlite3.Connection, identity: Identity) -> int:
+        row = conn.execute(
+            "SELECT balance FROM accounts WHERE platform = ? AND server_id = ? AND user_id = ?", _key(identity)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    async def balance(self, identity: Identity) -> int:
+        """The spendable balance, creating the account with its starting credits on first sight."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            if conn.execute(
+                "SELECT 1 FROM accounts WHERE platform = ? AND server_id = ? AND user_id = ?", _key(identity)
+            ).fetchone() is None:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._ensure_account(conn, identity, now)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            return self._balance(conn, identity)
+
+        return await self._tx(run)
+
+    # -- two-phase charges -----------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        identity: Identity,
+        request_id: str,
+        amount: int,
+        *,
+        max_concurrent: int,
+        ttl: float,
+        generation: dict[str, Any],
+    ) -> int:
+        """Hold ``amount`` credits and open a PENDING generation, atomically; return the balance left.
+
+        Refuses (changing nothing) when the balance is short or the user already has
+        ``max_concurrent`` jobs held: the count is taken inside the same write transaction, so the
+        limit holds across processes too.
+        """
+
+        def run(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._ensure_account(conn, identity, now)
+                held = conn.execute(
+                    "SELECT COUNT(*), MIN(created_at) FROM reservations WHERE status = 'held'"
+                    " AND platform = ? AND server_id = ? AND user_id = ?",
+                    _key(identity),
+                ).fetchone()
+                if held[0] >= max_concurrent:
+                    raise RateLimited(
+                        f"You already have {held[0]} jobs running (the limit is {max_concurrent}). "
+                        "Wait for one to finish.",
+                        retry_after=5.0,
+                        code="IMG-RATE-003",
+                    )
+                row = conn.execute(
+                    "UPDATE accounts SET balance = balance - ?, updated_at = ?"
+                    " WHERE platform = ? AND server_id = ? AND user_id = ? AND balance >= ? RETURNING balance",
+                    (amount, now, *_key(identity), amount),
+                ).fetchone()
+                if row is None:
+                    have = self._balance(conn, identity)
+                    raise InsufficientCredits(
+                        f"This needs {amount} credits and you have {have}. Ask a server admin for more.",
+                        balance=have,
+                        needed=amount,
+                    )
+                balance = int(row[0])
+                self._ledger(conn, identity, "reserve", -amount, amount, balance, request_id,
+                             str(identity), generation.get("command"), now)
+                conn.execute(
+                    "INSERT INTO reservations (id, platform, server_id, user_id, amount, status, instance,"
+                    " created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'held', ?, ?, ?)",
+                    (request_id, *_key(identity), amount, self.instance, now, now + ttl),
+                )
+                conn.execute(
+                    "INSERT INTO generations (id, platform, server_id, user_id, channel_id, command, provider,"
+                    " model, prompt, options, status, credits_reserved, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?, ?)",
+                    (
+                        request_id, *_key(identity), generation.get("channel_id", ""),
+                        generation["command"], generation.get("provider"), generation.get("model"),
+                        generation["prompt"], json.dumps(generation.get("options", {}), sort_keys=True),
+                        amount, now,
+                    ),
+                )
+                conn.execute("COMMIT")
+                return balance
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return await self._tx(run)
+
+    async def settle(
+        self,
+        request_id: str,
+        consumed: int,
+        *,
+        status: str,
+        error_code: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        duration_ms: float | None = None,
+        revised_prompt: str | None = None,
+        result_text: str | None = None,
+        images: Iterable[ImageRow] = (),
+    ) -> Settlement:
+        """Consume ``consumed`` of the hold, give back the rest, and close the generation record.
+
+        With ``consumed == 0`` the give-back is a ``refund``; otherwise the unused part is a
+        ``release``. A reservation already released (expired) charges nothing.
+        """
+        images = list(images)
+
+        def run(conn: sqlite3.Connection) -> Settlement:
+            now = time.time()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                res = conn.execute(
+                    "UPDATE reservations SET status = 'settled', settled_at = ? WHERE id = ? AND status = 'held'"
+                    " RETURNING platform, server_id, user_id, amount",
+                    (now, request_id),
+                ).fetchone()
+                charged = res is not None
+                spent = released = 0
+                if res is not None:
+                    identity = Identity(res[0], res[1], res[2])
+                    held = int(res[3])
+                    spent = max(0, min(consumed, held))
+                    released = held - spent
+                    balance = self._balance(conn, identity)
+                    if spent:
+                        self._ledger(conn, identity, "consume", 0, spent, balance, request_id,
+                                     str(identity), None, now)
+                    if released:
+                        row = conn.execute(
+                            "UPDATE accounts SET balance = balance + ?, updated_at = ?"
+                            " WHERE platform = ? AND server_id = ? AND user_id = ? RETURNING balance",
+                            (released, now, *_key(identity)),
+                        ).fetchone()
+                        balance = int(row[0])
+                        self._ledger(conn, identity, "refund" if spent == 0 else "release", released,
+                                     released, balance, request_id, str(identity), error_code, now)
+                else:
+                    gen = conn.execute(
+                        "SELECT platform, server_id, user_id FROM generations WHERE id = ?", (request_id,)
+                    ).fetchone()
+                    balance = self._balance(conn, Identity(*gen)) if gen else 0
+                conn.execute(
+                    "UPDATE generations SET status = ?, error_code = ?, provider = COALESCE(?, provider),"
+                    " model = COALESCE(?, model), credits_consumed = ?, image_count = ?, duration_ms = ?,"
+                    " revised_prompt = ?, result_text = ?, finished_at = ? WHERE id = ?",
+                    (status, error_code, provider, model, spent, len(images), duration_ms, revised_prompt,
+                     result_text, now, request_id),
+                )
+                conn.executemany(
+                    "INSERT INTO generation_images (generation_id, idx, sha256, mime, bytes, width, height)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(request_id, i, im.sha256, im.mime, im.size_bytes, im.width, im.height)
+                     for i, im in enumerate(images)],
+                )
+                conn.execute("COMMIT")
+                return Settlement(balance=balance, consumed=spent, released=released, charged=charged)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return await self._tx(run)
+
+    async def release_stale(self, *, orphaned_instance: str | None = None, now: float | None = None) -> int:
+        """Refund held reservations that expired, or that belong to ``orphaned_instance`` (this
+        instance's previous run, which crashed); mark their generations FAILED (interrupted)."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            t = time.time() if now is None else now
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    "UPDATE reservations SET status = 'released', settled_at = ?"
+                    " WHERE status = 'held' AND (expires_at < ? OR instance = ?)"
+                    " RETURNING id, platform, server_id, user_id, amount",
+                    (t, t, orphaned_instance if orphaned_instance is not None else "\x00"),
+                ).fetchall()
+                for rid, platform, server_id, user_id, amount in rows:
+                    identity = Identity(platform, server_id, user_id)
+                    bal = conn.execute(
+                        "UPDATE accounts SET balance = balance + ?, updated_at = ?"
+                        " WHERE platform = ? AND server_id = ? AND user_id = ? RETURNING balance",
+                        (amount, t, platform, server_id, user_id),
+                    ).fetchone()
+                    if amount:
+                        self._ledger(conn, identity, "refund", amount, amount, int(bal[0]), rid, "system",
+                                     "interrupted", t)
+                    conn.execute(
+                        "UPDATE generations SET status = 'FAILED', error_code = 'IMG-INTERRUPTED',"
+                        " finished_at = ? WHERE id = ? AND status = 'PENDING'",
+                        (t, rid),
+                    )
+                conn.execute("COMMIT")
+                return len(rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return await self._tx(run)
+
+    # -- admin movements -------------------------------------------------------------------------
+
+    async def adjust(self, identity: Identity, kind: str, amount: int, *, actor: str, request_id: str,
+                     note: str | None = None) -> tuple[int, int]:
+        """Grant, revoke or set credits; return (old balance, new balance).
+
+        A revoke above the balance is refused, never clamped.
+        """
+        if kind not in ("grant", "revoke", "set"):
+            raise ValueError(kind)
+
+        def run(conn: sqlite3.Connection) -> tuple[int, int]:
+            now = time.time()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._ensure_account(conn, identity, now)
+                old = self._balance(conn, identity)
+                if kind == "grant":
+                    if old + amount > MAX_BALANCE:
+                        raise ValidationError(
+                            f"That grant would take the balance above {MAX_BALANCE:,} credits.",
+                            code="IMG-VALID-AMOUNT",
+                        )
+                    new, delta = old + amount, amount
+                elif kind == "revoke":
+                    if amount > old:
+                        raise ValidationError(
+                            f"Cannot revoke {amount} credits: the balance is only {old}. Nothing was changed.",
+                            code="IMG-VALID-AMOUNT",
+                        )
+                    new, delta = old - amount, -amount
+                else:
+                    new, delta = amount, amount - old
+                row = conn.execute(
+                    "UPDATE accounts SET balance = ?, updated_at = ?"
+                    " WHERE platform = ? AND server_id = ? AND user_id = ? AND balance = ? RETURNING balance",
+                    (new, now, *_key(identity), old),
+                ).fetchone()
+                assert row is not None  # the write lock is ours: the balance cannot have moved
+                self._ledger(conn, identity, kind, delta, abs(delta) if kind == "set" else amount, new,
+                             request_id, actor, note, now)
+                conn.execute("COMMIT")
+                return old, new
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return await self._tx(run)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+
+        return await self._tx(run)
+
+    async def held(self, identity: Identity) -> int:
+        rows = await self._read(
+            "SELECT COALESCE(SUM(amount), 0) FROM reservations WHERE status = 'held'"
+            " AND platform = ? AND server_id = ? AND user_id = ?",
+            _key(identity),
+        )
+        return int(rows[0][0])
+
+    async def spent(self, identity: Identity) -> tuple[int, int]:
+        rows = await self._read(
+            "SELECT COALESCE(SUM(credits_consumed), 0), COALESCE(SUM(image_count), 0) FROM generations"
+            " WHERE platform = ? AND server_id = ? AND user_id = ?",
+            _key(identity),
+        )
+        return int(rows[0][0]), int(rows[0][1])
+
+    async def recent_generations(self, identity: Identity, limit: int = 5) -> list[GenerationRow]:
+        rows = await self._read(
+            f"SELECT {_GEN_COLUMNS} FROM generations WHERE platform = ? AND server_id = ? AND user_id = ?"
+            " ORDER BY created_at DESC LIMIT ?",
+            (*_key(identity), limit),
+        )
+        return [_generation(r) for r in rows]
+
+    async def generation(self, generation_id: str) -> GenerationRow | None:
+        rows = await self._read(f"SELECT {_GEN_COLUMNS} FROM generations WHERE id = ?", (generation_id,))
+        if not rows:
+            return None
+        images = await self._read(
+            "SELECT sha256, mime, bytes, width, height FROM generation_images WHERE generation_id = ?"
+            " ORDER BY idx",
+            (generation_id,),
+        )
+        gen = _generation(rows[0])
+        return GenerationRow(**{**gen.__dict__, "images": tuple(ImageRow(*i) for i in images)})
+
+    async def ledger_rows(self, identity: Identity) -> list[dict[str, Any]]:
+        rows = await self._read(
+            "SELECT kind, delta, amount, balance_after, request_id, actor, note, created_at FROM ledger"
+            " WHERE platform = ? AND server_id = ? AND user_id = ? ORDER BY id",
+            _key(identity),
+        )
+        keys = ("kind", "delta", "amount", "balance_after", "request_id", "actor", "note", "created_at")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    async def usage(self, since: float, server_key: str | None = None) -> list[dict[str, Any]]:
+        """Per user, provider and status since ``since`` (a unix time)."""
+        params: list[Any] = [since]
+        where = "created_at >= ?"
+        if server_key:
+            platform, _, server = server_key.partition(":")
+            where += " AND platform = ? AND server_id = ?"
+            params += [platform, server]
+        rows = await self._read(
+            "SELECT platform, server_id, user_id, COALESCE(provider, ''), status, COUNT(*),"
+            " COALESCE(SUM(image_count), 0), COALESCE(SUM(credits_consumed), 0)"
+            f" FROM generations WHERE {where} GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
+            tuple(params),
+        )
+        keys = ("platform", "server_id", "user_id", "provider", "status", "requests", "images", "credits")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    async def audit(self) -> list[tuple[str, str, str, int, int]]:
+        """Accounts whose balance differs from the sum of their ledger deltas (should be none)."""
+        rows = await self._read(
+            "SELECT a.platform, a.server_id, a.user_id, a.balance, COALESCE(SUM(l.delta), 0) FROM accounts a"
+            " LEFT JOIN ledger l ON l.platform = a.platform AND l.server_id = a.server_id"
+            " AND l.user_id = a.user_id GROUP BY 1, 2, 3 HAVING a.balance != COALESCE(SUM(l.delta), 0)"
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+_GEN_COLUMNS = (
+    "id, platform, server_id, user_id, channel_id, command, provider, model, prompt, options, status,"
+    " error_code, credits_reserved, credits_consumed, image_count, duration_ms, revised_prompt, result_text,"
+    " created_at, finished_at"
+)
+
+
+def _generation(row: tuple[Any, ...]) -> GenerationRow:
+    values = list(row)
+    values[9] = json.loads(values[9] or "{}")
+    return GenerationRow(*values)
