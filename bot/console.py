@@ -14,7 +14,14 @@ from collections.abc import Callable
 from .core import Imagebot
 from .errors import ImagebotError
 from .models import Context, Identity
-from .replies import adjust_summary, credits_summary, enhance_summary, error_text, imagine_summary, usage_summary
+from .replies import (
+    adjust_summary,
+    credits_summary,
+    enhance_summary,
+    error_text,
+    imagine_summary,
+    usage_summary,
+)
 from .textcommands import mention_user_id, parse_credits, parse_imagine
 
 HELP = """Commands:

@@ -409,6 +409,15 @@ class Imagebot:
     async def generation(self, generation_id: str) -> GenerationRow | None:
         return await self.store.generation(generation_id)
 
+    async def delivery_failed(self, generation_id: str, *, code: str = "IMG-DELIVERY-001") -> int:
+        """The adapter could deliver the images nowhere (channel nor DM): give the credits back.
+
+        Returns the credits refunded (0 if they were already refunded)."""
+        refunded = await self.store.refund_completed(generation_id, code=code)
+        if refunded:
+            log.warning("generation %s was not delivered (%s): refunded %d credits", generation_id, code, refunded)
+        return refunded
+
     # -- /enhance --------------------------------------------------------------------------------
 
     async def enhance(self, ctx: Context, prompt: str) -> EnhanceResult:
@@ -437,7 +446,7 @@ class Imagebot:
             request_id, price, status="COMPLETED", provider=enhancer.name,
             duration_ms=(time.perf_counter() - started) * 1000, result_text=enhanced,
         )
-        return EnhanceResult(original=text, enhanced=enhanced, credits_spent=settled.consumed,
+        return EnhanceResult(generation_id=request_id, original=text, enhanced=enhanced, credits_spent=settled.consumed,
                              balance=settled.balance, enhancer=enhancer.name)
 
     # -- /credits --------------------------------------------------------------------------------

@@ -88,6 +88,7 @@ class ImagineResult:
 
 @dataclass
 class EnhanceResult:
+    generation_id: str
     original: str
     enhanced: str
     credits_spent: int

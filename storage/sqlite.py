@@ -352,6 +352,39 @@ class SqliteStore:
 
         return await self._tx(run)
 
+    async def refund_completed(self, request_id: str, *, code: str) -> int:
+        """Refund what a COMPLETED generation consumed (its images reached nobody); mark it FAILED.
+
+        Idempotent: the generation's status flips only once, and only then do credits move."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                gen = conn.execute(
+                    "UPDATE generations SET status = 'FAILED', error_code = ?, finished_at = ?"
+                    " WHERE id = ? AND status = 'COMPLETED' RETURNING platform, server_id, user_id, credits_consumed",
+                    (code, now, request_id),
+                ).fetchone()
+                amount = int(gen[3]) if gen else 0
+                if gen is not None and amount:
+                    identity = Identity(gen[0], gen[1], gen[2])
+                    row = conn.execute(
+                        "UPDATE accounts SET balance = balance + ?, updated_at = ?"
+                        " WHERE platform = ? AND server_id = ? AND user_id = ? RETURNING balance",
+                        (amount, now, *_key(identity)),
+                    ).fetchone()
+                    self._ledger(conn, identity, "refund", amount, amount, int(row[0]), request_id, "system",
+                                 code, now)
+                    conn.execute("UPDATE generations SET credits_consumed = 0 WHERE id = ?", (request_id,))
+                conn.execute("COMMIT")
+                return amount
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return await self._tx(run)
+
     # -- admin movements -------------------------------------------------------------------------
 
     async def adjust(self, identity: Identity, kind: str, amount: int, *, actor: str, request_id: str,
