@@ -1,0 +1,134 @@
+"""The SQLite ledger on a real file: two-phase charges, admin movements, migrations, crash leftovers."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bot.errors import InsufficientCredits, RateLimited, ValidationError
+from bot.models import Identity
+from storage.sqlite import SqliteStore
+
+ALICE = Identity("discord", "g1", "alice")
+GEN = {"command": "imagine", "prompt": "a fox", "options": {"size": "256x256"}}
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = SqliteStore(tmp_path / "ledger.sqlite3", starting_credits=50)
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_new_account_starts_with_its_credits_and_one_ledger_row(store: SqliteStore) -> None:
+    assert await store.balance(ALICE) == 50
+    rows = await store.ledger_rows(ALICE)
+    assert [(r["kind"], r["delta"]) for r in rows] == [("initial", 50)]
+    assert await store.balance(ALICE) == 50  # second look creates nothing
+    assert len(await store.ledger_rows(ALICE)) == 1
+
+
+async def test_reserve_then_consume_part_releases_the_rest(store: SqliteStore) -> None:
+    assert await store.reserve(ALICE, "r1", 30, max_concurrent=2, ttl=60, generation=GEN) == 20
+    assert await store.held(ALICE) == 30
+    settled = await store.settle("r1", 10, status="COMPLETED")
+    assert (settled.balance, settled.consumed, settled.released) == (40, 10, 20)
+    kinds = [(r["kind"], r["delta"], r["amount"]) for r in await store.ledger_rows(ALICE)]
+    assert kinds == [("initial", 50, 50), ("reserve", -30, 30), ("consume", 0, 10), ("release", 20, 20)]
+    assert all(r["request_id"] == "r1" for r in (await store.ledger_rows(ALICE))[1:])
+    gen = await store.generation("r1")
+    assert gen is not None and gen.status == "COMPLETED" and gen.credits_consumed == 10
+    assert await store.audit() == []
+
+
+async def test_failure_refunds_everything(store: SqliteStore) -> None:
+    await store.reserve(ALICE, "r1", 30, max_concurrent=2, ttl=60, generation=GEN)
+    settled = await store.settle("r1", 0, status="FAILED", error_code="IMG-PROV-DOWN")
+    assert settled.balance == 50 and settled.consumed == 0
+    assert [r["kind"] for r in await store.ledger_rows(ALICE)][-1] == "refund"
+    gen = await store.generation("r1")
+    assert gen is not None and (gen.status, gen.error_code) == ("FAILED", "IMG-PROV-DOWN")
+
+
+async def test_settling_twice_charges_once(store: SqliteStore) -> None:
+    await store.reserve(ALICE, "r1", 10, max_concurrent=2, ttl=60, generation=GEN)
+    await store.settle("r1", 10, status="COMPLETED")
+    again = await store.settle("r1", 10, status="COMPLETED")
+    assert again.charged is False and again.balance == 40
+    assert await store.audit() == []
+
+
+async def test_short_balance_is_refused_and_changes_nothing(store: SqliteStore) -> None:
+    with pytest.raises(InsufficientCredits) as err:
+        await store.reserve(ALICE, "r1", 51, max_concurrent=2, ttl=60, generation=GEN)
+    assert err.value.balance == 50 and err.value.needed == 51
+    assert await store.balance(ALICE) == 50
+    assert await store.generation("r1") is None
+    assert [r["kind"] for r in await store.ledger_rows(ALICE)] == ["initial"]
+
+
+async def test_concurrent_jobs_limit_counts_held_reservations(store: SqliteStore) -> None:
+    await store.reserve(ALICE, "r1", 1, max_concurrent=2, ttl=60, generation=GEN)
+    await store.reserve(ALICE, "r2", 1, max_concurrent=2, ttl=60, generation=GEN)
+    with pytest.raises(RateLimited):
+        await store.reserve(ALICE, "r3", 1, max_concurrent=2, ttl=60, generation=GEN)
+    assert await store.balance(ALICE) == 48
+    await store.settle("r1", 1, status="COMPLETED")
+    await store.reserve(ALICE, "r3", 1, max_concurrent=2, ttl=60, generation=GEN)
+
+
+async def test_admin_movements_and_refused_revoke(store: SqliteStore) -> None:
+    assert await store.adjust(ALICE, "grant", 100, actor="admin", request_id="a1") == (50, 150)
+    assert await store.adjust(ALICE, "revoke", 20, actor="admin", request_id="a2") == (150, 130)
+    with pytest.raises(ValidationError, match="only 130"):
+        await store.adjust(ALICE, "revoke", 131, actor="admin", request_id="a3")
+    assert await store.adjust(ALICE, "set", 0, actor="admin", request_id="a4") == (130, 0)
+    rows = await store.ledger_rows(ALICE)
+    assert [(r["kind"], r["delta"], r["actor"]) for r in rows[1:]] == [
+        ("grant", 100, "admin"), ("revoke", -20, "admin"), ("set", -130, "admin")
+    ]
+    assert await store.audit() == []
+
+
+async def test_the_database_itself_refuses_a_negative_balance(store: SqliteStore, tmp_path: Path) -> None:
+    await store.balance(ALICE)
+    conn = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("UPDATE accounts SET balance = -1")
+    conn.close()
+
+
+async def test_expired_reservations_are_released(store: SqliteStore) -> None:
+    await store.reserve(ALICE, "r1", 20, max_concurrent=2, ttl=60, generation=GEN)
+    assert await store.release_stale(now=0) == 0  # not yet expired
+    import time
+
+    assert await store.release_stale(now=time.time() + 120) == 1
+    assert await store.balance(ALICE) == 50
+    gen = await store.generation("r1")
+    assert gen is not None and (gen.status, gen.error_code) == ("FAILED", "IMG-INTERRUPTED")
+    late = await store.settle("r1", 20, status="COMPLETED")
+    assert late.charged is False and await store.balance(ALICE) == 50
+
+
+async def test_migrations_are_recorded_and_run_once(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite3"
+    for _ in range(2):
+        s = SqliteStore(path)
+        await s.open()
+        await s.close()
+    conn = sqlite3.connect(path)
+    assert [r[0] for r in conn.execute("SELECT name FROM _migrations")] == ["m001_initial"]
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+async def test_prompts_are_stored_as_data_never_as_sql(store: SqliteStore) -> None:
+    evil = "'); DROP TABLE accounts; --"
+    await store.reserve(ALICE, "r1", 1, max_concurrent=2, ttl=60, generation={**GEN, "prompt": evil})
+    gen = await store.generation("r1")
+    assert gen is not None and gen.prompt == evil
+    assert await store.balance(ALICE) == 49
