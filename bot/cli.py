@@ -41,13 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="start every configured platform (with no tokens: the local console)")
 
     credits = sub.add_parser("credits", help="show or change a user's credits")
-    credits.add_argument("action", choices=["show", "grant", "revoke", "set"])
-    credits.add_argument("amount", nargs="?", help="whole number (grant/revoke: 1..1000000, set: 0..1000000)")
-    credits.add_argument("--platform", required=True, help="discord, slack or console")
-    credits.add_argument("--server", required=True, help="guild id, workspace (team) id, or 'local'")
-    credits.add_argument("--user", required=True, help="the platform's user id")
-    credits.add_argument("--json", action="store_true", help="print JSON")
-    credits.add_argument("--note", default=None, help="a reason recorded with the change")
+    actions = credits.add_subparsers(dest="action", required=True)
+    for action, text in (("show", "show the balance"), ("grant", "add credits"), ("revoke", "take credits away"),
+                         ("set", "set the balance")):
+        p = actions.add_parser(action, help=text)
+        if action != "show":
+            lo = 0 if action == "set" else 1
+            p.add_argument("amount", help=f"a whole number from {lo} to 1000000")
+            p.add_argument("--note", default=None, help="a reason recorded with the change")
+        p.add_argument("--platform", required=True, help="discord, slack or console")
+        p.add_argument("--server", required=True, help="guild id, workspace (team) id, or 'local'")
+        p.add_argument("--user", required=True, help="the platform's user id")
+        p.add_argument("--json", action="store_true", help="print JSON")
 
     usage = sub.add_parser("usage", help="usage per user, provider and status")
     usage.add_argument("--since", default="7d", help="a period such as 24h, 7d, 4w (default 7d)")
@@ -72,8 +77,6 @@ async def cmd_credits(core: Imagebot, args: argparse.Namespace) -> int:
     if not all((target.platform, target.server_id, target.user_id)):
         raise ConfigError("--platform, --server and --user must not be empty")
     if args.action == "show":
-        if args.amount is not None:
-            raise ConfigError("credits show takes no amount")
         summary = await core.credits(target)
         data: dict[str, Any] = {
             "platform": target.platform, "server": target.server_id, "user": target.user_id,
@@ -81,8 +84,6 @@ async def cmd_credits(core: Imagebot, args: argparse.Namespace) -> int:
         }
         text = f"{target}: balance {summary.balance} (held {summary.held}, spent {summary.spent})"
     else:
-        if args.amount is None:
-            raise ConfigError(f"credits {args.action} needs an AMOUNT")
         result = await core.adjust("cli:operator", target, args.action, args.amount, note=args.note)
         data = {
             "platform": target.platform, "server": target.server_id, "user": target.user_id,

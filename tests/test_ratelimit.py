@@ -1,0 +1,61 @@
+"""Rate limits: per user, per server, concurrent jobs. A limited request changes no credits."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from bot.app import build_core
+from bot.errors import RateLimited
+from bot.models import ImagineOptions
+from tests.doubles import ScriptedProvider, ctx_for, make_config, make_core
+
+FOX = ImagineOptions(prompt="fox", size="256x256")
+
+
+async def test_per_user_limit_says_when_to_retry_and_charges_nothing(tmp_path: Path) -> None:
+    core = build_core(make_config(tmp_path, IMAGEBOT_USER_RATE="2/minute"))
+    async with core:
+        await core.imagine(ctx_for("a"), FOX)
+        await core.imagine(ctx_for("a"), FOX)
+        with pytest.raises(RateLimited) as err:
+            await core.imagine(ctx_for("a"), FOX)
+        assert err.value.code == "IMG-RATE-001" and 0 < err.value.retry_after <= 60
+        assert "Try again in" in err.value.message
+        summary = await core.credits(ctx_for("a").identity)
+        assert summary.balance == 44 and len(summary.recent) == 2
+        await core.imagine(ctx_for("b"), FOX)  # another user is not limited
+
+
+async def test_per_server_limit(tmp_path: Path) -> None:
+    core = build_core(make_config(tmp_path, IMAGEBOT_SERVER_RATE="3/hour"))
+    async with core:
+        for user in ("a", "b", "c"):
+            await core.imagine(ctx_for(user), FOX)
+        with pytest.raises(RateLimited) as err:
+            await core.imagine(ctx_for("d"), FOX)
+        assert err.value.code == "IMG-RATE-002" and "server" in err.value.message
+        assert (await core.credits(ctx_for("d").identity)).balance == 50
+        await core.imagine(ctx_for("d", server="s2"), FOX)  # other servers are unaffected
+
+
+async def test_concurrent_jobs_per_user(tmp_path: Path) -> None:
+    slow = ScriptedProvider(delay=0.3)
+    core = make_core(make_config(tmp_path, IMAGEBOT_MAX_CONCURRENT="2"), [slow])
+    async with core:
+        results = await asyncio.gather(*(core.imagine(ctx_for("a"), FOX) for _ in range(3)), return_exceptions=True)
+        limited = [r for r in results if isinstance(r, RateLimited)]
+        assert len(limited) == 1 and limited[0].code == "IMG-RATE-003"
+        assert (await core.credits(ctx_for("a").identity)).balance == 50 - 2 * 3
+        await core.imagine(ctx_for("a"), FOX)  # once one finished, the next may start
+
+
+async def test_enhance_is_rate_limited_too(tmp_path: Path) -> None:
+    core = build_core(make_config(tmp_path, IMAGEBOT_USER_RATE="1/minute"))
+    async with core:
+        await core.enhance(ctx_for("a"), "fox")
+        with pytest.raises(RateLimited):
+            await core.enhance(ctx_for("a"), "fox")
+        assert (await core.credits(ctx_for("a").identity)).balance == 49
