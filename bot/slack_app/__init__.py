@@ -1,0 +1,60 @@
+"""The Slack adapter: /imagine, /enhance and /credits for a workspace, through the shared core.
+
+``run_slack`` reads the tokens from the config, checks them with ``auth.test``, then serves in Socket
+Mode (``SLACK_APP_TOKEN`` set) or HTTP mode (``SLACK_SIGNING_SECRET``, port ``IMAGEBOT_HTTP_PORT``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from bot.config import Config
+from bot.core import Imagebot
+from bot.errors import ConfigError
+
+from .apierrors import AUTH_ERRORS, AUTH_FIX, error_code, report
+from .app import SlackBot
+from .http_mode import EVENTS_PATH, serve_http
+from .settings import SlackSettings
+from .socket_mode import socket_handler
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SlackBot", "SlackSettings", "run_slack"]
+
+
+async def check_token(bot: SlackBot) -> None:
+    """Fail at start, with the fix, when Slack refuses the bot token; warn and go on if Slack is unreachable."""
+    try:
+        who = await bot.client.auth_test()
+    except Exception as exc:  # noqa: BLE001 - classified below
+        if error_code(exc) in AUTH_ERRORS:
+            raise ConfigError(AUTH_FIX.format(code=error_code(exc))) from None
+        log.warning("could not check the Slack token at start: %s", report(exc, "auth.test"))
+        return
+    log.info("Slack: signed in as %s in workspace %s", who.get("user"), who.get("team"))
+
+
+async def run_slack(core: Imagebot, config: Config) -> None:
+    settings = SlackSettings.from_config(config)
+    bot = SlackBot(core, settings)
+    try:
+        await check_token(bot)
+        if settings.socket_mode:
+            handler = socket_handler(bot.app, settings.app_token)
+            await handler.connect_async()
+            log.info("Slack: connected in Socket Mode")
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await handler.close_async()
+        else:
+            runner, port = await serve_http(bot.app, settings.http_host, settings.http_port)
+            log.info("Slack: HTTP mode, listening on %s:%d%s", settings.http_host, port, EVENTS_PATH)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await runner.cleanup()
+    finally:
+        await bot.close()

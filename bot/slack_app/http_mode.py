@@ -1,0 +1,38 @@
+"""HTTP mode: Slack POSTs commands, interactivity and events to ``/slack/events`` on our aiohttp server.
+
+Bolt checks each request's signature and timestamp (forged, unsigned or older than five minutes -> 401)
+before any listener runs, and answers once the listener has called ``ack()``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+
+EVENTS_PATH = "/slack/events"
+#: Slack's payloads are small; anything larger is not from Slack.
+MAX_BODY = 256 * 1024
+
+
+def web_application(app: AsyncApp, path: str = EVENTS_PATH) -> web.Application:
+    async def events(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    web_app = web.Application(client_max_size=MAX_BODY)
+    web_app.add_routes([web.post(path, events), web.get("/healthz", health)])
+    return web_app
+
+
+async def serve_http(app: AsyncApp, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start serving; returns the runner (``await runner.cleanup()`` to stop) and the bound port."""
+    runner = web.AppRunner(web_application(app), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server  # noqa: SLF001 - the only way to learn the port when 0 was asked for
+    bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
+    return runner, int(bound)
