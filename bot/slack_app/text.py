@@ -21,7 +21,7 @@ def _plain_token(inner: str) -> str:
         return "#" + (label or target[1:])
     if target.startswith("!"):
         name = target[1:].split("^", 1)[0]
-        return "@" + (label or name)
+        return "@" + (label or name).lstrip("@")
     return label or target
 
 

@@ -77,6 +77,7 @@ class FakeSlack:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.add_routes([
             web.post("/api/{method}", self._api),
+            web.get("/api/{method}", self._api),  # users.info and other readers are GETs
             web.post("/upload/{file_id}", self._upload),
             web.post("/respond/{key}", self._respond),
             web.get("/link/", self._socket),
