@@ -13,8 +13,13 @@ from typing import TYPE_CHECKING
 from bot.errors import ConfigError
 
 from .base import ImageProvider, TextProvider
+from .compat import build_compat
+from .google_images import build_google
+from .google_text import build_google_text
 from .local import LocalRenderer
 from .local_text import LocalEnhancer
+from .openai_images import build_openai
+from .openai_text import build_openai_text
 
 if TYPE_CHECKING:
     from bot.config import Config
@@ -31,10 +36,15 @@ def _local(config: Config) -> list[ImageProvider]:
 
 #: name -> builder. Order here is the default failover order; ``local`` always comes last.
 IMAGE_BUILDERS: dict[str, ImageBuilder] = {
+    "openai": build_openai,
+    "google": build_google,
+    "compat": build_compat,  # xAI and every [providers.NAME] OpenAI-compatible service
     "local": _local,
 }
 
 TEXT_BUILDERS: dict[str, TextBuilder] = {
+    "openai": build_openai_text,
+    "google": build_google_text,
     "local": lambda config: LocalEnhancer(),
 }
 
