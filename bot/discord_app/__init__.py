@@ -1,0 +1,37 @@
+"""The Discord adapter: slash commands and buttons translated into calls on the shared core.
+
+``run_discord`` is what ``imagebot run`` starts when DISCORD_TOKEN is set. Modules:
+settings (env), context (identity, admin check), commands and admin (the slash commands), flows (what
+each command does), progress, delivery and fitting (getting replies and images to the person),
+embeds and views (result messages and their persistent buttons), client (discord.py setup).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+
+from bot.config import Config
+from bot.core import Imagebot
+from bot.errors import ConfigError
+
+from .client import apply_endpoints, build_client
+from .context import Runtime
+from .settings import DiscordSettings
+
+
+async def run_discord(core: Imagebot, config: Config, **client_options: Any) -> None:
+    """Connect and serve until cancelled; the client closes on the way out."""
+    settings = DiscordSettings.from_env(config.env)
+    apply_endpoints(settings)
+    client = build_client(Runtime(core, settings), **client_options)
+    async with client:
+        try:
+            await client.start(settings.token)
+        except discord.LoginFailure:
+            raise ConfigError("Discord refused DISCORD_TOKEN: copy the bot token again from the Developer "
+                              "Portal (Bot -> Reset Token)") from None
+
+
+__all__ = ["run_discord"]

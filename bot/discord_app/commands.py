@@ -1,0 +1,96 @@
+"""The slash commands: /imagine, /enhance, /credits and the admin group /credits-admin.
+
+Built per client by ``build_commands`` (no module-level command objects). Handlers only translate
+options into core calls through ``flows``. This module does not use postponed annotations: discord.py
+reads the parameter annotations to build the options Discord shows.
+"""
+
+
+import discord
+from discord import app_commands
+
+from bot.models import ImagineOptions
+from bot.validation import split_provider
+from providers.base import ASPECTS, QUALITIES, STYLES
+
+from . import flows
+from .admin import build_admin_group
+from .context import identity_for, runtime_of
+
+MAX_CHOICES = 25
+
+
+def _choices(values: tuple[str, ...]) -> list[app_commands.Choice[str]]:
+    return [app_commands.Choice(name=v, value=v) for v in values]
+
+
+async def provider_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """Configured providers, and provider/model pairs, matching what was typed so far."""
+    registry = runtime_of(interaction).core.registry
+    items: list[str] = []
+    for name in registry.names():
+        provider = registry.providers[name]
+        items.append(name)
+        if len(provider.capabilities.models) > 1:
+            items.extend(f"{name}/{m.name}" for m in provider.capabilities.models)
+    wanted = current.strip().lower()
+    return [app_commands.Choice(name=i, value=i) for i in items if wanted in i][:MAX_CHOICES]
+
+
+async def size_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """The sizes the chosen provider's model offers (the server's first provider when none is chosen)."""
+    rt = runtime_of(interaction)
+    registry = rt.core.registry
+    name, model_name = split_provider(getattr(interaction.namespace, "provider", None))
+    provider = registry.get(name) if name else None
+    if provider is None:
+        ordered = registry.ordered(rt.core.config.providers_for(identity_for(interaction).server_key))
+        provider = ordered[0] if ordered else None
+    model = provider.capabilities.model(model_name) if provider else None
+    if model is None and provider is not None:
+        model = provider.capabilities.model(None)
+    sizes = (*(model.sizes if model else ()), *ASPECTS)
+    wanted = current.strip().lower()
+    return [app_commands.Choice(name=s, value=s) for s in sizes if wanted in s][:MAX_CHOICES]
+
+
+def build_commands(*, dms: bool = True) -> list[app_commands.Command | app_commands.Group]:  # type: ignore[type-arg]
+    """The commands; with ``dms=False`` the three user commands are not offered in direct messages."""
+    @app_commands.command(name="imagine", description="Generate images from a prompt")
+    @app_commands.describe(
+        prompt="What to draw",
+        size="WxH or square, landscape, portrait (suggestions follow the chosen provider)",
+        style="Look of the image",
+        quality="hd costs more where the provider offers it",
+        count="How many images (1-10)",
+        provider="Which provider (and model) to use; default: the server's first",
+        reference="An image to start from",
+    )
+    @app_commands.choices(style=_choices(STYLES), quality=_choices(QUALITIES))
+    @app_commands.autocomplete(size=size_autocomplete, provider=provider_autocomplete)
+    async def imagine(
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, 4000],
+        size: str | None = None,
+        style: str | None = None,
+        quality: str | None = None,
+        count: app_commands.Range[int, 1, 10] | None = None,
+        provider: str | None = None,
+        reference: discord.Attachment | None = None,
+    ) -> None:
+        options = ImagineOptions(prompt=prompt, size=size, style=style, quality=quality, count=count,
+                                 provider=provider)
+        await flows.imagine_command(interaction, options, reference)
+
+    @app_commands.command(name="enhance", description="Rewrite a short prompt into a rich one")
+    @app_commands.describe(prompt="The idea to enhance")
+    async def enhance(interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 4000]) -> None:
+        await flows.enhance_command(interaction, prompt)
+
+    @app_commands.command(name="credits", description="Your credit balance and recent usage (only you see it)")
+    async def credits(interaction: discord.Interaction) -> None:
+        await flows.credits_command(interaction)
+
+    for command in (imagine, enhance, credits):
+        command.guild_only = not dms
+    return [imagine, enhance, credits, build_admin_group()]

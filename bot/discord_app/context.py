@@ -1,0 +1,80 @@
+"""Who is asking: a Discord interaction -> the core's ``Identity`` and ``Context``.
+
+In a server the account is ``(discord, guild id, user id)``. In a direct message with the bot each user
+has an account of their own, ``(discord, dm-<user id>, user id)``: it never shares credits with a server,
+and no one is admin there (operators grant DM credits with the ``imagebot credits`` command).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import discord
+
+from bot.core import Imagebot
+from bot.models import Context, Identity
+
+from .settings import DiscordSettings
+
+PLATFORM = "discord"
+
+
+def identity_for(interaction: discord.Interaction) -> Identity:
+    user_id = str(interaction.user.id)
+    if interaction.guild_id is None:
+        return Identity(PLATFORM, f"dm-{user_id}", user_id)
+    return Identity(PLATFORM, str(interaction.guild_id), user_id)
+
+
+def identity_of(interaction: discord.Interaction, user: discord.abc.Snowflake) -> Identity:
+    """Another member of the same server (the target of /credits-admin)."""
+    return Identity(PLATFORM, identity_for(interaction).server_id, str(user.id))
+
+
+def is_admin(interaction: discord.Interaction, admin_roles: Iterable[str]) -> bool:
+    """Manage Server (or Administrator), or a role named or numbered in IMAGEBOT_DISCORD_ADMIN_ROLES.
+
+    Discord sends the member's permissions and role ids with every interaction, so this needs no
+    cache and no request. Role names are matched when the guild's roles are cached."""
+    if interaction.guild_id is None:
+        return False
+    perms = interaction.permissions
+    if perms.manage_guild or perms.administrator:
+        return True
+    wanted = {r.lower() for r in admin_roles}
+    member = interaction.user
+    if not wanted or not isinstance(member, discord.Member):
+        return False
+    role_ids = {str(r) for r in getattr(member, "_roles", ())}
+    role_names = {r.name.lower() for r in member.roles}
+    return bool(wanted & (role_ids | role_names))
+
+
+def context_for(interaction: discord.Interaction, settings: DiscordSettings) -> Context:
+    return Context(
+        identity_for(interaction),
+        channel_id=str(interaction.channel_id or ""),
+        is_admin=is_admin(interaction, settings.admin_roles),
+        display_name=interaction.user.display_name,
+    )
+
+
+def dm_refusal(interaction: discord.Interaction, settings: DiscordSettings) -> str | None:
+    """The reply for a command in a DM when the operator turned DMs off, else ``None``."""
+    if interaction.guild_id is None and not settings.dms:
+        return ("This bot works inside servers only: run the command in a server channel where the bot is. "
+                "(IMG-DISCORD-DM)")
+    return None
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What every handler needs, hung on the client (``client.imagebot``): no module globals."""
+
+    core: Imagebot
+    settings: DiscordSettings
+
+
+def runtime_of(interaction: discord.Interaction) -> Runtime:
+    return interaction.client.imagebot  # type: ignore[attr-defined, no-any-return]

@@ -1,0 +1,198 @@
+"""Getting replies and images to the person, whatever Discord says.
+
+Nothing ever ends as "This interaction failed": the interaction is acknowledged first, and when a later
+call is refused the reply falls back, in order, to the original response, a private (ephemeral) reply,
+then a direct message. Uploads are fitted to the interaction's ``attachment_size_limit`` first; a 413
+(code 40005) anyway retries once at half the size that was refused. Images that reach nobody are refunded through
+the core (``delivery_failed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import discord
+
+from bot.models import StoredImage
+
+from .fitting import ENVELOPE, MAX_FILES, CannotFit, Upload, fit_message
+from .settings import DEFAULT_UPLOAD_LIMIT
+
+log = logging.getLogger(__name__)
+
+NO_MENTIONS = discord.AllowedMentions.none()
+#: Unknown interaction, unknown webhook, unknown message, invalid webhook token (older than 15 min).
+GONE = {10062, 10015, 10008, 50027}
+TOO_LARGE = 40005
+HERE, PRIVATE, DM, NOWHERE = "here", "private", "dm", "nowhere"
+REASONS = {
+    "gone": "this interaction expired before the images were ready",
+    "forbidden": "the bot may not post that here",
+    "too_large": "Discord refused the upload size",
+    "error": "Discord refused the message",
+}
+
+
+def is_gone(exc: discord.HTTPException) -> bool:
+    return exc.code in GONE
+
+
+def kind_of(exc: discord.HTTPException) -> str:
+    if exc.code in GONE:
+        return "gone"
+    if exc.code == TOO_LARGE or exc.status == 413:
+        return "too_large"
+    if isinstance(exc, discord.Forbidden):
+        return "forbidden"
+    return "error"
+
+
+async def defer(interaction: discord.Interaction, *, ephemeral: bool = False) -> bool:
+    """Acknowledge at once (Discord's 3-second deadline). False if Discord no longer knows it."""
+    try:
+        await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+        return True
+    except discord.InteractionResponded:
+        return True
+    except discord.HTTPException as exc:
+        log.warning("could not acknowledge interaction %s: %s (%s)", interaction.id, exc.status, exc.code)
+        return False
+
+
+async def dm(user: discord.abc.User, content: str | None = None, *, embed: discord.Embed | None = None,
+             files: Sequence[Upload] = ()) -> bool:
+    try:
+        await user.send(content, embed=embed, files=[to_file(u) for u in files], allowed_mentions=NO_MENTIONS)
+        return True
+    except discord.HTTPException as exc:
+        log.warning("could not DM user %s: %s (%s)", user.id, exc.status, exc.code)
+        return False
+
+
+async def say(interaction: discord.Interaction, text: str | None, *, ephemeral: bool = True,
+              embed: discord.Embed | None = None, view: discord.ui.View | None = None) -> bool:
+    """Tell the person something in whatever state the interaction is; a DM when it is gone.
+
+    Before any response this is the first (ephemeral) response; after a defer it replaces the
+    original response's text. Returns whether anyone could be told."""
+    extra: dict[str, object] = {"view": view} if view is not None else {}
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(text, ephemeral=ephemeral, embed=embed or discord.utils.MISSING,
+                                                    allowed_mentions=NO_MENTIONS, **extra)  # type: ignore[arg-type]
+        else:
+            await interaction.edit_original_response(content=text, embed=embed, attachments=[],
+                                                     allowed_mentions=NO_MENTIONS, **extra)  # type: ignore[arg-type]
+        return True
+    except discord.HTTPException as exc:
+        log.warning("reply to interaction %s refused: %s (%s)", interaction.id, exc.status, exc.code)
+        if not is_gone(exc) and interaction.response.is_done():
+            try:
+                await interaction.followup.send(text, ephemeral=True, embed=embed or discord.utils.MISSING,
+                                                allowed_mentions=NO_MENTIONS, **extra)  # type: ignore[arg-type]
+                return True
+            except discord.HTTPException:
+                pass
+    return await dm(interaction.user, text, embed=embed)
+
+
+def to_file(upload: Upload) -> discord.File:
+    return discord.File(io.BytesIO(upload.data), filename=upload.filename)
+
+
+@dataclass
+class Outgoing:
+    """The result message: text, embed, buttons and the images to attach."""
+
+    embed: discord.Embed
+    images: Sequence[StoredImage]
+    stem: str
+    view: discord.ui.View | None = None
+    content: str | None = None
+
+
+def _read(images: Sequence[StoredImage]) -> list[tuple[bytes, str]]:
+    return [(image.path.read_bytes(), image.mime) for image in images]
+
+
+def _fit_all(raw: list[tuple[bytes, str]], limit: int, stem: str) -> list[list[Upload]]:
+    return [
+        fit_message(raw[i : i + MAX_FILES], limit, stem=stem, start=i + 1) for i in range(0, len(raw), MAX_FILES)
+    ]
+
+
+async def deliver(interaction: discord.Interaction, out: Outgoing,
+                  refund: Callable[[], Awaitable[int]]) -> str:
+    """Post the result; returns where it went (here, private, dm) or ``nowhere`` after refunding."""
+    raw = await asyncio.to_thread(_read, out.images)
+    alive = True
+    reason = "error"
+    limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
+    for target in (HERE, PRIVATE, DM):
+        if target != DM and not alive:
+            continue
+        budget = min(limit, DEFAULT_UPLOAD_LIMIT) if target == DM else limit
+        for attempt in range(2):
+            try:
+                batches = await asyncio.to_thread(_fit_all, raw, budget, out.stem)
+            except CannotFit:
+                reason = "too_large"
+                break
+            try:
+                await _send(interaction, target, out, batches)
+            except discord.HTTPException as exc:
+                reason = kind_of(exc)
+                log.warning("delivery %s of %s refused: %s (%s)", target, out.stem, exc.status, exc.code)
+                if reason == "gone":
+                    alive = False
+                if reason == "too_large" and attempt == 0:  # Discord's real limit is below what it said
+                    budget = min(budget, sum(len(u.data) for u in batches[0]) + ENVELOPE) // 2
+                    continue
+                break
+            if target != HERE and alive:
+                where = "in a private reply" if target == PRIVATE else "by direct message"
+                await _quiet(interaction.edit_original_response(
+                    content=f"I couldn't post the images here ({REASONS[reason]}), so I sent them to you {where}.",
+                    allowed_mentions=NO_MENTIONS))
+            return target
+    refunded = await refund()
+    credits = f" Your {refunded} credits were refunded." if refunded else " You were not charged."
+    await say(interaction, f"I couldn't deliver your images: {REASONS[reason]}.{credits} (IMG-DELIVERY-001)")
+    return NOWHERE
+
+
+async def _send(interaction: discord.Interaction, target: str, out: Outgoing, batches: list[list[Upload]]) -> None:
+    first, rest = batches[0], batches[1:]
+    view = out.view or discord.utils.MISSING
+    if target == HERE:
+        await interaction.edit_original_response(content=out.content, embed=out.embed, view=out.view,
+                                                 attachments=[to_file(u) for u in first],
+                                                 allowed_mentions=NO_MENTIONS)
+    elif target == PRIVATE:
+        await interaction.followup.send(out.content or discord.utils.MISSING, embed=out.embed, view=view,
+                                        files=[to_file(u) for u in first], ephemeral=True,
+                                        allowed_mentions=NO_MENTIONS)
+    else:
+        # No buttons in a DM: they act on the server's account, which a DM does not know.
+        await interaction.user.send(out.content, embed=out.embed, files=[to_file(u) for u in first],
+                                    allowed_mentions=NO_MENTIONS)
+    for batch in rest:  # more than 10 images: the rest follow in the same place, best effort
+        files = [to_file(u) for u in batch]
+        try:
+            if target == DM:
+                await interaction.user.send(files=files)
+            else:
+                await interaction.followup.send(files=files, ephemeral=target == PRIVATE)
+        except discord.HTTPException as exc:
+            log.warning("a further batch of %s was refused: %s (%s)", out.stem, exc.status, exc.code)
+
+
+async def _quiet(call: Awaitable[object]) -> None:
+    try:
+        await call
+    except discord.HTTPException:
+        pass

@@ -1,0 +1,139 @@
+"""Runs the real bot (``run_discord``: discord.py client + core + SQLite) against ``FakeDiscord``.
+
+``async with DiscordHarness(tmp_path) as h`` starts the fake and the bot; ``h.restart()`` stops the
+client and the core and starts new ones on the same database (buttons after a restart). On exit the
+discord.py endpoints that DISCORD_API_BASE_URL / DISCORD_GATEWAY_URL changed are put back, so tests
+never leak into each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import discord
+import discord.gateway
+import discord.http
+
+from bot.core import Imagebot
+from bot.discord_app import run_discord
+from tests.doubles import make_config, make_core
+
+from .discord_api import FakeDiscord, Payloads
+
+
+class DiscordHarness:
+    def __init__(self, tmp_path: Path, *, providers: list[Any] | None = None, shards: int = 1,
+                 **env: str) -> None:
+        self.tmp_path = tmp_path
+        self.fake = FakeDiscord(shards=shards)
+        self.payloads = Payloads(self.fake)
+        self.providers = providers
+        self.env = env
+        self.core: Imagebot | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+
+    async def __aenter__(self) -> DiscordHarness:
+        await self.fake.start()
+        try:
+            await self.start_bot()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        try:
+            await self.stop_bot()
+            await self.fake.stop()
+        finally:
+            discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved
+
+    async def start_bot(self) -> None:
+        config = make_config(self.tmp_path, **self.fake.env(), **self.env)
+        if self.providers is None:
+            from bot.app import build_core
+
+            self.core = build_core(config)
+        else:
+            self.core = make_core(config, self.providers)
+        await self.core.start()
+        seen = len(self.fake.identifies)
+        expected = self.fake.shards
+        self._task = asyncio.create_task(run_discord(self.core, config, guild_ready_timeout=0.05))
+
+        def ready() -> bool:
+            if self._task is not None and self._task.done():
+                self._task.result()  # surface a startup error
+            return len(self.fake.identifies) >= seen + expected
+
+        await self.fake.wait_for(ready, timeout=10)
+
+    async def stop_bot(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+            await asyncio.sleep(0.02)  # let discord.py's last scheduled events run before the loop ends
+        if self.core is not None:
+            await self.core.close()
+            self.core = None
+
+    async def restart(self) -> None:
+        await self.stop_bot()
+        await self.start_bot()
+
+    # -- driving -----------------------------------------------------------------------------------
+
+    async def send(self, payload: dict[str, Any]) -> str:
+        await self.fake.dispatch(payload)
+        return str(payload["token"])
+
+    async def command(self, name: str, options: list[dict[str, Any]] | None = None, **kw: Any) -> str:
+        return await self.send(self.payloads.command(name, options, **kw))
+
+    async def imagine(self, prompt: str, **kw: Any) -> str:
+        options = [self.payloads.opt("prompt", prompt)]
+        for key in ("size", "style", "quality", "provider"):
+            if key in kw:
+                options.append(self.payloads.opt(key, kw.pop(key)))
+        if "count" in kw:
+            options.append(self.payloads.opt("count", kw.pop("count"), 4))
+        return await self.command("imagine", options, **kw)
+
+    async def result(self, token: str, timeout: float = 10.0) -> Any:
+        """The call that delivered images for this interaction (anywhere), once it happened."""
+        return await self.fake.wait_for(
+            lambda: next((c for c in self.fake.for_token(token) if c.files and c.status < 300), None), timeout)
+
+    def texts(self, token: str) -> list[str]:
+        return [c.content for c in self.fake.for_token(token) if c.content]
+
+    async def balance(self, user_id: int, server: str | None = None) -> int:
+        from bot.models import Identity
+
+        from .discord_api import GUILD_ID
+
+        assert self.core is not None
+        return await self.core.store.balance(Identity("discord", server or str(GUILD_ID), str(user_id)))
+
+    async def until(self, check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+        """Poll an async check (a database read) until it holds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not await check():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("timed out; calls so far:\n" + self.fake.describe())
+            await asyncio.sleep(0.02)
+
+    def core_identity(self, user_id: int, server: str | None = None) -> Any:
+        from bot.models import Identity
+
+        from .discord_api import GUILD_ID
+
+        return Identity("discord", server or str(GUILD_ID), str(user_id))
