@@ -125,6 +125,7 @@ def cmd_providers(config: Config, args: argparse.Namespace) -> int:
             "name": name,
             "default_model": p.capabilities.default_model,
             "concurrency": p.capabilities.concurrency,
+            "notes": list(getattr(p, "notes", ())),
             "models": [
                 {"name": m.name, "sizes": list(m.sizes), "max_per_call": m.max_per_call,
                  "reference_images": m.supports_reference, "upscale": m.supports_upscale,
@@ -144,6 +145,8 @@ def cmd_providers(config: Config, args: argparse.Namespace) -> int:
                 if m["upscale"]:
                     extras.append("upscale")
                 print(f"  {m['name']}: {', '.join(m['sizes'])} ({', '.join(extras)})")
+            for note in entry["notes"]:
+                print(f"  note: {note}")
         print(f"failover order: {' -> '.join(registry.names())}")
         print(f"prompt enhancer: {registry.enhancer.name}")
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -250,5 +251,9 @@ def build_google(config: Config) -> list[GoogleImages]:
         models = tuple(picked)
     settings = client_settings(config, "google")
     notes = () if setup.vertex else (IMAGEN_NOTE,)
+    if setup.vertex:
+        # google-genai warns on every Imagen call that generate_images will go in 2027; once in the README
+        # is enough for an operator, not once per image in the log.
+        warnings.filterwarnings("ignore", message=r"The generate_images method is deprecated")
     return [GoogleImages(make_client(setup, settings), models, key_env=setup.key_env, settings=settings,
                          secrets=(setup.key,) if setup.key else (), notes=notes)]
