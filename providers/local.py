@@ -7,11 +7,12 @@ prompt, size, style, seed and index give the same bytes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import random
 
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 from .base import Capabilities, GeneratedImage, GenerationRequest, ModelInfo
 
@@ -27,40 +28,55 @@ LOCAL_SIZES = (
 
 
 def render(prompt: str, size: str, style: str, seed: int, index: int) -> bytes:
-    """Render one PNG. Pure function of its arguments."""
+    """Render one PNG. Pure function of its arguments.
+
+    Drawn in palette mode at full size (bands of a gradient, then shapes): palette PNGs skip the
+    per-row filtering that makes RGB encoding slow, so a 256x256 image costs a fraction of a millisecond.
+    """
     width, height = (int(v) for v in size.split("x"))
     digest = hashlib.sha256(f"{prompt}\x00{size}\x00{style}\x00{seed}\x00{index}".encode()).digest()
     rng = random.Random(digest)
-    # Draw small, then scale: cheap at every size, and smooth.
-    w, h = max(16, width // 8), max(16, height // 8)
-    top = tuple(rng.randrange(256) for _ in range(3))
-    bottom = tuple(rng.randrange(256) for _ in range(3))
-    img = Image.new("RGB", (w, h))
-    draw = ImageDraw.Draw(img)
-    for y in range(h):
-        t = y / max(1, h - 1)
-        draw.line([(0, y), (w, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)))
-    shapes = 6 if style in ("vivid", "artistic") else 3
+    bands = 48
+    top = [rng.randrange(256) for _ in range(3)]
+    bottom = [rng.randrange(256) for _ in range(3)]
+    palette: list[int] = []
+    for i in range(bands):
+        t = i / (bands - 1)
+        palette += [int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)]
+    vivid = style in ("vivid", "artistic")
+    shapes = 9 if vivid else 5
     for _ in range(shapes):
-        x0, y0 = rng.randrange(w), rng.randrange(h)
-        r = rng.randrange(max(2, min(w, h) // 8), max(3, min(w, h) // 2))
-        colour = tuple(rng.randrange(256) for _ in range(3))
+        colour = [rng.randrange(256) for _ in range(3)]
+        if not vivid:  # softer: pull shape colours towards the background
+            colour = [(c + m) // 2 for c, m in zip(colour, palette[0:3], strict=True)]
+        palette += colour
+    img = _bands(width, height, bands).copy()
+    img.putpalette(palette)
+    draw = ImageDraw.Draw(img)
+    short = min(width, height)
+    for k in range(shapes):
+        x0, y0 = rng.randrange(width), rng.randrange(height)
+        r = rng.randrange(max(2, short // 10), max(3, short // 3))
         if rng.random() < 0.5:
-            draw.ellipse([x0 - r, y0 - r, x0 + r, y0 + r], fill=colour)
+            draw.ellipse([x0 - r, y0 - r, x0 + r, y0 + r], fill=bands + k)
         else:
-            draw.rectangle([x0 - r, y0 - r // 2, x0 + r, y0 + r // 2], fill=colour)
-    if style in ("natural", "photographic"):
-        img = img.filter(ImageFilter.GaussianBlur(1))
-    img = img.resize((width, height), Image.Resampling.BILINEAR)
+            draw.rectangle([x0 - r, y0 - r // 2, x0 + r, y0 + r // 2], fill=bands + k)
     out = io.BytesIO()
     img.save(out, format="PNG", compress_level=1)
     return out.getvalue()
 
 
+@functools.lru_cache(maxsize=16)
+def _bands(width: int, height: int, bands: int) -> Image.Image:
+    """A top-to-bottom ramp of band indices 0..bands-1, made once per size (C-speed, no Python loop)."""
+    ramp = Image.linear_gradient("L").resize((width, height), Image.Resampling.NEAREST)
+    return ramp.point([v * bands // 256 for v in range(256)])
+
+
 class LocalRenderer:
     """Provider ``local``: Pillow drawings from the prompt's hash."""
 
-    def __init__(self, name: str = "local", *, concurrency: int = 2) -> None:
+    def __init__(self, name: str = "local", *, concurrency: int = 4) -> None:
         self.name = name
         self.capabilities = Capabilities(
             models=(
