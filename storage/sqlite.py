@@ -1,14 +1,20 @@
 """The SQLite store: accounts, the credit ledger, reservations and the generation log.
 
-Every write is one transaction that runs whole on aiosqlite's connection thread (``_tx``): there is
+Every write is a plain function run whole on aiosqlite's connection thread (``_write``): there is
 no ``await`` inside a transaction, so two commands can never interleave a read-modify-write, and
 ``BEGIN IMMEDIATE`` plus a busy timeout keeps several processes on one file correct too. Balances
 only move by conditional updates (``WHERE balance >= ?``) under a ``CHECK (balance >= 0)``.
+
+Group commit: writes that arrive while the connection is busy are queued and run together in the
+next transaction, each inside its own SAVEPOINT, so one refused write (short balance) rolls back
+alone while the batch pays for one commit and one thread hop instead of many.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -24,8 +30,13 @@ from bot.models import Identity
 from .migrations import apply_migrations
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 #: No balance may exceed this: it keeps arithmetic and displays sane.
 MAX_BALANCE = 1_000_000_000
+#: At most this many writes share one transaction.
+MAX_BATCH = 200
+#: Pages of WAL after which a commit checkpoints by itself (the background task normally does it first).
+SAFETY_CHECKPOINT_PAGES = 20000
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,10 @@ class SqliteStore:
         self.starting_credits = starting_credits
         self.instance = instance
         self._db: aiosqlite.Connection | None = None
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
+        self.checkpoint_interval = 1.0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -95,27 +110,80 @@ class SqliteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=30.0)
         await self._tx(self._setup)
+        if str(self.path) != ":memory:":
+            self._checkpointer = asyncio.create_task(self._checkpoints(), name="sqlite-checkpoints")
+
+    async def _checkpoints(self) -> None:
+        """Copy the WAL back into the database from a second connection, off the command path.
+
+        SQLite's automatic checkpoint runs inside whichever commit crosses the threshold, which
+        adds milliseconds to that one command; a PASSIVE checkpoint here never blocks writers.
+        """
+        conn = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=30.0)
+        try:
+            while True:
+                await asyncio.sleep(self.checkpoint_interval)
+                try:
+                    await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("background checkpoint failed: %s", exc)
+        finally:
+            await conn.close()
 
     @staticmethod
     def _setup(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints run in the background (``_checkpoints``); this is only a safety net.
+        conn.execute(f"PRAGMA wal_autocheckpoint={SAFETY_CHECKPOINT_PAGES}")
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA foreign_keys=ON")
         apply_migrations(conn)
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            await asyncio.gather(self._checkpointer, return_exceptions=True)
+            self._checkpointer = None
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
         if self._db is not None:
             await self._db.close()
             self._db = None
 
     async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on the connection thread: the whole transaction, with no await inside it."""
+        """Run ``fn`` on the connection thread, with no await inside it (reads and setup)."""
         if self._db is None:
             raise RuntimeError("store is not open")
         db = self._db
-        # aiosqlite's own worker-thread entry point: one hop for the whole transaction.
+        # aiosqlite's own worker-thread entry point: one hop for the whole function.
         return await db._execute(lambda: fn(db._conn))  # noqa: SLF001
+
+    async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` in a write transaction, grouped with whatever other writes are waiting."""
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((body, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                outcomes = await self._tx(lambda conn, b=batch: _run_batch(conn, [body for body, _ in b]))
+            except BaseException as exc:  # the commit itself failed: every write in the batch failed
+                outcomes = [(False, exc)] * len(batch)
+            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
 
     # -- accounts --------------------------------------------------------------------------------
 
@@ -147,22 +215,17 @@ class SqliteStore:
 
     async def balance(self, identity: Identity) -> int:
         """The spendable balance, creating the account with its starting credits on first sight."""
+        rows = await self._read(
+            "SELECT balance FROM accounts WHERE platform = ? AND server_id = ? AND user_id = ?", _key(identity)
+        )
+        if rows:
+            return int(rows[0][0])
 
         def run(conn: sqlite3.Connection) -> int:
-            now = time.time()
-            if conn.execute(
-                "SELECT 1 FROM accounts WHERE platform = ? AND server_id = ? AND user_id = ?", _key(identity)
-            ).fetchone() is None:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._ensure_account(conn, identity, now)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+            self._ensure_account(conn, identity, time.time())
             return self._balance(conn, identity)
 
-        return await self._tx(run)
+        return await self._write(run)
 
     # -- two-phase charges -----------------------------------------------------------------------
 
@@ -185,59 +248,53 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> int:
             now = time.time()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._ensure_account(conn, identity, now)
-                held = conn.execute(
-                    "SELECT COUNT(*), MIN(created_at) FROM reservations WHERE status = 'held'"
-                    " AND platform = ? AND server_id = ? AND user_id = ?",
-                    _key(identity),
-                ).fetchone()
-                if held[0] >= max_concurrent:
-                    raise RateLimited(
-                        f"You already have {held[0]} jobs running (the limit is {max_concurrent}). "
-                        "Wait for one to finish.",
-                        retry_after=5.0,
-                        code="IMG-RATE-003",
-                    )
-                row = conn.execute(
-                    "UPDATE accounts SET balance = balance - ?, updated_at = ?"
-                    " WHERE platform = ? AND server_id = ? AND user_id = ? AND balance >= ? RETURNING balance",
-                    (amount, now, *_key(identity), amount),
-                ).fetchone()
-                if row is None:
-                    have = self._balance(conn, identity)
-                    raise InsufficientCredits(
-                        f"This needs {amount} credits and you have {have}. Ask a server admin for more.",
-                        balance=have,
-                        needed=amount,
-                    )
-                balance = int(row[0])
-                self._ledger(conn, identity, "reserve", -amount, amount, balance, request_id,
-                             str(identity), generation.get("command"), now)
-                conn.execute(
-                    "INSERT INTO reservations (id, platform, server_id, user_id, amount, status, instance,"
-                    " created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'held', ?, ?, ?)",
-                    (request_id, *_key(identity), amount, self.instance, now, now + ttl),
+            self._ensure_account(conn, identity, now)
+            held = conn.execute(
+                "SELECT COUNT(*), MIN(created_at) FROM reservations WHERE status = 'held'"
+                " AND platform = ? AND server_id = ? AND user_id = ?",
+                _key(identity),
+            ).fetchone()
+            if held[0] >= max_concurrent:
+                raise RateLimited(
+                    f"You already have {held[0]} jobs running (the limit is {max_concurrent}). "
+                    "Wait for one to finish.",
+                    retry_after=5.0,
+                    code="IMG-RATE-003",
                 )
-                conn.execute(
-                    "INSERT INTO generations (id, platform, server_id, user_id, channel_id, command, provider,"
-                    " model, prompt, options, status, credits_reserved, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?, ?)",
-                    (
-                        request_id, *_key(identity), generation.get("channel_id", ""),
-                        generation["command"], generation.get("provider"), generation.get("model"),
-                        generation["prompt"], json.dumps(generation.get("options", {}), sort_keys=True),
-                        amount, now,
-                    ),
+            row = conn.execute(
+                "UPDATE accounts SET balance = balance - ?, updated_at = ?"
+                " WHERE platform = ? AND server_id = ? AND user_id = ? AND balance >= ? RETURNING balance",
+                (amount, now, *_key(identity), amount),
+            ).fetchone()
+            if row is None:
+                have = self._balance(conn, identity)
+                raise InsufficientCredits(
+                    f"This needs {amount} credits and you have {have}. Ask a server admin for more.",
+                    balance=have,
+                    needed=amount,
                 )
-                conn.execute("COMMIT")
-                return balance
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            balance = int(row[0])
+            self._ledger(conn, identity, "reserve", -amount, amount, balance, request_id,
+                         str(identity), generation.get("command"), now)
+            conn.execute(
+                "INSERT INTO reservations (id, platform, server_id, user_id, amount, status, instance,"
+                " created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'held', ?, ?, ?)",
+                (request_id, *_key(identity), amount, self.instance, now, now + ttl),
+            )
+            conn.execute(
+                "INSERT INTO generations (id, platform, server_id, user_id, channel_id, command, provider,"
+                " model, prompt, options, status, credits_reserved, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?, ?)",
+                (
+                    request_id, *_key(identity), generation.get("channel_id", ""),
+                    generation["command"], generation.get("provider"), generation.get("model"),
+                    generation["prompt"], json.dumps(generation.get("options", {}), sort_keys=True),
+                    amount, now,
+                ),
+            )
+            return balance
 
-        return await self._tx(run)
+        return await self._write(run)
 
     async def settle(
         self,
@@ -262,58 +319,52 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> Settlement:
             now = time.time()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                res = conn.execute(
-                    "UPDATE reservations SET status = 'settled', settled_at = ? WHERE id = ? AND status = 'held'"
-                    " RETURNING platform, server_id, user_id, amount",
-                    (now, request_id),
-                ).fetchone()
-                charged = res is not None
-                spent = released = 0
-                if res is not None:
-                    identity = Identity(res[0], res[1], res[2])
-                    held = int(res[3])
-                    spent = max(0, min(consumed, held))
-                    released = held - spent
-                    balance = self._balance(conn, identity)
-                    if spent:
-                        self._ledger(conn, identity, "consume", 0, spent, balance, request_id,
-                                     str(identity), None, now)
-                    if released:
-                        row = conn.execute(
-                            "UPDATE accounts SET balance = balance + ?, updated_at = ?"
-                            " WHERE platform = ? AND server_id = ? AND user_id = ? RETURNING balance",
-                            (released, now, *_key(identity)),
-                        ).fetchone()
-                        balance = int(row[0])
-                        self._ledger(conn, identity, "refund" if spent == 0 else "release", released,
-                                     released, balance, request_id, str(identity), error_code, now)
-                else:
-                    gen = conn.execute(
-                        "SELECT platform, server_id, user_id FROM generations WHERE id = ?", (request_id,)
+            res = conn.execute(
+                "UPDATE reservations SET status = 'settled', settled_at = ? WHERE id = ? AND status = 'held'"
+                " RETURNING platform, server_id, user_id, amount",
+                (now, request_id),
+            ).fetchone()
+            charged = res is not None
+            spent = released = 0
+            if res is not None:
+                identity = Identity(res[0], res[1], res[2])
+                held = int(res[3])
+                spent = max(0, min(consumed, held))
+                released = held - spent
+                balance = self._balance(conn, identity)
+                if spent:
+                    self._ledger(conn, identity, "consume", 0, spent, balance, request_id,
+                                 str(identity), None, now)
+                if released:
+                    row = conn.execute(
+                        "UPDATE accounts SET balance = balance + ?, updated_at = ?"
+                        " WHERE platform = ? AND server_id = ? AND user_id = ? RETURNING balance",
+                        (released, now, *_key(identity)),
                     ).fetchone()
-                    balance = self._balance(conn, Identity(*gen)) if gen else 0
-                conn.execute(
-                    "UPDATE generations SET status = ?, error_code = ?, provider = COALESCE(?, provider),"
-                    " model = COALESCE(?, model), credits_consumed = ?, image_count = ?, duration_ms = ?,"
-                    " revised_prompt = ?, result_text = ?, finished_at = ? WHERE id = ?",
-                    (status, error_code, provider, model, spent, len(images), duration_ms, revised_prompt,
-                     result_text, now, request_id),
-                )
-                conn.executemany(
-                    "INSERT INTO generation_images (generation_id, idx, sha256, mime, bytes, width, height)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(request_id, i, im.sha256, im.mime, im.size_bytes, im.width, im.height)
-                     for i, im in enumerate(images)],
-                )
-                conn.execute("COMMIT")
-                return Settlement(balance=balance, consumed=spent, released=released, charged=charged)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                    balance = int(row[0])
+                    self._ledger(conn, identity, "refund" if spent == 0 else "release", released,
+                                 released, balance, request_id, str(identity), error_code, now)
+            else:
+                gen = conn.execute(
+                    "SELECT platform, server_id, user_id FROM generations WHERE id = ?", (request_id,)
+                ).fetchone()
+                balance = self._balance(conn, Identity(*gen)) if gen else 0
+            conn.execute(
+                "UPDATE generations SET status = ?, error_code = ?, provider = COALESCE(?, provider),"
+                " model = COALESCE(?, model), credits_consumed = ?, image_count = ?, duration_ms = ?,"
+                " revised_prompt = ?, result_text = ?, finished_at = ? WHERE id = ?",
+                (status, error_code, provider, model, spent, len(images), duration_ms, revised_prompt,
+                 result_text, now, request_id),
+            )
+            conn.executemany(
+                "INSERT INTO generation_images (generation_id, idx, sha256, mime, bytes, width, height)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(request_id, i, im.sha256, im.mime, im.size_bytes, im.width, im.height)
+                 for i, im in enumerate(images)],
+            )
+            return Settlement(balance=balance, consumed=spent, released=released, charged=charged)
 
-        return await self._tx(run)
+        return await self._write(run)
 
     async def release_stale(self, *, orphaned_instance: str | None = None, now: float | None = None) -> int:
         """Refund held reservations that expired, or that belong to ``orphaned_instance`` (this
@@ -321,36 +372,30 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> int:
             t = time.time() if now is None else now
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                rows = conn.execute(
-                    "UPDATE reservations SET status = 'released', settled_at = ?"
-                    " WHERE status = 'held' AND (expires_at < ? OR instance = ?)"
-                    " RETURNING id, platform, server_id, user_id, amount",
-                    (t, t, orphaned_instance if orphaned_instance is not None else "\x00"),
-                ).fetchall()
-                for rid, platform, server_id, user_id, amount in rows:
-                    identity = Identity(platform, server_id, user_id)
-                    bal = conn.execute(
-                        "UPDATE accounts SET balance = balance + ?, updated_at = ?"
-                        " WHERE platform = ? AND server_id = ? AND user_id = ? RETURNING balance",
-                        (amount, t, platform, server_id, user_id),
-                    ).fetchone()
-                    if amount:
-                        self._ledger(conn, identity, "refund", amount, amount, int(bal[0]), rid, "system",
-                                     "interrupted", t)
-                    conn.execute(
-                        "UPDATE generations SET status = 'FAILED', error_code = 'IMG-INTERRUPTED',"
-                        " finished_at = ? WHERE id = ? AND status = 'PENDING'",
-                        (t, rid),
-                    )
-                conn.execute("COMMIT")
-                return len(rows)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            rows = conn.execute(
+                "UPDATE reservations SET status = 'released', settled_at = ?"
+                " WHERE status = 'held' AND (expires_at < ? OR instance = ?)"
+                " RETURNING id, platform, server_id, user_id, amount",
+                (t, t, orphaned_instance if orphaned_instance is not None else "\x00"),
+            ).fetchall()
+            for rid, platform, server_id, user_id, amount in rows:
+                identity = Identity(platform, server_id, user_id)
+                bal = conn.execute(
+                    "UPDATE accounts SET balance = balance + ?, updated_at = ?"
+                    " WHERE platform = ? AND server_id = ? AND user_id = ? RETURNING balance",
+                    (amount, t, platform, server_id, user_id),
+                ).fetchone()
+                if amount:
+                    self._ledger(conn, identity, "refund", amount, amount, int(bal[0]), rid, "system",
+                                 "interrupted", t)
+                conn.execute(
+                    "UPDATE generations SET status = 'FAILED', error_code = 'IMG-INTERRUPTED',"
+                    " finished_at = ? WHERE id = ? AND status = 'PENDING'",
+                    (t, rid),
+                )
+            return len(rows)
 
-        return await self._tx(run)
+        return await self._write(run)
 
     async def refund_completed(self, request_id: str, *, code: str) -> int:
         """Refund what a COMPLETED generation consumed (its images reached nobody); mark it FAILED.
@@ -359,31 +404,25 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> int:
             now = time.time()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                gen = conn.execute(
-                    "UPDATE generations SET status = 'FAILED', error_code = ?, finished_at = ?"
-                    " WHERE id = ? AND status = 'COMPLETED' RETURNING platform, server_id, user_id, credits_consumed",
-                    (code, now, request_id),
+            gen = conn.execute(
+                "UPDATE generations SET status = 'FAILED', error_code = ?, finished_at = ?"
+                " WHERE id = ? AND status = 'COMPLETED' RETURNING platform, server_id, user_id, credits_consumed",
+                (code, now, request_id),
+            ).fetchone()
+            amount = int(gen[3]) if gen else 0
+            if gen is not None and amount:
+                identity = Identity(gen[0], gen[1], gen[2])
+                row = conn.execute(
+                    "UPDATE accounts SET balance = balance + ?, updated_at = ?"
+                    " WHERE platform = ? AND server_id = ? AND user_id = ? RETURNING balance",
+                    (amount, now, *_key(identity)),
                 ).fetchone()
-                amount = int(gen[3]) if gen else 0
-                if gen is not None and amount:
-                    identity = Identity(gen[0], gen[1], gen[2])
-                    row = conn.execute(
-                        "UPDATE accounts SET balance = balance + ?, updated_at = ?"
-                        " WHERE platform = ? AND server_id = ? AND user_id = ? RETURNING balance",
-                        (amount, now, *_key(identity)),
-                    ).fetchone()
-                    self._ledger(conn, identity, "refund", amount, amount, int(row[0]), request_id, "system",
-                                 code, now)
-                    conn.execute("UPDATE generations SET credits_consumed = 0 WHERE id = ?", (request_id,))
-                conn.execute("COMMIT")
-                return amount
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                self._ledger(conn, identity, "refund", amount, amount, int(row[0]), request_id, "system",
+                             code, now)
+                conn.execute("UPDATE generations SET credits_consumed = 0 WHERE id = ?", (request_id,))
+            return amount
 
-        return await self._tx(run)
+        return await self._write(run)
 
     # -- admin movements -------------------------------------------------------------------------
 
@@ -398,41 +437,35 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> tuple[int, int]:
             now = time.time()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._ensure_account(conn, identity, now)
-                old = self._balance(conn, identity)
-                if kind == "grant":
-                    if old + amount > MAX_BALANCE:
-                        raise ValidationError(
-                            f"That grant would take the balance above {MAX_BALANCE:,} credits.",
-                            code="IMG-VALID-AMOUNT",
-                        )
-                    new, delta = old + amount, amount
-                elif kind == "revoke":
-                    if amount > old:
-                        raise ValidationError(
-                            f"Cannot revoke {amount} credits: the balance is only {old}. Nothing was changed.",
-                            code="IMG-VALID-AMOUNT",
-                        )
-                    new, delta = old - amount, -amount
-                else:
-                    new, delta = amount, amount - old
-                row = conn.execute(
-                    "UPDATE accounts SET balance = ?, updated_at = ?"
-                    " WHERE platform = ? AND server_id = ? AND user_id = ? AND balance = ? RETURNING balance",
-                    (new, now, *_key(identity), old),
-                ).fetchone()
-                assert row is not None  # the write lock is ours: the balance cannot have moved
-                self._ledger(conn, identity, kind, delta, abs(delta) if kind == "set" else amount, new,
-                             request_id, actor, note, now)
-                conn.execute("COMMIT")
-                return old, new
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            self._ensure_account(conn, identity, now)
+            old = self._balance(conn, identity)
+            if kind == "grant":
+                if old + amount > MAX_BALANCE:
+                    raise ValidationError(
+                        f"That grant would take the balance above {MAX_BALANCE:,} credits.",
+                        code="IMG-VALID-AMOUNT",
+                    )
+                new, delta = old + amount, amount
+            elif kind == "revoke":
+                if amount > old:
+                    raise ValidationError(
+                        f"Cannot revoke {amount} credits: the balance is only {old}. Nothing was changed.",
+                        code="IMG-VALID-AMOUNT",
+                    )
+                new, delta = old - amount, -amount
+            else:
+                new, delta = amount, amount - old
+            row = conn.execute(
+                "UPDATE accounts SET balance = ?, updated_at = ?"
+                " WHERE platform = ? AND server_id = ? AND user_id = ? AND balance = ? RETURNING balance",
+                (new, now, *_key(identity), old),
+            ).fetchone()
+            assert row is not None  # the write lock is ours: the balance cannot have moved
+            self._ledger(conn, identity, kind, delta, abs(delta) if kind == "set" else amount, new,
+                         request_id, actor, note, now)
+            return old, new
 
-        return await self._tx(run)
+        return await self._write(run)
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -512,6 +545,27 @@ class SqliteStore:
             " AND l.user_id = a.user_id GROUP BY 1, 2, 3 HAVING a.balance != COALESCE(SUM(l.delta), 0)"
         )
         return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def _run_batch(conn: sqlite3.Connection, bodies: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
+    """One transaction for many writes; each in a savepoint so a refused one rolls back alone."""
+    outcomes: list[tuple[bool, Any]] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for body in bodies:
+            conn.execute("SAVEPOINT write")
+            try:
+                outcomes.append((True, body(conn)))
+            except Exception as exc:  # noqa: BLE001 - handed back to the caller that asked
+                conn.execute("ROLLBACK TO write")
+                outcomes.append((False, exc))
+            conn.execute("RELEASE write")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return outcomes
 
 
 _GEN_COLUMNS = (
