@@ -251,16 +251,20 @@ class Imagebot:
         batches = calls_needed(plan.count, model.max_per_call)
         style = model.map_style(plan.style)
         seed = plan.seed
-        results = await asyncio.gather(
-            *(
-                self._call(provider, GenerationRequest(
-                    prompt=prompt, model=model.name, size=plan.size, style=style, quality=plan.quality,
-                    count=n, reference=reference, seed=seed + i,
-                ), progress)
-                for i, n in enumerate(batches)
-            ),
-            return_exceptions=True,
-        )
+        requests = [
+            GenerationRequest(prompt=prompt, model=model.name, size=plan.size, style=style, quality=plan.quality,
+                              count=n, reference=reference, seed=seed + i)
+            for i, n in enumerate(batches)
+        ]
+        results: list[list[GeneratedImage] | BaseException]
+        if len(requests) == 1:  # the common case: no tasks to spawn
+            try:
+                results = [await self._call(provider, requests[0], progress)]
+            except Exception as exc:  # noqa: BLE001 - sorted out below, as for a fan-out
+                results = [exc]
+        else:
+            results = await asyncio.gather(*(self._call(provider, r, progress) for r in requests),
+                                           return_exceptions=True)
         produced: list[GeneratedImage] = []
         errors: list[BaseException] = []
         for r in results:

@@ -36,30 +36,23 @@ class RateLimiter:
         """Count one request, or raise ``RateLimited`` (changing nothing) with the time to wait."""
         user_keys = ("user", identity.platform, identity.server_id, identity.user_id)
         server_keys = ("server", identity.platform, identity.server_id)
-        if not await self._limiter.test(self.user_item, *user_keys, cost=cost):
-            wait = await self._retry_after(self.user_item, *user_keys)
-            raise RateLimited(
-                f"You have reached the limit of {self.user_item}. Try again in {wait:.0f} s.",
-                retry_after=wait,
-                code="IMG-RATE-001",
-            )
+        # Test the server first so a request refused for the server's sake costs the user nothing;
+        # then take the user's slot and the server's (a hit is itself an atomic test-and-take).
         if not await self._limiter.test(self.server_item, *server_keys, cost=cost):
-            wait = await self._retry_after(self.server_item, *server_keys)
-            raise RateLimited(
-                f"This server has reached its limit of {self.server_item}. Try again in {wait:.0f} s.",
-                retry_after=wait,
-                code="IMG-RATE-002",
-            )
+            raise await self._limited("server", server_keys, cost)
         if not await self._limiter.hit(self.user_item, *user_keys, cost=cost):
-            wait = await self._retry_after(self.user_item, *user_keys)
-            raise RateLimited(f"You have reached the limit of {self.user_item}. Try again in {wait:.0f} s.",
-                              retry_after=wait, code="IMG-RATE-001")
+            raise await self._limited("user", user_keys, cost)
         if not await self._limiter.hit(self.server_item, *server_keys, cost=cost):
-            wait = await self._retry_after(self.server_item, *server_keys)
-            raise RateLimited(
-                f"This server has reached its limit of {self.server_item}. Try again in {wait:.0f} s.",
-                retry_after=wait, code="IMG-RATE-002",
-            )
+            raise await self._limited("server", server_keys, cost)
+
+    async def _limited(self, scope: str, keys: tuple[str, ...], cost: int) -> RateLimited:
+        item = self.user_item if scope == "user" else self.server_item
+        wait = await self._retry_after(item, *keys)
+        if scope == "user":
+            return RateLimited(f"You have reached the limit of {item}. Try again in {wait:.0f} s.",
+                               retry_after=wait, code="IMG-RATE-001")
+        return RateLimited(f"This server has reached its limit of {item}. Try again in {wait:.0f} s.",
+                           retry_after=wait, code="IMG-RATE-002")
 
     async def reset(self) -> None:
         await self._storage.reset()

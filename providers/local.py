@@ -27,6 +27,10 @@ LOCAL_SIZES = (
 )
 
 
+#: Gradient stops, top to bottom: one palette entry each.
+RAMP = tuple(i / 47 for i in range(48))
+
+
 def render(prompt: str, size: str, style: str, seed: int, index: int) -> bytes:
     """Render one PNG. Pure function of its arguments.
 
@@ -36,19 +40,16 @@ def render(prompt: str, size: str, style: str, seed: int, index: int) -> bytes:
     width, height = (int(v) for v in size.split("x"))
     digest = hashlib.sha256(f"{prompt}\x00{size}\x00{style}\x00{seed}\x00{index}".encode()).digest()
     rng = random.Random(digest)
-    bands = 48
+    bands = len(RAMP)
     top = [rng.randrange(256) for _ in range(3)]
     bottom = [rng.randrange(256) for _ in range(3)]
-    palette: list[int] = []
-    for i in range(bands):
-        t = i / (bands - 1)
-        palette += [int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)]
+    palette = [int(a + (b - a) * t) for t in RAMP for a, b in zip(top, bottom, strict=True)]
     vivid = style in ("vivid", "artistic")
     shapes = 9 if vivid else 5
     for _ in range(shapes):
         colour = [rng.randrange(256) for _ in range(3)]
         if not vivid:  # softer: pull shape colours towards the background
-            colour = [(c + m) // 2 for c, m in zip(colour, palette[0:3], strict=True)]
+            colour = [(c + m) // 2 for c, m in zip(colour, top, strict=True)]
         palette += colour
     img = _bands(width, height, bands).copy()
     img.putpalette(palette)
