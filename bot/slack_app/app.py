@@ -18,6 +18,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.core import Imagebot
 from bot.errors import ImagebotError
@@ -47,16 +48,25 @@ def make_client(settings: SlackSettings, session: aiohttp.ClientSession | None =
 
 
 class Tell:
-    """Ephemeral replies to one user through the payload's ``response_url``; never raises."""
+    """Ephemeral replies to one user through the payload's ``response_url``; never raises.
 
-    def __init__(self, respond: Any) -> None:
-        self._respond = respond
+    Uses the bot's shared HTTP session (Bolt's ``respond`` opens a new one per message)."""
+
+    def __init__(self, session: aiohttp.ClientSession, response_url: str | None) -> None:
+        self._hook = AsyncWebhookClient(
+            response_url, session=session, timeout=10,
+            retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1),
+                            AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
+        ) if response_url else None
 
     async def __call__(self, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
+        if self._hook is None:
+            log.warning("a Slack payload had no response_url; an ephemeral reply was dropped")
+            return
         try:
-            response = await self._respond(text=text, blocks=blocks, response_type="ephemeral",
-                                           replace_original=False)
-            if getattr(response, "status_code", 200) >= 300:
+            response = await self._hook.send(text=text, blocks=blocks, response_type="ephemeral",
+                                             replace_original=False)
+            if response.status_code >= 300:
                 log.warning("Slack refused an ephemeral reply (HTTP %s)", response.status_code)
         except Exception as exc:  # noqa: BLE001 - an expired response_url must not break the job
             log.warning("could not send an ephemeral reply: %s", type(exc).__name__)
@@ -68,13 +78,13 @@ class SlackBot:
     def __init__(self, core: Imagebot, settings: SlackSettings, *, client: AsyncWebClient | None = None) -> None:
         self.core = core
         self.settings = settings
-        self._session: aiohttp.ClientSession | None = None
-        if client is None:
-            self._session = aiohttp.ClientSession()
-            client = make_client(settings, self._session)
-        self.client = client
+        self._session = aiohttp.ClientSession()
+        self.client = client or make_client(settings, self._session)
         self.app = AsyncApp(
-            name="imagebot", client=client, signing_secret=settings.signing_secret,
+            name="imagebot", client=self.client, signing_secret=settings.signing_secret,
+            # Listeners only validate, ack and spawn a job, so Bolt may answer as soon as they return
+            # (no polling for the ack); the slow work is in our own tasks.
+            process_before_response=True,
             user_facing_authorize_error_message=AUTHORIZE_ERROR, logger=logging.getLogger("imagebot.slack.bolt"),
         )
         self._tasks: set[asyncio.Task[None]] = set()
@@ -122,8 +132,10 @@ class SlackBot:
 
     async def close(self, timeout: float = 30.0) -> None:
         await self.drain(timeout)
-        if self._session is not None:
-            await self._session.close()
+        await self._session.close()
+
+    def tell(self, body: dict[str, Any]) -> Tell:
+        return Tell(self._session, body.get("response_url"))
 
     # -- listeners -------------------------------------------------------------------------------
 
@@ -131,29 +143,29 @@ class SlackBot:
         app = self.app
 
         @app.command("/imagine")
-        async def on_imagine(ack: Any, body: dict[str, Any], respond: Any) -> None:
-            await commands.imagine(self, ack, body, Tell(respond))
+        async def on_imagine(ack: Any, body: dict[str, Any]) -> None:
+            await commands.imagine(self, ack, body, self.tell(body))
 
         @app.command("/enhance")
-        async def on_enhance(ack: Any, body: dict[str, Any], respond: Any) -> None:
-            await commands.enhance(self, ack, body, Tell(respond))
+        async def on_enhance(ack: Any, body: dict[str, Any]) -> None:
+            await commands.enhance(self, ack, body, self.tell(body))
 
         @app.command("/credits")
-        async def on_credits(ack: Any, body: dict[str, Any], respond: Any) -> None:
-            await commands.credits(self, ack, body, Tell(respond))
+        async def on_credits(ack: Any, body: dict[str, Any]) -> None:
+            await commands.credits(self, ack, body, self.tell(body))
 
         @app.action(REROLL)
-        async def on_reroll(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
-            await actions.reroll(self, ack, body, action, Tell(respond))
+        async def on_reroll(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+            await actions.reroll(self, ack, body, action, self.tell(body))
 
         @app.action(VARIATIONS_RE)
-        async def on_variations(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
-            await actions.variations(self, ack, body, action, Tell(respond))
+        async def on_variations(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+            await actions.variations(self, ack, body, action, self.tell(body))
 
         @app.action(ENHANCE)
-        async def on_enhance_button(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
-            await actions.enhance(self, ack, body, action, Tell(respond))
+        async def on_enhance_button(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+            await actions.enhance(self, ack, body, action, self.tell(body))
 
         @app.action(IMAGINE_THIS)
-        async def on_imagine_this(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
-            await actions.imagine_this(self, ack, body, action, Tell(respond))
+        async def on_imagine_this(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+            await actions.imagine_this(self, ack, body, action, self.tell(body))

@@ -31,7 +31,9 @@ async def serve_http(app: AsyncApp, host: str, port: int) -> tuple[web.AppRunner
     """Start serving; returns the runner (``await runner.cleanup()`` to stop) and the bound port."""
     runner = web.AppRunner(web_application(app), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    # A burst of commands opens many connections at once; the default backlog (128) drops SYNs past it,
+    # and a dropped SYN costs the client a 1 s retransmit: too much of Slack's 3 s.
+    site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
     server = site._server  # noqa: SLF001 - the only way to learn the port when 0 was asked for
     bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port

@@ -72,7 +72,9 @@ class SlackHarness:
     providers: list[ImageProvider] | None = None
     runner: Any = None
     events_url: str = ""
-    session: aiohttp.ClientSession = field(default_factory=aiohttp.ClientSession)
+    #: No connection cap: Slack's requests arrive independently, not through one client's pool.
+    session: aiohttp.ClientSession = field(
+        default_factory=lambda: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)))
 
     @classmethod
     async def start(cls, tmp: Path, *, providers: list[ImageProvider] | None = None, http: bool = True,
