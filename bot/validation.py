@@ -151,8 +151,12 @@ def plan_imagine(options: ImagineOptions, registry: ProviderRegistry, config: Co
     model = primary.capabilities.model(model_name)
     if model is None:
         names = ", ".join(m.name for m in primary.capabilities.models)
+        # A provider may know why a model is missing (Imagen needs Vertex AI): say so, not just "unknown".
+        hint = getattr(primary, "model_hint", None)
+        why = hint(model_name or "") if callable(hint) else None
         raise ValidationError(
-            f"model {model_name!r} is not offered by {primary.name}; choose one of {names}.",
+            f"model {model_name!r} is not offered by {primary.name}; choose one of {names}."
+            + (f" {why}" if why else ""),
             code="IMG-VALID-MODEL",
         )
     prompt = clean_prompt(options.prompt, min(PROMPT_LIMIT, model.prompt_limit))

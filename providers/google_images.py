@@ -126,6 +126,12 @@ class GoogleImages:
     def __repr__(self) -> str:
         return f"GoogleImages({self.name!r})"
 
+    def model_hint(self, model: str) -> str | None:
+        """Why ``model`` is not offered, when there is a reason an operator can act on."""
+        if model.startswith("imagen-") and IMAGEN_NOTE in self.notes:
+            return IMAGEN_NOTE
+        return None
+
     def _error(self, exc: BaseException) -> ProviderError:
         return from_google(exc, provider=self.name, key_env=self.key_env, secrets=self._secrets)
 

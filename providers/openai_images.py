@@ -114,7 +114,6 @@ class OpenAIImages:
             if request.reference is not None and spec.edits:
                 mime, _, _ = await asyncio.to_thread(inspect_image, request.reference)
                 kwargs["image"] = (f"reference.{EXTENSIONS.get(mime, 'png')}", request.reference, mime)
-                kwargs.pop("style", None)
                 response = await self.client.images.edit(**kwargs)
             else:
                 if spec.send_style:
@@ -155,8 +154,8 @@ class OpenAIImages:
                                           provider=self.name) from None
             try:
                 mime, _, _ = await asyncio.to_thread(inspect_image, data)
-            except ProviderBadResponse as exc:
-                raise ProviderBadResponse(f"{self.name} returned {exc.message[0].lower()}{exc.message[1:]}",
+            except ProviderBadResponse:
+                raise ProviderBadResponse(f"{self.name} returned data that is not a usable image.",
                                           provider=self.name) from None
             return GeneratedImage(data, mime, revised)
         if url:

@@ -58,7 +58,9 @@ async def test_gemini_text_is_chosen_by_config(tmp_path: Path, fakes: tuple[Fake
 async def test_enhancer_follows_the_keys_and_falls_back_to_offline(tmp_path: Path,
                                                                    fakes: tuple[FakeOpenAI, FakeGoogle]) -> None:
     _, goo = fakes
-    assert build_core(make_config(tmp_path, google_env(goo.base_url))).registry.enhancer.name == "google"
+    probe = build_core(make_config(tmp_path, google_env(goo.base_url)))
+    assert probe.registry.enhancer.name == "google"
+    await probe.registry.aclose()
     offline = build_core(make_config(tmp_path, {}))
     async with offline:
         first = await offline.enhance(CTX, "a red fox")

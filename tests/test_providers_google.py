@@ -103,8 +103,11 @@ async def test_imagen_is_refused_without_vertex_with_a_clear_message(
     with pytest.raises(ConfigError, match="imagen-4.0-generate-001 needs Vertex AI"):
         build_google(make_config(tmp_path, google_env(fake), '[providers.google]\nmodels = ["imagen-4.0-generate-001"]\n'))
     core = build_core(make_config(tmp_path, google_env(fake), FAST))
-    with pytest.raises(ValidationError, match="gemini-2.5-flash-image"):
+    with pytest.raises(ValidationError, match="gemini-2.5-flash-image.*offered only through Vertex AI"):
         core.plan(CTX, ImagineOptions("a barn", model="imagen-4.0-generate-001"))
+    with pytest.raises(ValidationError) as info:
+        core.plan(CTX, ImagineOptions("a barn", model="gemini-9"))
+    assert "Vertex" not in info.value.message
     await core.registry.aclose()
     with pytest.raises(ConfigError, match="GOOGLE_CLOUD_PROJECT"):
         build_google(make_config(tmp_path, {"GOOGLE_GENAI_USE_VERTEXAI": "true"}))
