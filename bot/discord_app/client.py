@@ -7,6 +7,7 @@ interaction that an unexpected error would otherwise leave as "This interaction 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -72,10 +73,8 @@ class _Setup:
             self.tree.add_command(command)
         self.add_dynamic_items(GenerationButton)  # type: ignore[attr-defined]
         await sync_commands(self.tree, self.imagebot.settings.guilds)
-
-    async def on_ready(self) -> None:
-        user = self.user  # type: ignore[attr-defined]
-        log.info("connected to Discord as %s; invite: %s", user, invite_url(self.application_id))  # type: ignore[attr-defined]
+        app_id = self.application_id  # type: ignore[attr-defined]
+        log.info("logged in to Discord as %s; invite URL: %s", self.user, invite_url(app_id))  # type: ignore[attr-defined]
 
 
 async def sync_commands(tree: app_commands.CommandTree, guilds: tuple[int, ...]) -> None:  # type: ignore[type-arg]
@@ -104,15 +103,21 @@ def _options() -> dict[str, Any]:
 
 
 class ImagebotClient(_Setup, discord.Client):
-    def __init__(self, runtime: Runtime, **options: Any) -> None:
+    def __init__(self, runtime: Runtime, *, identify_delay: float = 5.0, **options: Any) -> None:
         super().__init__(**{**_options(), **options})
         self._init_imagebot(runtime)
 
 
 class ShardedImagebotClient(_Setup, discord.AutoShardedClient):
-    def __init__(self, runtime: Runtime, **options: Any) -> None:
+    def __init__(self, runtime: Runtime, *, identify_delay: float = 5.0, **options: Any) -> None:
         super().__init__(**{**_options(), **options})
         self._init_imagebot(runtime)
+        self.identify_delay = identify_delay
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Discord allows one IDENTIFY per 5 s per bucket; a fake gateway in tests allows any."""
+        if not initial:
+            await asyncio.sleep(self.identify_delay)
 
 
 def build_client(runtime: Runtime, **options: Any) -> discord.Client:

@@ -66,7 +66,7 @@ class DiscordHarness:
         await self.core.start()
         seen = len(self.fake.identifies)
         expected = self.fake.shards
-        self._task = asyncio.create_task(run_discord(self.core, config, guild_ready_timeout=0.05))
+        self._task = asyncio.create_task(run_discord(self.core, config, guild_ready_timeout=0.05, identify_delay=0))
 
         def ready() -> bool:
             if self._task is not None and self._task.done():
