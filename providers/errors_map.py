@@ -63,6 +63,11 @@ def auth_message(provider: str, key_env: str) -> str:
             "access to this model. An operator must fix the setting.")
 
 
+def rate_limited(provider: str, wait: float | None) -> ProviderRateLimited:
+    later = f"; try again in {max(1, round(wait))} s" if wait else ""
+    return ProviderRateLimited(f"{provider} is busy (rate limited){later}.", provider=provider, retry_after=wait)
+
+
 def _log(provider: str, kind: str, detail: object, secrets: Iterable[str]) -> None:
     log.warning("provider %s: %s: %s", provider, kind, redact(detail, secrets))
 
@@ -105,8 +110,7 @@ def from_openai(exc: BaseException, *, provider: str, key_env: str, secrets: Ite
             if code in ("insufficient_quota", "billing_hard_limit_reached"):
                 return ProviderUnavailable(f"{provider} is out of quota for this account; an operator must "
                                            "check its billing.", provider=provider)
-            return ProviderRateLimited(f"{provider} is busy (rate limited).", provider=provider,
-                                       retry_after=retry_after(exc.response.headers))
+            return rate_limited(provider, retry_after(exc.response.headers))
         if status == 400 and (code in OPENAI_POLICY_CODES or "safety system" in str(exc.message).lower()):
             return ContentRejected(POLICY_TEXT, provider=provider)
         if isinstance(exc, openai.NotFoundError):
@@ -153,7 +157,7 @@ def from_google(exc: BaseException, *, provider: str, key_env: str, secrets: Ite
             return ProviderAuthError(auth_message(provider, key_env), provider=provider)
         if status == 429:
             wait = _google_retry_after(exc.details) or retry_after(dict(headers) if headers else None)
-            return ProviderRateLimited(f"{provider} is busy (rate limited).", provider=provider, retry_after=wait)
+            return rate_limited(provider, wait)
         if status == 400 and any(w in text.lower() for w in ("safety", "blocked", "prohibited", "responsible ai")):
             return ContentRejected(POLICY_TEXT, provider=provider)
         if status == 404:

@@ -156,7 +156,7 @@ async def test_sdk_errors_become_ours(
     err = info.value
     assert type(err) is expected and err.provider == "google" and GOOGLE_KEY not in str(err)
     if behaviour == "rate":
-        assert err.retry_after == 7.0  # type: ignore[attr-defined]
+        assert err.retry_after == 7.0 and "try again in 7 s" in err.message  # type: ignore[attr-defined]
     if behaviour in ("auth", "forbidden"):
         assert "GOOGLE_API_KEY" in err.message
 
@@ -236,3 +236,16 @@ async def test_providers_json_lists_imagen_sizes_in_vertex_mode(
     assert models["imagen-4.0-generate-001"]["sizes"] == ["1024x1024", "1792x1024", "1024x1792"]
     assert models["imagen-4.0-generate-001"]["max_per_call"] == 4
     assert models["gemini-2.5-flash-image"]["reference_images"] is True
+
+
+async def test_vertex_with_a_project_uses_application_credentials(tmp_path: Path, fake: FakeGoogle) -> None:
+    env = {"GOOGLE_GENAI_USE_VERTEXAI": "1", "GOOGLE_CLOUD_PROJECT": "my-project", "GOOGLE_CLOUD_LOCATION": "europe-west4",
+           "GOOGLE_API_KEY": GOOGLE_KEY, "GOOGLE_VERTEX_BASE_URL": fake.base_url}
+    [provider] = build_google(make_config(tmp_path, env, FAST))
+    try:
+        assert provider.key_env == "GOOGLE_APPLICATION_CREDENTIALS" and provider.notes == ()
+        assert "imagen-4.0-generate-001" in [m.name for m in provider.capabilities.models]
+        assert provider.client.vertexai and provider.client._api_client.project == "my-project"
+        assert provider.client._api_client.location == "europe-west4"
+    finally:
+        await provider.aclose()
