@@ -53,16 +53,20 @@ class Tell:
     Uses the bot's shared HTTP session (Bolt's ``respond`` opens a new one per message)."""
 
     def __init__(self, session: aiohttp.ClientSession, response_url: str | None) -> None:
-        self._hook = AsyncWebhookClient(
-            response_url, session=session, timeout=10,
-            retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1),
-                            AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
-        ) if response_url else None
+        self._session = session
+        self._url = response_url
+        self._hook: AsyncWebhookClient | None = None
 
     async def __call__(self, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
-        if self._hook is None:
+        if not self._url:
             log.warning("a Slack payload had no response_url; an ephemeral reply was dropped")
             return
+        if self._hook is None:  # built on first use: most acks never need it
+            self._hook = AsyncWebhookClient(
+                self._url, session=self._session, timeout=10,
+                retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1),
+                                AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
+            )
         try:
             response = await self._hook.send(text=text, blocks=blocks, response_type="ephemeral",
                                              replace_original=False)
