@@ -134,3 +134,25 @@ def _offline_fake() -> FakeSlack:
     fake = FakeSlack()
     fake.url = "http://127.0.0.1:9"
     return fake
+
+
+async def test_a_refused_app_token_stops_socket_mode_with_the_fix(tmp_path: Path, fake: FakeSlack) -> None:
+    fake.fail("apps.connections.open", "invalid_auth")
+    config = slack_config(tmp_path, fake, SLACK_APP_TOKEN="xapp-1-revoked")
+    async with build_core(config) as core:
+        with pytest.raises(ConfigError) as info:
+            await asyncio.wait_for(run_slack(core, config), 10)
+    assert "SLACK_APP_TOKEN" in info.value.message and "connections:write" in info.value.message
+    assert "xapp-1-revoked" not in info.value.message
+
+
+async def test_a_busy_http_port_is_a_clear_configuration_error(tmp_path: Path, fake: FakeSlack) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = slack_config(tmp_path, fake, IMAGEBOT_HTTP_PORT=str(port), IMAGEBOT_HTTP_HOST="127.0.0.1")
+        async with build_core(config) as core:
+            with pytest.raises(ConfigError) as info:
+                await run_slack(core, config)
+    assert f"IMAGEBOT_HTTP_PORT: cannot listen on 127.0.0.1:{port}" in info.value.message

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SlackBot", "SlackSettings", "run_slack"]
 
+APP_TOKEN_FIX = ("SLACK_APP_TOKEN was refused by Slack ({code}). Under the app's Basic Information > App-Level "
+                 "Tokens, generate a token with the connections:write scope, set SLACK_APP_TOKEN (xapp-...) and "
+                 "restart; or unset it to use HTTP mode.")
+
 
 async def check_token(bot: SlackBot) -> None:
     """Fail at start, with the fix, when Slack refuses the bot token; warn and go on if Slack is unreachable."""
@@ -36,21 +40,37 @@ async def check_token(bot: SlackBot) -> None:
     log.info("Slack: signed in as %s in workspace %s", who.get("user"), who.get("team"))
 
 
+async def check_app_token(bot: SlackBot) -> None:
+    """The Socket Mode client retries a refused app token forever; ask once first and stop with the fix."""
+    try:
+        await bot.client.apps_connections_open(app_token=bot.settings.app_token)
+    except Exception as exc:  # noqa: BLE001 - classified below
+        code = error_code(exc)
+        if code in AUTH_ERRORS or code == "missing_scope":
+            raise ConfigError(APP_TOKEN_FIX.format(code=code)) from None
+        log.warning("could not check the Slack app token at start: %s", report(exc, "apps.connections.open"))
+
+
 async def run_slack(core: Imagebot, config: Config) -> None:
     settings = SlackSettings.from_config(config)
     bot = SlackBot(core, settings)
     try:
         await check_token(bot)
         if settings.socket_mode:
+            await check_app_token(bot)
             handler = socket_handler(bot.app, settings.app_token)
-            await handler.connect_async()
+            await handler.connect_async()  # retries by itself while Slack is unreachable
             log.info("Slack: connected in Socket Mode")
             try:
                 await asyncio.Event().wait()
             finally:
                 await handler.close_async()
         else:
-            runner, port = await serve_http(bot.app, settings.http_host, settings.http_port)
+            try:
+                runner, port = await serve_http(bot.app, settings.http_host, settings.http_port)
+            except OSError as exc:
+                raise ConfigError(f"IMAGEBOT_HTTP_PORT: cannot listen on {settings.http_host}:{settings.http_port}"
+                                  f" ({exc.strerror or exc}); pick a free port") from None
             log.info("Slack: HTTP mode, listening on %s:%d%s", settings.http_host, port, EVENTS_PATH)
             try:
                 await asyncio.Event().wait()
