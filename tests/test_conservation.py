@@ -26,6 +26,8 @@ async def test_credits_are_conserved_under_concurrent_load_with_failures(tmp_pat
     rng = random.Random(1234)
 
     def flaky(request, index):  # type: ignore[no-untyped-def]
+        if request.prompt.startswith("doomed"):
+            return ProviderUnavailable("down")
         roll = rng.random()
         if roll < 0.2:
             return ProviderUnavailable("down")
@@ -35,7 +37,7 @@ async def test_credits_are_conserved_under_concurrent_load_with_failures(tmp_pat
 
     first = ScriptedProvider("first", max_per_call=2, behaviour=flaky, concurrency=8)
     second = ScriptedProvider("second", max_per_call=1, behaviour=flaky, concurrency=8)
-    config = make_config(tmp_path, IMAGEBOT_STARTING_CREDITS="40", IMAGEBOT_MAX_CONCURRENT="3")
+    config = make_config(tmp_path, IMAGEBOT_STARTING_CREDITS="40", IMAGEBOT_MAX_CONCURRENT="50")
     core = make_core(config, [first, second])
     users = [ctx_for(f"u{i % 12}", f"s{i % 4}") for i in range(240)]
     async with core:
@@ -43,7 +45,7 @@ async def test_credits_are_conserved_under_concurrent_load_with_failures(tmp_pat
 
         async def one(i: int) -> str:
             await asyncio.sleep(rng.random() * 0.01)
-            options = ImagineOptions(prompt=f"prompt {i}", size=rng.choice(["256x256", "512x512"]),
+            options = ImagineOptions(prompt=f"{'doomed' if i % 10 == 0 else 'prompt'} {i}", size=rng.choice(["256x256", "512x512"]),
                                      count=rng.randint(1, 4))
             try:
                 await core.imagine(users[i], options)
