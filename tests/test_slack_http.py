@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.errors import ProviderUnavailable
 from bot.models import Identity
 from bot.slack_app.blocks import REROLL
 from providers.base import Capabilities, GeneratedImage, GenerationRequest, ModelInfo
@@ -238,3 +239,44 @@ async def test_prompt_text_can_not_ping_the_channel(slack: SlackHarness) -> None
 
 def _ann() -> Identity:
     return Identity("slack", TEAM_ID, ANN)
+
+
+class DownProvider:
+    """A provider double whose service is down: every call fails the way a 503 does."""
+
+    name = "down"
+
+    def __init__(self) -> None:
+        self.capabilities = Capabilities(models=(ModelInfo("down-1", sizes=("256x256",)),), default_model="down-1")
+
+    async def generate(self, request: GenerationRequest) -> list[GeneratedImage]:
+        raise ProviderUnavailable("The image service is unavailable right now.")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_provider_failure_is_told_privately_and_costs_nothing(tmp_path: Path) -> None:
+    slack = await SlackHarness.start(tmp_path, providers=[DownProvider()])
+    try:
+        status, body = await slack.command("/imagine", "a red fox --size 256x256", key="down")
+        assert status == 200 and "Generating" in body
+        await slack.fake.until(lambda: slack.fake.replies("down"))
+        await slack.idle()
+        [reply] = slack.fake.replies("down")
+        assert "unavailable" in reply and "not charged" in reply and "IMG-PROV-DOWN" in reply
+        assert slack.fake.uploads == [] and await slack.balance(ANN) == 50
+    finally:
+        await slack.close()
+
+
+async def test_not_enough_credits_is_told_privately_and_changes_nothing(tmp_path: Path) -> None:
+    slack = await SlackHarness.start(tmp_path, IMAGEBOT_STARTING_CREDITS="2")
+    try:
+        await slack.command("/imagine", "a red fox --size 256x256", key="poor")
+        await slack.fake.until(lambda: slack.fake.replies("poor"))
+        await slack.idle()
+        assert "IMG-CREDITS-001" in slack.fake.replies("poor")[0]
+        assert slack.fake.uploads == [] and await slack.balance(ANN) == 2
+    finally:
+        await slack.close()
