@@ -134,7 +134,7 @@ def cmd_providers(config: Config, args: argparse.Namespace) -> int:
             ],
         })
     if args.json:
-        print(json.dumps({"providers": out, "order": registry.names(), "enhancer": registry.enhancer.name}))
+        print(json.dumps({"providers": out, "order": registry.order, "enhancer": registry.enhancer.name}))
     else:
         for entry in out:
             print(f"{entry['name']} (default model {entry['default_model']})")
@@ -147,7 +147,7 @@ def cmd_providers(config: Config, args: argparse.Namespace) -> int:
                 print(f"  {m['name']}: {', '.join(m['sizes'])} ({', '.join(extras)})")
             for note in entry["notes"]:
                 print(f"  note: {note}")
-        print(f"failover order: {' -> '.join(registry.names())}")
+        print(f"failover order: {' -> '.join(registry.order)}")
         print(f"prompt enhancer: {registry.enhancer.name}")
     return 0
 

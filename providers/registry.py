@@ -59,7 +59,8 @@ class ProviderRegistry:
         return self.providers.get(name)
 
     def names(self) -> list[str]:
-        return list(self.order)
+        """Every configured provider, failover order first (``local`` is always available)."""
+        return self.order + [n for n in self.providers if n not in self.order]
 
     def ordered(self, order: tuple[str, ...] | list[str] | None = None) -> list[ImageProvider]:
         names = [n for n in (order or self.order) if n in self.providers] or self.order
@@ -95,7 +96,9 @@ def build_registry(config: Config) -> ProviderRegistry:
         if missing:
             raise ConfigError(f"servers.{key}.providers names unknown provider(s): {', '.join(missing)}")
     if not order:
-        order = names
+        # The offline sketch is the default only when nothing real is configured: a failed real
+        # provider should fail over to another real one, not quietly to a sketch.
+        order = [n for n in names if n != "local"] or ["local"]
     enhancer: TextProvider | None = None
     wanted = config.enhancer
     if wanted:
