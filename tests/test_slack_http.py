@@ -155,8 +155,9 @@ async def test_the_ack_returns_before_the_work_and_reports_the_queue_position(tm
         provider.gate.set()
         await slack.fake.until(lambda: len(slack.fake.uploads) == 2)
         await slack.idle()
-        assert "Revised prompt: a slow fox, revised" in slack.fake.uploads[0].initial_comment
-        assert "gated (gated-1)" in slack.fake.uploads[0].initial_comment
+        [first_upload] = [u for u in slack.fake.uploads if "a slow fox" in u.initial_comment]
+        assert "Revised prompt: a slow fox, revised" in first_upload.initial_comment
+        assert "gated (gated-1)" in first_upload.initial_comment
     finally:
         provider.gate.set()
         await slack.close()
