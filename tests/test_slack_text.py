@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from bot.slack_app.blocks import parse_value
+from bot.slack_app.pacing import AckFirst
 from bot.slack_app.text import escape, to_plain
 
 
@@ -34,3 +38,27 @@ def test_button_values_other_than_ours_are_refused(value: str | None) -> None:
 def test_button_values_carry_the_generation_and_image() -> None:
     assert parse_value("a" * 32) == ("a" * 32, 0)
     assert parse_value("a" * 32 + ":3") == ("a" * 32, 3)
+
+
+async def test_jobs_let_pending_acks_go_first_but_are_never_starved() -> None:
+    pacing = AckFirst(max_wait=0.2)
+    order: list[str] = []
+
+    async def job() -> None:
+        await pacing.wait()
+        order.append("job")
+
+    with pacing:  # a request being answered
+        task = asyncio.create_task(job())
+        await asyncio.sleep(0.05)
+        order.append("ack")
+    await task
+    assert order == ["ack", "job"]
+
+    with pacing:  # a request that never finishes cannot hold jobs back for more than max_wait
+        started = time.monotonic()
+        await pacing.wait()
+        assert 0.15 <= time.monotonic() - started < 1.0
+    started = time.monotonic()
+    await pacing.wait()  # nothing in flight: no wait at all
+    assert time.monotonic() - started < 0.05

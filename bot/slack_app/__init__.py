@@ -67,7 +67,7 @@ async def run_slack(core: Imagebot, config: Config) -> None:
                 await handler.close_async()
         else:
             try:
-                runner, port = await serve_http(bot.app, settings.http_host, settings.http_port)
+                runner, port = await serve_http(bot.app, settings.http_host, settings.http_port, bot.pacing)
             except OSError as exc:
                 raise ConfigError(f"IMAGEBOT_HTTP_PORT: cannot listen on {settings.http_host}:{settings.http_port}"
                                   f" ({exc.strerror or exc}); pick a free port") from None

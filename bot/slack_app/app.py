@@ -29,6 +29,7 @@ from . import actions, commands
 from .apierrors import report
 from .blocks import ENHANCE, IMAGINE_THIS, REROLL, VARIATIONS_RE
 from .delivery import SLACK_FAILURES
+from .pacing import AckFirst
 from .settings import SlackSettings
 from .text import escape
 
@@ -92,6 +93,8 @@ class SlackBot:
             user_facing_authorize_error_message=AUTHORIZE_ERROR, logger=logging.getLogger("imagebot.slack.bolt"),
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        #: HTTP mode counts requests in flight here, so jobs let pending acks go first.
+        self.pacing = AckFirst()
         self._register()
 
     # -- identities ------------------------------------------------------------------------------
@@ -103,9 +106,13 @@ class SlackBot:
 
     def spawn(self, work: Coroutine[Any, Any, None], tell: Tell, what: str) -> None:
         """Run ``work`` after the ack; any failure is told to the user, never raised into Bolt."""
-        task = asyncio.create_task(self._guard(work, tell, what), name=f"slack-{what}")
+        task = asyncio.create_task(self._guard(self._after_acks(work), tell, what), name=f"slack-{what}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _after_acks(self, work: Awaitable[None]) -> None:
+        await self.pacing.wait()
+        await work
 
     @staticmethod
     async def _guard(work: Awaitable[None], tell: Tell, what: str) -> None:

@@ -10,14 +10,19 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 
+from .pacing import AckFirst
+
 EVENTS_PATH = "/slack/events"
 #: Slack's payloads are small; anything larger is not from Slack.
 MAX_BODY = 256 * 1024
 
 
-def web_application(app: AsyncApp, path: str = EVENTS_PATH) -> web.Application:
+def web_application(app: AsyncApp, path: str = EVENTS_PATH, pacing: AckFirst | None = None) -> web.Application:
+    pacing = pacing or AckFirst()
+
     async def events(request: web.Request) -> web.Response:
-        return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
+        with pacing:  # jobs started by earlier acks wait while this request is being answered
+            return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
 
     async def health(request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -27,9 +32,10 @@ def web_application(app: AsyncApp, path: str = EVENTS_PATH) -> web.Application:
     return web_app
 
 
-async def serve_http(app: AsyncApp, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def serve_http(app: AsyncApp, host: str, port: int,
+                     pacing: AckFirst | None = None) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner (``await runner.cleanup()`` to stop) and the bound port."""
-    runner = web.AppRunner(web_application(app), access_log=None)
+    runner = web.AppRunner(web_application(app, pacing=pacing), access_log=None)
     await runner.setup()
     # A burst of commands opens many connections at once; the default backlog (128) drops SYNs past it,
     # and a dropped SYN costs the client a 1 s retransmit: too much of Slack's 3 s.

@@ -90,7 +90,7 @@ class SlackHarness:
         return harness
 
     async def _serve(self) -> None:
-        self.runner, port = await serve_http(self.bot.app, "127.0.0.1", 0)
+        self.runner, port = await serve_http(self.bot.app, "127.0.0.1", 0, self.bot.pacing)
         self.events_url = f"http://127.0.0.1:{port}{EVENTS_PATH}"
 
     async def restart(self) -> None:
