@@ -20,20 +20,29 @@ def _callbacks(h: DiscordHarness, token: str) -> list:
     return [c for c in h.fake.for_token(token) if c.path.endswith("/callback")]
 
 
+class WatchingProvider(ScriptedProvider):
+    """Notes, the moment it is called, whether Discord had already received the defer."""
+
+    def __init__(self, fake: object) -> None:
+        super().__init__("fake", delay=0.7)
+        self.fake = fake
+        self.seen_defer: list[bool] = []
+
+    async def generate(self, request: GenerationRequest) -> list[GeneratedImage]:
+        self.seen_defer.append(any(c.path.endswith("/callback") for c in self.fake.calls))  # type: ignore[attr-defined]
+        return await super().generate(request)
+
+
 async def test_defers_before_any_work_then_edits_progress_and_posts_images(tmp_path: Path) -> None:
-    seen_defer: list[bool] = []
     async with DiscordHarness(tmp_path) as h:
-
-        def behaviour(request: GenerationRequest, index: int) -> None:
-            seen_defer.append(any(c.path.endswith("/callback") for c in h.fake.calls))
-
-        h.providers = [ScriptedProvider("fake", behaviour=behaviour)]
+        watching = WatchingProvider(h.fake)
+        h.providers = [watching]
         await h.restart()
         token = await h.imagine("a red fox", size="512x512", count=2)
         result = await h.result(token)
         calls = h.fake.for_token(token)
         assert calls[0].path.endswith("/callback") and calls[0].json == {"type": 5}
-        assert seen_defer == [True], "the provider ran before the interaction was acknowledged"
+        assert watching.seen_defer == [True], "the provider ran before the interaction was acknowledged"
         edits = [c.content for c in calls if c.method == "PATCH" and c.content]
         assert any(e.startswith("\N{ARTIST PALETTE} Generating with fake") for e in edits)
         assert edits[-1].startswith("\N{OUTBOX TRAY} Uploading 2 images")
@@ -52,7 +61,7 @@ async def test_defers_before_any_work_then_edits_progress_and_posts_images(tmp_p
 
 
 async def test_queue_position_is_shown_while_waiting_for_the_provider(tmp_path: Path) -> None:
-    slow = ScriptedProvider("slow", delay=0.3, concurrency=1)
+    slow = ScriptedProvider("slow", delay=0.8, concurrency=1)
     async with DiscordHarness(tmp_path, providers=[slow]) as h:
         first = await h.imagine("first", size="256x256", user_id=1)
         await h.fake.wait_for(lambda: slow.calls == 1)

@@ -91,12 +91,12 @@ async def generate(interaction: discord.Interaction, rt: Runtime, run: Generate)
     try:
         result = await run(progress.update)
     except ImagebotError as exc:
-        await progress.close()
+        await progress.close(flush=False)
         await say(interaction, error_text(exc))
         return
     except Exception:
         log.exception("generation for interaction %s failed", interaction.id)
-        await progress.close()
+        await progress.close(flush=False)
         await say(interaction, INTERNAL)
         return
     progress.show(f"\N{OUTBOX TRAY} Uploading {plural(len(result.images), 'image')}…")

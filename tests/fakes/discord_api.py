@@ -92,6 +92,7 @@ ERRORS = {
 class FakeDiscord:
     def __init__(self, *, shards: int = 1) -> None:
         self.calls: list[Call] = []
+        self.by_token: dict[str, list[Call]] = {}
         self.rules: list[Rule] = []
         self.commands: dict[str, list[dict[str, Any]]] = {}
         self.messages: dict[str, dict[str, Any]] = {}
@@ -152,7 +153,7 @@ class FakeDiscord:
         self.rules.append(Rule(method, re.compile(pattern), status, code, message, times, when))
 
     def for_token(self, token: str) -> list[Call]:
-        return [c for c in self.calls if c.token == token]
+        return list(self.by_token.get(token, ()))
 
     def to_channel(self, channel_id: str | int) -> list[Call]:
         return [c for c in self.calls if c.path == f"/api/v10/channels/{channel_id}/messages"]
@@ -250,6 +251,8 @@ class FakeDiscord:
     async def _rest(self, request: web.Request) -> web.Response:
         call = await self._read(request)
         self.calls.append(call)
+        if call.token:
+            self.by_token.setdefault(call.token, []).append(call)
         for rule in self.rules:
             if rule.times and rule.method == call.method and rule.pattern.search(call.path) and rule.when(call):
                 rule.times -= 1
