@@ -142,6 +142,18 @@ async def test_missing_permission_falls_back_to_a_private_reply_and_still_charge
         assert await h.balance(111) == 47
 
 
+async def test_when_no_reply_may_carry_files_the_images_go_by_direct_message(tmp_path: Path) -> None:
+    async with DiscordHarness(tmp_path) as h:
+        h.fake.fail("PATCH", r"/messages/@original$", 50013, when=lambda c: bool(c.files))
+        h.fake.fail("POST", r"/webhooks/\d+/[^/]+$", 50013, when=lambda c: bool(c.files))
+        token = await h.imagine("a fox", size="256x256")
+        dm = await h.fake.wait_for(lambda: next((c for c in h.fake.dms() if c.files), None))
+        assert dm.embeds and len(dm.files) == 1
+        note = await h.fake.wait_for(lambda: next((t for t in h.texts(token) if "direct message" in t), None))
+        assert "may not post" in note
+        assert await h.balance(111) == 47
+
+
 async def test_expired_interaction_delivers_by_direct_message(tmp_path: Path) -> None:
     async with DiscordHarness(tmp_path) as h:
         h.fake.fail("PATCH", r"/messages/@original$", 10062, times=10, when=lambda c: bool(c.files))

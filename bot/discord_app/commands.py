@@ -5,6 +5,7 @@ options into core calls through ``flows``. This module does not use postponed an
 reads the parameter annotations to build the options Discord shows.
 """
 
+import logging
 
 import discord
 from discord import app_commands
@@ -17,6 +18,7 @@ from . import flows
 from .admin import build_admin_group
 from .context import identity_for, runtime_of
 
+log = logging.getLogger(__name__)
 MAX_CHOICES = 25
 
 
@@ -26,6 +28,14 @@ def _choices(values: tuple[str, ...]) -> list[app_commands.Choice[str]]:
 
 async def provider_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     """Configured providers, and provider/model pairs, matching what was typed so far."""
+    try:
+        return _provider_choices(interaction, current)
+    except Exception:  # suggestions are a courtesy: never fail the interaction over them
+        log.exception("provider autocomplete failed")
+        return []
+
+
+def _provider_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     registry = runtime_of(interaction).core.registry
     items: list[str] = []
     for name in registry.names():
@@ -39,6 +49,14 @@ async def provider_autocomplete(interaction: discord.Interaction, current: str) 
 
 async def size_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     """The sizes the chosen provider's model offers (the server's first provider when none is chosen)."""
+    try:
+        return _size_choices(interaction, current)
+    except Exception:  # suggestions are a courtesy: never fail the interaction over them
+        log.exception("size autocomplete failed")
+        return []
+
+
+def _size_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     rt = runtime_of(interaction)
     registry = rt.core.registry
     name, model_name = split_provider(getattr(interaction.namespace, "provider", None))

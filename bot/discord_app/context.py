@@ -8,13 +8,14 @@ and no one is admin there (operators grant DM credits with the ``imagebot credit
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import discord
 
 from bot.core import Imagebot
 from bot.models import Context, Identity
 
+from .acks import AckGate
 from .settings import DiscordSettings
 
 PLATFORM = "discord"
@@ -68,12 +69,13 @@ def dm_refusal(interaction: discord.Interaction, settings: DiscordSettings) -> s
     return None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Runtime:
     """What every handler needs, hung on the client (``client.imagebot``): no module globals."""
 
     core: Imagebot
     settings: DiscordSettings
+    acks: AckGate = field(default_factory=AckGate)
 
 
 def runtime_of(interaction: discord.Interaction) -> Runtime:

@@ -21,7 +21,7 @@ from bot.replies import adjust_summary, credits_summary, error_text, plural, usa
 from bot.validation import clean_prompt
 
 from .context import Runtime, context_for, dm_refusal, identity_of, runtime_of
-from .delivery import Outgoing, defer, deliver, dm, say
+from .delivery import Outgoing, deliver, dm, say
 from .embeds import enhance_embed, result_embed
 from .progress import ProgressMessage
 from .views import enhance_view, result_view
@@ -52,7 +52,7 @@ async def imagine_command(interaction: discord.Interaction, options: ImagineOpti
     except ImagebotError as exc:
         await say(interaction, error_text(exc))
         return
-    if not await defer(interaction):
+    if not await rt.acks.acknowledge(interaction):
         await dm(interaction.user, EXPIRED)
         return
 
@@ -99,15 +99,20 @@ async def generate(interaction: discord.Interaction, rt: Runtime, run: Generate)
         await progress.close(flush=False)
         await say(interaction, INTERNAL)
         return
-    progress.show(f"\N{OUTBOX TRAY} Uploading {plural(len(result.images), 'image')}…")
-    await progress.close()
-    out = Outgoing(embed=result_embed(result, interaction.user), images=result.images,
-                   stem=f"imagebot-{result.generation_id[:8]}", view=result_view(result))
     try:
+        progress.show(f"\N{OUTBOX TRAY} Uploading {plural(len(result.images), 'image')}…")
+        await progress.close()
+        out = Outgoing(embed=result_embed(result, interaction.user), images=result.images,
+                       stem=f"imagebot-{result.generation_id[:8]}", view=result_view(result))
         await deliver(interaction, out, refund=lambda: rt.core.delivery_failed(result.generation_id))
     except asyncio.CancelledError:  # shutting down mid-upload: the images may have reached no one
         await asyncio.shield(rt.core.delivery_failed(result.generation_id, code="IMG-DELIVERY-CANCELLED"))
         raise
+    except Exception:  # a bug after the charge: give the credits back, then say so
+        log.exception("delivering generation %s failed", result.generation_id)
+        refunded = await rt.core.delivery_failed(result.generation_id, code="IMG-INTERNAL-001")
+        await say(interaction, f"Something went wrong on the bot's side while posting your images; "
+                               f"{refunded} credits were refunded. (IMG-INTERNAL-001)")
 
 
 async def button_pressed(interaction: discord.Interaction, action: str, generation_id: str, index: int) -> None:
@@ -117,7 +122,7 @@ async def button_pressed(interaction: discord.Interaction, action: str, generati
         if (refusal := dm_refusal(interaction, rt.settings)) is not None:
             await say(interaction, refusal)
             return
-        if not await defer(interaction):
+        if not await rt.acks.acknowledge(interaction):
             await dm(interaction.user, EXPIRED)
             return
         ctx = context_for(interaction, rt.settings)
@@ -163,7 +168,7 @@ async def enhance_command(interaction: discord.Interaction, prompt: str) -> None
     except ImagebotError as exc:
         await say(interaction, error_text(exc))
         return
-    if not await defer(interaction):
+    if not await rt.acks.acknowledge(interaction):
         await dm(interaction.user, EXPIRED)
         return
 
@@ -180,7 +185,12 @@ async def enhance_flow(interaction: discord.Interaction, rt: Runtime, ctx: Conte
     except ImagebotError as exc:
         await say(interaction, error_text(exc))
         return
-    delivered = await say(interaction, None, embed=enhance_embed(result, interaction.user), view=enhance_view(result))
+    try:
+        delivered = await say(interaction, None, embed=enhance_embed(result, interaction.user),
+                              view=enhance_view(result))
+    except Exception:  # a bug after the charge: refund rather than keep the credit
+        log.exception("delivering enhance %s failed", result.generation_id)
+        delivered = False
     if not delivered:
         await rt.core.delivery_failed(result.generation_id)
 
@@ -192,7 +202,7 @@ async def credits_command(interaction: discord.Interaction) -> None:
     if (refusal := dm_refusal(interaction, rt.settings)) is not None:
         await say(interaction, refusal)
         return
-    acknowledged = await defer(interaction, ephemeral=True)
+    acknowledged = await rt.acks.acknowledge(interaction, ephemeral=True)
     ctx = context_for(interaction, rt.settings)
     text = credits_summary(await rt.core.credits(ctx.identity))
     if ctx.identity.server_id.startswith("dm-"):
@@ -205,7 +215,7 @@ async def credits_command(interaction: discord.Interaction) -> None:
 
 async def adjust_command(interaction: discord.Interaction, kind: str, member: discord.abc.User, amount: int) -> None:
     rt = runtime_of(interaction)
-    if not await defer(interaction, ephemeral=True):
+    if not await rt.acks.acknowledge(interaction, ephemeral=True):
         await dm(interaction.user, EXPIRED.replace("Nothing was charged", "Nothing was changed"))
         return
     ctx = context_for(interaction, rt.settings)
@@ -219,7 +229,7 @@ async def adjust_command(interaction: discord.Interaction, kind: str, member: di
 
 async def usage_command(interaction: discord.Interaction, days: int) -> None:
     rt = runtime_of(interaction)
-    if not await defer(interaction, ephemeral=True):
+    if not await rt.acks.acknowledge(interaction, ephemeral=True):
         await dm(interaction.user, EXPIRED)
         return
     ctx = context_for(interaction, rt.settings)
