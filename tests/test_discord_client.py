@@ -75,10 +75,18 @@ async def test_sharded_client_serves_interactions_on_every_shard(tmp_path: Path)
         await h.result(await h.imagine("a fox", size="256x256", guild_id=other_guild))
 
 
-async def test_auto_sharding_asks_discord_for_the_count(tmp_path: Path) -> None:
-    async with DiscordHarness(tmp_path, shards=2, IMAGEBOT_DISCORD_SHARDS="auto") as h:
+async def test_auto_sharding_asks_discord_for_the_count_but_keeps_the_gateway_override(tmp_path: Path) -> None:
+    h = DiscordHarness(tmp_path, shards=2, IMAGEBOT_DISCORD_SHARDS="auto")
+    h.fake.bot_gateway_url = "ws://127.0.0.1:9/elsewhere"  # what Discord would name; the override wins
+    async with h:
         assert any(c.path.endswith("/gateway/bot") for c in h.fake.calls)
         assert sorted(h.fake.identifies) == [[0, 2], [1, 2]]
+
+
+async def test_one_process_can_run_some_of_the_shards(tmp_path: Path) -> None:
+    async with DiscordHarness(tmp_path, shards=2, connections=1, IMAGEBOT_DISCORD_SHARDS="2:1") as h:
+        assert h.fake.identifies == [[1, 2]]
+        await h.result(await h.imagine("a fox", size="256x256", guild_id=(1 << 22) * 7 + 1))
 
 
 async def test_a_rejected_token_stops_start_up_with_a_config_error(tmp_path: Path) -> None:

@@ -114,6 +114,12 @@ class ShardedImagebotClient(_Setup, discord.AutoShardedClient):
         self._init_imagebot(runtime)
         self.identify_delay = identify_delay
 
+    async def setup_hook(self) -> None:
+        await super().setup_hook()
+        if self.shard_count is None and self.imagebot.settings.gateway_url:
+            # discord.py would connect to the gateway URL Discord names; DISCORD_GATEWAY_URL must win.
+            self.shard_count, _, _ = await self.http.get_bot_gateway()
+
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         """Discord allows one IDENTIFY per 5 s per bucket; a fake gateway in tests allows any."""
         if not initial:

@@ -102,6 +102,8 @@ class FakeDiscord:
         self.dm_channels: set[str] = set()
         self.identifies: list[list[int]] = []
         self.shards = shards
+        #: What GET /gateway/bot names as the gateway (default: this fake's own).
+        self.bot_gateway_url: str | None = None
         self._sockets: dict[int, tuple[web.WebSocketResponse, list[int]]] = {}
         self._ids = itertools.count(1_000_000_000_000_000_000)
         self._runner: web.AppRunner | None = None
@@ -266,7 +268,8 @@ class FakeDiscord:
                                "bot_public": True, "bot_require_code_grant": False, "owner": user(1, "owner"),
                                "verify_key": "00", "flags": 0, "team": None, "summary": ""})
         if path in ("/gateway", "/gateway/bot"):
-            return self._json({"url": self.gateway_url, "shards": self.shards, "session_start_limit": {
+            return self._json({"url": self.bot_gateway_url or self.gateway_url, "shards": self.shards,
+                               "session_start_limit": {
                 "total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}})
         if m := re.fullmatch(r"/applications/\d+(?:/guilds/(\d+))?/commands", path):
             body = [{**c, "id": str(self.new_id()), "application_id": str(APP_ID), "version": "1"}

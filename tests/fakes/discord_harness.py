@@ -26,12 +26,13 @@ from .discord_api import FakeDiscord, Payloads
 
 class DiscordHarness:
     def __init__(self, tmp_path: Path, *, providers: list[Any] | None = None, shards: int = 1,
-                 **env: str) -> None:
+                 connections: int | None = None, **env: str) -> None:
         self.tmp_path = tmp_path
         self.fake = FakeDiscord(shards=shards)
         self.payloads = Payloads(self.fake)
         self.providers = providers
         self.env = env
+        self.connections = connections or shards  # gateway connections this process opens
         self.core: Imagebot | None = None
         self._task: asyncio.Task[None] | None = None
         self._saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
@@ -65,7 +66,7 @@ class DiscordHarness:
             self.core = make_core(config, self.providers)
         await self.core.start()
         seen = len(self.fake.identifies)
-        expected = self.fake.shards
+        expected = self.connections
         self._task = asyncio.create_task(run_discord(self.core, config, guild_ready_timeout=0.05, identify_delay=0))
 
         def ready() -> bool:
