@@ -136,3 +136,19 @@ def test_fitting_keeps_originals_that_fit_and_shrinks_the_rest() -> None:
         fit_message([(small, "image/png")] * 11, 10_000_000, stem="s")
     (tiny,) = fit_message([(_noise(512), "image/png")], 17_000, stem="s")  # downscaled until it fits
     assert len(tiny.data) <= 1024 and Image.open(io.BytesIO(tiny.data)).width < 512
+
+
+async def test_the_benchmark_script_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A tiny run, so the script does not rot; its figures are read from real runs, not asserted here."""
+    import importlib.util
+
+    script = Path(__file__).parent / "bench" / "bench_discord.py"
+    spec = importlib.util.spec_from_file_location("bench_discord", script)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+    await bench.run(5, 0.05, 2, tmp_path)
+    assert (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY) == saved
+    out = capsys.readouterr().out
+    assert "defer latency: p50" in out and "every image delivered after" in out and "ledger audit: balanced" in out
