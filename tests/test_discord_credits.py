@@ -103,3 +103,16 @@ async def test_direct_messages_can_be_turned_off_and_are_refused_clearly(tmp_pat
         assert reply.ephemeral and "IMG-DISCORD-DM" in reply.json["data"]["content"]
         assert await h.balance(111, server="dm-111") == 50
         assert GUILD_ID
+
+
+async def test_an_admin_role_may_be_named_once_discord_sent_the_servers_roles(tmp_path: Path) -> None:
+    async with DiscordHarness(tmp_path, IMAGEBOT_DISCORD_ADMIN_ROLES="Credit Keepers") as h:
+        role = {"id": "515151", "name": "Credit Keepers", "permissions": "0", "position": 1, "color": 0,
+                "hoist": False, "managed": False, "mentionable": False, "flags": 0}
+        everyone = {**role, "id": str(GUILD_ID), "name": "@everyone", "position": 0}
+        await h.fake.dispatch({"id": str(GUILD_ID), "name": "test server", "owner_id": "1", "roles": [everyone, role],
+                               "channels": [], "members": [], "member_count": 2, "unavailable": False,
+                               "features": [], "emojis": [], "stickers": []}, event="GUILD_CREATE")
+        text = await _reply(h, await _admin(h, "grant", 333, 5, roles=(515151,)))
+        assert text.startswith("Granted 5 credits")
+        assert await h.balance(333) == 55
