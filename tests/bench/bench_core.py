@@ -7,7 +7,7 @@ Prints, in one run:
       (c) allows given the write transactions one command needs.
 Targets: (a) p99 <= 5 ms; (b) >= 40% of (c) / transactions per command.
 
-Run: python tests/bench/bench_core.py [--dir DIR] [--commands N]
+Run: python tests/bench/bench_core.py [--dir DIR] [--commands N] [--per-user N]
 """
 
 from __future__ import annotations
@@ -123,7 +123,8 @@ async def raw_rate(tmp: Path, n: int, *, tuned: bool = True) -> float:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dir", type=Path, default=None, help="where the SQLite files go (default: a temp dir)")
+    parser.add_argument("--dir", type=Path, default=Path("."),
+                        help="the disk to measure: a temporary folder is made (and removed) here (default: .)")
     parser.add_argument("--commands", type=int, default=1000, help="samples for (a)")
     parser.add_argument("--per-user", type=int, default=10, help="commands per user for (b)")
     args = parser.parse_args()
