@@ -1,17 +1,20 @@
 """Per-user and per-server rate limits, on the ``limits`` library.
 
 State lives behind a ``limits`` storage URI: ``memory://`` for one process, ``redis://`` when several
-processes share the work. Concurrent jobs per user are counted in the ledger's held reservations
-instead (see ``SqliteStore.reserve``), so that limit survives restarts and spans processes.
+processes share the work. In memory the synchronous ``limits`` API is used: it is plain dictionary
+work, while the async in-memory storage hops to a thread for every key on each expiry sweep.
+Concurrent jobs per user are counted in the ledger's held reservations instead (see
+``SqliteStore.reserve``), so that limit survives restarts and spans processes.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from limits import parse
-from limits.aio.storage import Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits import RateLimitItem, parse
+from limits import strategies as sync_strategies
+from limits.aio import strategies as async_strategies
 from limits.storage import storage_from_string
 
 from .errors import RateLimited
@@ -20,16 +23,21 @@ from .models import Identity
 
 class RateLimiter:
     def __init__(self, user_rate: str, server_rate: str, storage_uri: str = "memory://") -> None:
-        uri = storage_uri if storage_uri.startswith("async+") else f"async+{storage_uri}"
-        storage = storage_from_string(uri)
-        assert isinstance(storage, Storage)
-        self._storage = storage
-        self._limiter = MovingWindowRateLimiter(storage)
+        uri = storage_uri.removeprefix("async+")
+        self._sync = uri.startswith("memory://")
+        self._storage: Any = storage_from_string(uri if self._sync else f"async+{uri}")
+        strategies: Any = sync_strategies if self._sync else async_strategies
+        self._limiter = strategies.MovingWindowRateLimiter(self._storage)
         self.user_item = parse(user_rate)
         self.server_item = parse(server_rate)
 
-    async def _retry_after(self, item: object, *keys: str) -> float:
-        stats = await self._limiter.get_window_stats(item, *keys)  # type: ignore[arg-type]
+    async def _ask(self, method: str, item: RateLimitItem, keys: tuple[str, ...], cost: int = 1) -> Any:
+        call = getattr(self._limiter, method)
+        result = call(item, *keys, cost=cost) if method != "get_window_stats" else call(item, *keys)
+        return result if self._sync else await result
+
+    async def _retry_after(self, item: RateLimitItem, *keys: str) -> float:
+        stats = await self._ask("get_window_stats", item, keys)
         return max(1.0, stats.reset_time - time.time())
 
     async def check(self, identity: Identity, *, cost: int = 1) -> None:
@@ -38,11 +46,11 @@ class RateLimiter:
         server_keys = ("server", identity.platform, identity.server_id)
         # Test the server first so a request refused for the server's sake costs the user nothing;
         # then take the user's slot and the server's (a hit is itself an atomic test-and-take).
-        if not await self._limiter.test(self.server_item, *server_keys, cost=cost):
+        if not await self._ask("test", self.server_item, server_keys, cost):
             raise await self._limited("server", server_keys, cost)
-        if not await self._limiter.hit(self.user_item, *user_keys, cost=cost):
+        if not await self._ask("hit", self.user_item, user_keys, cost):
             raise await self._limited("user", user_keys, cost)
-        if not await self._limiter.hit(self.server_item, *server_keys, cost=cost):
+        if not await self._ask("hit", self.server_item, server_keys, cost):
             raise await self._limited("server", server_keys, cost)
 
     async def _limited(self, scope: str, keys: tuple[str, ...], cost: int) -> RateLimited:
@@ -55,4 +63,6 @@ class RateLimiter:
                            retry_after=wait, code="IMG-RATE-002")
 
     async def reset(self) -> None:
-        await self._storage.reset()
+        result = self._storage.reset()
+        if not self._sync:
+            await result
