@@ -59,3 +59,32 @@ async def test_enhance_is_rate_limited_too(tmp_path: Path) -> None:
         with pytest.raises(RateLimited):
             await core.enhance(ctx_for("a"), "fox")
         assert (await core.credits(ctx_for("a").identity)).balance == 49
+
+
+def _redis_up() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _redis_up(), reason="no Redis server on 127.0.0.1:6379")
+async def test_limits_are_shared_between_processes_through_redis(tmp_path: Path) -> None:
+    """Two bot processes (two cores here) on one Redis: the per-user limit counts across both."""
+    import uuid
+
+    server = uuid.uuid4().hex  # keys of other runs never collide with this one
+    env = {"IMAGEBOT_USER_RATE": "2/minute", "IMAGEBOT_RATELIMIT_STORAGE": "redis://127.0.0.1:6379"}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    first = build_core(make_config(tmp_path / "a", **env))
+    second = build_core(make_config(tmp_path / "b", **env))
+    async with first, second:
+        await first.imagine(ctx_for("a", server), FOX)
+        await second.imagine(ctx_for("a", server), FOX)
+        with pytest.raises(RateLimited) as err:
+            await first.imagine(ctx_for("a", server), FOX)
+        assert err.value.code == "IMG-RATE-001"
