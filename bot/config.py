@@ -179,7 +179,7 @@ def load_config(env: Mapping[str, str] | None = None, path: str | Path | None = 
         max_count=_int("IMAGEBOT_MAX_COUNT", pick("IMAGEBOT_MAX_COUNT", "max_count", 10, limits_t), 1, 10),
         storage_uri=str(pick("IMAGEBOT_RATELIMIT_STORAGE", "storage", "memory://", limits_t)).strip(),
     )
-    if not re.match(r"^(memory|redis|rediss|redis\+cluster|redis\+sentinel|valkey|memcached)://", limits.storage_uri):
+    if not re.match(r"^(memory|redis|rediss|redis\+cluster|redis\+sentinel)://", limits.storage_uri):
         raise ConfigError("IMAGEBOT_RATELIMIT_STORAGE must be a limits storage URI such as memory:// or redis://host:6379")
 
     server_orders: dict[str, tuple[str, ...]] = {}

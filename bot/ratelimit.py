@@ -15,9 +15,10 @@ from typing import Any
 from limits import RateLimitItem, parse
 from limits import strategies as sync_strategies
 from limits.aio import strategies as async_strategies
+from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
-from .errors import RateLimited
+from .errors import ConfigError, RateLimited
 from .models import Identity
 
 
@@ -25,7 +26,10 @@ class RateLimiter:
     def __init__(self, user_rate: str, server_rate: str, storage_uri: str = "memory://") -> None:
         uri = storage_uri.removeprefix("async+")
         self._sync = uri.startswith("memory://")
-        self._storage: Any = storage_from_string(uri if self._sync else f"async+{uri}")
+        try:
+            self._storage: Any = storage_from_string(uri if self._sync else f"async+{uri}")
+        except (ConfigurationError, ValueError) as exc:
+            raise ConfigError(f"IMAGEBOT_RATELIMIT_STORAGE is not usable: {exc}") from None
         strategies: Any = sync_strategies if self._sync else async_strategies
         self._limiter = strategies.MovingWindowRateLimiter(self._storage)
         self.user_item = parse(user_rate)
