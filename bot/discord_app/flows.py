@@ -33,6 +33,8 @@ EXPIRED = ("Discord gave up on your command before the bot could answer it (it w
 INTERNAL = "Something went wrong on the bot's side; nothing was charged. (IMG-INTERNAL-001)"
 #: Larger references are refused before download (providers take far less).
 REFERENCE_LIMIT = 20 * 1024 * 1024
+#: Seconds a reference download may take.
+REFERENCE_TIMEOUT = 30.0
 
 Generate = Callable[[Progress], Awaitable[ImagineResult]]
 
@@ -78,9 +80,11 @@ def _check_reference(reference: discord.Attachment | None) -> None:
 
 
 async def _download(reference: discord.Attachment) -> bytes:
+    """Bounded in size (checked before, from Discord's metadata) and in time; decoded by the core."""
     try:
-        return await reference.read()
-    except discord.HTTPException:
+        async with asyncio.timeout(REFERENCE_TIMEOUT):
+            return await reference.read()
+    except (discord.HTTPException, TimeoutError):
         raise ValidationError("The reference image could not be downloaded from Discord; attach it again.",
                               code="IMG-VALID-REFERENCE") from None
 
