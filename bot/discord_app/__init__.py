@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import discord
 
 from bot.config import Config
 from bot.core import Imagebot
-from bot.errors import ConfigError
+from bot.errors import ConfigError, ImagebotError
 
 from .client import apply_endpoints, build_client
 from .context import Runtime
@@ -32,6 +33,10 @@ async def run_discord(core: Imagebot, config: Config, **client_options: Any) -> 
         except discord.LoginFailure:
             raise ConfigError("Discord refused DISCORD_TOKEN: copy the bot token again from the Developer "
                               "Portal (Bot -> Reset Token)") from None
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            # Only logging in can fail like this: once connected, discord.py reconnects by itself.
+            raise ImagebotError(f"Cannot reach Discord to log in ({type(exc).__name__}); check the network "
+                                "or DISCORD_API_BASE_URL", code="IMG-DISCORD-NET") from None
 
 
 __all__ = ["run_discord"]
