@@ -111,6 +111,7 @@ class Imagebot:
             self._sweeper = None
         await self.registry.aclose()
         await self.store.close()
+        self.images.close()
 
     async def __aenter__(self) -> Imagebot:
         await self.start()

@@ -6,7 +6,6 @@ prompt, size, style, seed and index give the same bytes.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import io
@@ -14,6 +13,8 @@ import random
 import zlib
 
 from PIL import Image, ImageDraw
+
+from bot.workers import WorkerThreads
 
 from .base import Capabilities, GeneratedImage, GenerationRequest, ModelInfo
 
@@ -94,13 +95,14 @@ class LocalRenderer:
             default_model="local-sketch",
             concurrency=concurrency,
         )
+        self._threads = WorkerThreads("local-renderer", threads=2)
 
     async def generate(self, request: GenerationRequest) -> list[GeneratedImage]:
         prompt = request.prompt
         if request.reference:
             # A reference steers the picture deterministically too.
             prompt += hashlib.sha256(request.reference).hexdigest()
-        return await asyncio.to_thread(self._render_all, request, prompt)
+        return await self._threads.run(self._render_all, request, prompt)
 
     def _render_all(self, request: GenerationRequest, prompt: str) -> list[GeneratedImage]:
         return [
@@ -116,7 +118,7 @@ class LocalRenderer:
             big.save(out, format="PNG", compress_level=1)
             return out.getvalue()
 
-        return GeneratedImage(await asyncio.to_thread(_up))
+        return GeneratedImage(await self._threads.run(_up))
 
     async def aclose(self) -> None:
-        return None
+        self._threads.close()

@@ -5,7 +5,6 @@ Writes are atomic (temporary file, then rename), and the same bytes are stored o
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import os
@@ -17,6 +16,7 @@ from PIL import Image
 
 from bot.errors import ProviderBadResponse
 from bot.models import StoredImage
+from bot.workers import WorkerThreads
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 FORMAT_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
@@ -48,6 +48,7 @@ def inspect_image(data: bytes) -> tuple[str, int, int]:
 class ImageStore:
     def __init__(self, data_dir: Path) -> None:
         self.root = Path(data_dir) / "images"
+        self._writer = WorkerThreads("image-store")
 
     def path_for(self, sha256: str, mime: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.{EXTENSIONS.get(mime, 'bin')}"
@@ -69,10 +70,10 @@ class ImageStore:
         return StoredImage(digest, path, mime, len(data), width, height)
 
     async def save(self, data: bytes) -> StoredImage:
-        return await asyncio.to_thread(self._save, data)
+        return await self._writer.run(self._save, data)
 
-    async def save_many(self, items: list[bytes]) -> list[StoredImage]:
-        return await asyncio.to_thread(lambda: [self._save(d) for d in items])
+    def close(self) -> None:
+        self._writer.close()
 
     def load(self, sha256: str, mime: str) -> bytes:
         return self.path_for(sha256, mime).read_bytes()
