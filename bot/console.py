@@ -61,8 +61,8 @@ async def handle_line(core: Imagebot, ctx: Context, line: str) -> str:
             if parsed.action == "usage":
                 return usage_summary(await core.usage_report(ctx))
             target = Identity(ctx.identity.platform, ctx.identity.server_id, mention_user_id(parsed.target or ""))
-            result = await core.admin_adjust(ctx, target, parsed.action, parsed.amount)
-            return adjust_summary(result, target.user_id)
+            adjusted = await core.admin_adjust(ctx, target, parsed.action, parsed.amount)
+            return adjust_summary(adjusted, target.user_id)
         if command in ("help", "?"):
             return HELP
         return f"Unknown command /{command}. Type /help."

@@ -34,7 +34,10 @@ class ModelInfo:
 
     def size_for_aspect(self, aspect: str) -> str:
         """Map an aspect name to this model's size of that shape (largest square, widest, tallest)."""
-        dims = [(s, *map(int, s.split("x"))) for s in self.sizes]
+        dims: list[tuple[str, int, int]] = []
+        for size in self.sizes:
+            w, h = size.split("x")
+            dims.append((size, int(w), int(h)))
         if aspect == SQUARE:
             squares = [d for d in dims if d[1] == d[2]]
             pick = max(squares, key=lambda d: d[1]) if squares else dims[0]
