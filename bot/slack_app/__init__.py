@@ -59,9 +59,9 @@ async def run_slack(core: Imagebot, config: Config) -> None:
         if settings.socket_mode:
             await check_app_token(bot)
             handler = socket_handler(bot.app, settings.app_token)
-            await handler.connect_async()  # retries by itself while Slack is unreachable
-            log.info("Slack: connected in Socket Mode")
             try:
+                await handler.connect_async()  # retries by itself while Slack is unreachable
+                log.info("Slack: connected in Socket Mode")
                 await asyncio.Event().wait()
             finally:
                 await handler.close_async()
