@@ -185,13 +185,12 @@ def plan_imagine(options: ImagineOptions, registry: ProviderRegistry, config: Co
 
 
 def _fitting_model(provider: ImageProvider, size: str, prompt_len: int, reference: bool) -> ModelInfo | None:
-    """The provider's first model (default first) that can serve the same request, for failover."""
+    """The provider's model that can serve the same request, for failover: the default model first,
+    and with a reference image, one that takes references before one that would only read a description."""
     caps = provider.capabilities
-    models = sorted(caps.models, key=lambda m: m.name != caps.default_model)
-    for m in models:
-        if size in m.sizes and prompt_len <= m.prompt_limit:
-            return m
-    return None
+    fits = [m for m in caps.models if size in m.sizes and prompt_len <= m.prompt_limit]
+    fits.sort(key=lambda m: (reference and not m.supports_reference, m.name != caps.default_model))
+    return fits[0] if fits else None
 
 
 def calls_needed(count: int, per_call: int) -> list[int]:
