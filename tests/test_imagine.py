@@ -226,3 +226,21 @@ async def test_undelivered_images_are_refunded_once(tmp_path: Path) -> None:
         assert await core.delivery_failed(result.generation_id) == 0
         assert (await core.credits(CTX.identity)).balance == 50
         assert await core.store.audit() == []
+
+
+async def test_failover_with_a_reference_prefers_a_model_that_takes_references(tmp_path: Path) -> None:
+    from providers.base import Capabilities, ModelInfo
+
+    down = ScriptedProvider("first", behaviour=lambda r, i: ProviderUnavailable("down"))
+    spare = ScriptedProvider("second")
+    spare.capabilities = Capabilities(
+        models=(ModelInfo("plain", sizes=("256x256",)), ModelInfo("editor", sizes=("256x256",), supports_reference=True)),
+        default_model="plain",
+    )
+    seen: list[tuple[str, bool]] = []
+    spare.behaviour = lambda r, i: seen.append((r.model, r.reference is not None))  # type: ignore[func-returns-value]
+    core = make_core(make_config(tmp_path), [down, spare])
+    async with core:
+        result = await core.imagine(CTX, ImagineOptions(prompt="fox", size="256x256", reference=render("r", "256x256", "natural", 0, 0)))
+    assert result.provider == "second" and result.model == "editor"
+    assert seen == [("editor", True)]
