@@ -8,6 +8,7 @@ the reservation refunds it in full. Adapters acknowledge the platform first, the
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
@@ -61,8 +62,16 @@ class AdjustResult:
     new_balance: int
 
 
-def new_request_id() -> str:
-    return uuid.uuid4().hex
+class RequestIds:
+    """Request ids unique across processes (a random prefix per core) without asking the OS for
+    entropy on every command."""
+
+    def __init__(self) -> None:
+        self._prefix = uuid.uuid4().hex[:16]
+        self._counter = itertools.count()
+
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
 
 
 class Imagebot:
@@ -86,6 +95,7 @@ class Imagebot:
         }
         self._waiting: dict[str, int] = dict.fromkeys(registry.providers, 0)
         self._sweeper: asyncio.Task[None] | None = None
+        self._ids = RequestIds()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -144,7 +154,7 @@ class Imagebot:
     ) -> ImagineResult:
         plan = self.plan(ctx, options)
         await self.limiter.check(ctx.identity)
-        request_id = new_request_id()
+        request_id = self._ids.new()
         primary = plan.attempts[0]
         recorded = {
             "size": plan.size, "style": plan.style, "quality": plan.quality, "count": plan.count,
@@ -366,7 +376,7 @@ class Imagebot:
         size = f"{w * 2}x{h * 2}"
         price = self.config.pricing.per_image(size, "standard")
         await self.limiter.check(ctx.identity)
-        request_id = new_request_id()
+        request_id = self._ids.new()
         await self.store.reserve(
             ctx.identity, request_id, price, max_concurrent=self.config.limits.max_concurrent,
             ttl=self.config.reservation_ttl,
@@ -429,7 +439,7 @@ class Imagebot:
         text = clean_prompt(prompt)
         await self.limiter.check(ctx.identity)
         price = self.config.pricing.enhance
-        request_id = new_request_id()
+        request_id = self._ids.new()
         enhancer = self.registry.enhancer
         await self.store.reserve(
             ctx.identity, request_id, price, max_concurrent=self.config.limits.max_concurrent,
@@ -478,7 +488,7 @@ class Imagebot:
                                   code="IMG-VALID-OP")
         value = parse_amount(amount, allow_zero=kind == "set")
         old, new = await self.store.adjust(target, kind, value, actor=actor,
-                                           request_id=f"{kind}:{new_request_id()}", note=note)
+                                           request_id=f"{kind}:{self._ids.new()}", note=note)
         log.info("credits %s %d for %s by %s: %d -> %d", kind, value, target, actor, old, new)
         return AdjustResult(target, kind, value, old, new)
 

@@ -29,6 +29,9 @@ LOCAL_SIZES = (
 )
 
 
+#: Jobs up to this many pixels in all (one 256x256 image) are drawn on the spot, not in a thread.
+INLINE_PIXELS = 256 * 256
+
 #: Gradient stops, top to bottom: one palette entry each.
 RAMP = tuple(i / 47 for i in range(48))
 
@@ -102,6 +105,10 @@ class LocalRenderer:
         if request.reference:
             # A reference steers the picture deterministically too.
             prompt += hashlib.sha256(request.reference).hexdigest()
+        width, height = (int(v) for v in request.size.split("x"))
+        if width * height * request.count <= INLINE_PIXELS:
+            # Drawing this little takes less time than handing it to a thread and back.
+            return self._render_all(request, prompt)
         return await self._threads.run(self._render_all, request, prompt)
 
     def _render_all(self, request: GenerationRequest, prompt: str) -> list[GeneratedImage]:
