@@ -98,7 +98,9 @@ def _entry(config: Config, name: str, entry: Mapping[str, Any]) -> OpenAIImages 
     if key_env:
         key = env(config, key_env)
         if not key:
-            log.info("provider %s: %s is not set; skipped", name, key_env)
+            # Only worth saying when the operator asked for this service in imagebot.toml.
+            level = logging.INFO if name in config.provider_settings else logging.DEBUG
+            log.log(level, "provider %s: %s is not set; skipped", name, key_env)
             return None
     else:
         key = "unused"  # a keyless local server; the SDK insists on a value
