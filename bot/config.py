@@ -96,13 +96,16 @@ def _int(key: str, value: Any, lo: int, hi: int) -> int:
     return number
 
 
-def _float(key: str, value: Any, lo: float, hi: float) -> float:
+def parse_number(key: str, value: Any, lo: float, hi: float) -> float:
+    """A number in [lo, hi], or a ConfigError naming ``key`` (shared with the provider settings)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be a number from {lo:g} to {hi:g}, got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a number from {lo} to {hi}, got {value!r}") from None
+        raise ConfigError(f"{key} must be a number from {lo:g} to {hi:g}, got {value!r}") from None
     if not lo <= number <= hi:
-        raise ConfigError(f"{key} must be a number from {lo} to {hi}, got {number}")
+        raise ConfigError(f"{key} must be a number from {lo:g} to {hi:g}, got {number:g}")
     return number
 
 
@@ -204,7 +207,7 @@ def load_config(env: Mapping[str, str] | None = None, path: str | Path | None = 
         pricing=pricing,
         limits=limits,
         instance=str(pick("IMAGEBOT_INSTANCE", "instance", "default")).strip() or "default",
-        reservation_ttl=_float(
+        reservation_ttl=parse_number(
             "IMAGEBOT_RESERVATION_TTL", pick("IMAGEBOT_RESERVATION_TTL", "reservation_ttl", 900), 10, 86400
         ),
         enhancer=str(pick("IMAGEBOT_ENHANCER", "enhancer", "")).strip().lower(),

@@ -18,11 +18,12 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from bot.config import parse_number
 from bot.errors import ConfigError
 
 from .base import ModelInfo
 from .openai_images import CallStyle, OpenAIImages, make_client
-from .settings import client_settings, env, number
+from .settings import client_settings, env
 
 if TYPE_CHECKING:
     from bot.config import Config
@@ -78,9 +79,9 @@ def _model(where: str, raw: Any, entry: Mapping[str, Any]) -> tuple[ModelInfo, C
     info = ModelInfo(
         name=name,
         sizes=_sizes(f"{where}.sizes", get("sizes", ["1024x1024"])),
-        max_per_call=int(number(f"{where}.max_per_call", get("max_per_call", 1), 1, 10)),
+        max_per_call=int(parse_number(f"{where}.max_per_call", get("max_per_call", 1), 1, 10)),
         supports_reference=edits,
-        prompt_limit=int(number(f"{where}.prompt_limit", get("prompt_limit", 4000), 1, 32000)),
+        prompt_limit=int(parse_number(f"{where}.prompt_limit", get("prompt_limit", 4000), 1, 32000)),
     )
     call = CallStyle(response_format=fmt or None, send_size=_bool(f"{where}.send_size", get("send_size", True)),
                      edits=edits)

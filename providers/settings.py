@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bot.config import parse_number
 from bot.errors import ConfigError
 
 from .base import ModelInfo
@@ -45,18 +46,6 @@ def env(config: Config, *names: str) -> str:
     return ""
 
 
-def number(where: str, value: Any, lo: float, hi: float) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{where} must be a number from {lo:g} to {hi:g}, got {value!r}")
-    try:
-        n = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where} must be a number from {lo:g} to {hi:g}, got {value!r}") from None
-    if not lo <= n <= hi:
-        raise ConfigError(f"{where} must be a number from {lo:g} to {hi:g}, got {n:g}")
-    return n
-
-
 def client_settings(config: Config, name: str, *, text: bool = False) -> ClientSettings:
     """Timeout, retries, concurrency and download bounds for provider ``name``.
 
@@ -67,12 +56,12 @@ def client_settings(config: Config, name: str, *, text: bool = False) -> ClientS
     where = f"providers.{name}"
     base_timeout = env(config, "IMAGEBOT_PROVIDER_TIMEOUT") or (TEXT_TIMEOUT if text else IMAGE_TIMEOUT)
     key = "text_timeout" if text else "timeout"
-    timeout = number(f"{where}.{key}", t.get(key, base_timeout), 0.05, 600)
-    retries = int(number(f"{where}.max_retries",
+    timeout = parse_number(f"{where}.{key}", t.get(key, base_timeout), 0.05, 600)
+    retries = int(parse_number(f"{where}.max_retries",
                          t.get("max_retries", env(config, "IMAGEBOT_PROVIDER_RETRIES") or RETRIES), 0, 5))
-    concurrency = int(number(f"{where}.concurrency", t.get("concurrency", 4), 1, 64))
-    dl_timeout = number(f"{where}.download_timeout", t.get("download_timeout", 30), 0.05, 300)
-    dl_max = int(number(f"{where}.download_max_mb", t.get("download_max_mb", 20), 0.001, 100) * 1024 * 1024)
+    concurrency = int(parse_number(f"{where}.concurrency", t.get("concurrency", 4), 1, 64))
+    dl_timeout = parse_number(f"{where}.download_timeout", t.get("download_timeout", 30), 0.05, 300)
+    dl_max = int(parse_number(f"{where}.download_max_mb", t.get("download_max_mb", 20), 0.001, 100) * 1024 * 1024)
     return ClientSettings(timeout, retries, concurrency, dl_timeout, dl_max)
 
 
