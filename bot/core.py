@@ -328,12 +328,18 @@ class Imagebot:
             slot.release()
 
     async def _store_images(self, produced: list[GeneratedImage]) -> list[StoredImage]:
+        saved = await asyncio.gather(
+            *(self.images.save(image.data, drawn_size=image.drawn_size) for image in produced),
+            return_exceptions=True,
+        )
         stored: list[StoredImage] = []
-        for image in produced:
-            try:
-                stored.append(await self.images.save(image.data))
-            except ProviderBadResponse:
+        for outcome in saved:
+            if isinstance(outcome, ProviderBadResponse):
                 log.warning("a provider returned bytes that are not an image; dropped")
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                stored.append(outcome)
         return stored
 
     # -- buttons: re-roll, variations, upscale -----------------------------------------------------
@@ -388,7 +394,7 @@ class Imagebot:
         try:
             await _notify(progress, "generating", {"provider": provider.name, "model": gen.model})
             image = await upscaler(source)
-            stored = await self.images.save(image.data)
+            stored = await self.images.save(image.data, drawn_size=image.drawn_size)
         except BaseException as exc:
             await self._refund(request_id, exc, started)
             raise self._failure(exc, price) from None

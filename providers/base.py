@@ -84,6 +84,9 @@ class GeneratedImage:
     data: bytes
     mime: str = "image/png"
     revised_prompt: str | None = None
+    #: (width, height) when the bytes were drawn here (the local renderer): the image store then
+    #: trusts them instead of decoding them again. Vendors' bytes leave it unset and are inspected.
+    drawn_size: tuple[int, int] | None = None
 
 
 @runtime_checkable

@@ -5,10 +5,12 @@ Writes are atomic (temporary file, then rename), and the same bytes are stored o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import itertools
 import os
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 
@@ -46,31 +48,58 @@ def inspect_image(data: bytes) -> tuple[str, int, int]:
 
 
 class ImageStore:
+    """Content-addressed files under ``data_dir/images``.
+
+    Creating a file is the costly step (the kernel allocates an inode), so writes go to two threads and
+    stay free of Python-level extras: no random temporary names, no repeated ``mkdir``.
+    """
+
     def __init__(self, data_dir: Path) -> None:
         self.root = Path(data_dir) / "images"
-        self._writer = WorkerThreads("image-store")
+        self._writer = WorkerThreads("image-store", threads=2)
+        self._folders: set[str] = set()
+        #: Temporary names: random per store (processes on several machines may share the folder).
+        self._tmp_prefix = f".tmp-{secrets.token_hex(6)}-"
+        self._names = itertools.count()
 
     def path_for(self, sha256: str, mime: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.{EXTENSIONS.get(mime, 'bin')}"
 
-    def _save(self, data: bytes) -> StoredImage:
-        mime, width, height = inspect_image(data)
+    def _save(self, data: bytes, drawn_size: tuple[int, int] | None) -> StoredImage:
+        if drawn_size is None:
+            mime, width, height = inspect_image(data)
+        else:
+            mime, (width, height) = "image/png", drawn_size
         digest = hashlib.sha256(data).hexdigest()
         path = self.path_for(digest, mime)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+        if not os.path.exists(path):
+            self._write_new(str(path), data)
         return StoredImage(digest, path, mime, len(data), width, height)
 
-    async def save(self, data: bytes) -> StoredImage:
-        return await self._writer.run(self._save, data)
+    def _write_new(self, path: str, data: bytes) -> None:
+        """Write to a temporary name in the same folder, then rename: readers never see half a file."""
+        folder = os.path.dirname(path)
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        tmp = os.path.join(folder, f"{self._tmp_prefix}{next(self._names)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:  # the folder was removed under us: make it again
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    async def save(self, data: bytes, *, drawn_size: tuple[int, int] | None = None) -> StoredImage:
+        """Store ``data`` once by its hash. ``drawn_size``: see ``GeneratedImage.drawn_size``."""
+        return await self._writer.run(self._save, data, drawn_size)
 
     def close(self) -> None:
         self._writer.close()

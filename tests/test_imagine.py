@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bot.app import build_core
 from bot.errors import (
@@ -18,7 +20,7 @@ from bot.errors import (
 )
 from bot.models import ImagineOptions
 from providers.base import GeneratedImage
-from providers.local import render
+from providers.local import LOCAL_SIZES, render
 from tests.doubles import ScriptedProvider, ctx_for, make_config, make_core
 
 CTX = ctx_for()
@@ -178,6 +180,30 @@ async def test_local_renderer_is_deterministic() -> None:
     assert a == render("a red fox", "256x256", "natural", 7, 0)
     assert a != render("a red fox", "256x256", "natural", 8, 0)
     assert a != render("a blue fox", "256x256", "natural", 7, 0)
+
+
+@pytest.mark.parametrize("size", LOCAL_SIZES)
+@pytest.mark.parametrize("style", ["natural", "vivid"])
+def test_local_renderer_writes_a_valid_png_of_the_asked_size(size: str, style: str) -> None:
+    data = render("a lighthouse at dusk", size, style, 3, 1)
+    with Image.open(io.BytesIO(data)) as img:
+        img.verify()
+    with Image.open(io.BytesIO(data)) as img:
+        assert f"{img.width}x{img.height}" == size and img.format == "PNG"
+        rgb = img.convert("RGB")
+    # A drawing, not a blank: the gradient and the shapes give many colours, the left edge included.
+    assert len(set(rgb.getdata())) > 20
+    assert len({rgb.getpixel((0, y)) for y in range(rgb.height)}) > 10
+
+
+async def test_stored_local_images_record_their_real_size(tmp_path: Path) -> None:
+    core = build_core(make_config(tmp_path))
+    async with core:
+        result = await core.imagine(ctx_for("u"), ImagineOptions(prompt="fox", size="512x512", count=2))
+    assert [(i.width, i.height) for i in result.images] == [(512, 512), (512, 512)]
+    for image in result.images:
+        with Image.open(image.path) as img:
+            assert img.size == (512, 512)
 
 
 async def test_credits_never_leak_between_servers(tmp_path: Path) -> None:
