@@ -328,10 +328,15 @@ class Imagebot:
             slot.release()
 
     async def _store_images(self, produced: list[GeneratedImage]) -> list[StoredImage]:
-        saved = await asyncio.gather(
-            *(self.images.save(image.data, drawn_size=image.drawn_size) for image in produced),
-            return_exceptions=True,
-        )
+        saves = [self.images.save(image.data, drawn_size=image.drawn_size) for image in produced]
+        saved: list[StoredImage | BaseException]
+        if len(saves) == 1:  # the common case: no tasks to spawn
+            try:
+                saved = [await saves[0]]
+            except Exception as exc:  # noqa: BLE001 - sorted out below, as for several
+                saved = [exc]
+        else:
+            saved = await asyncio.gather(*saves, return_exceptions=True)
         stored: list[StoredImage] = []
         for outcome in saved:
             if isinstance(outcome, ProviderBadResponse):

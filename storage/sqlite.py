@@ -187,7 +187,8 @@ class SqliteStore:
 
     # -- accounts --------------------------------------------------------------------------------
 
-    def _ensure_account(self, conn: sqlite3.Connection, identity: Identity, now: float) -> None:
+    def _ensure_account(self, conn: sqlite3.Connection, identity: Identity, now: float) -> bool:
+        """Open the account with its starting credits if it is new; say whether it was."""
         cur = conn.execute(
             "INSERT OR IGNORE INTO accounts (platform, server_id, user_id, balance, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
@@ -196,6 +197,7 @@ class SqliteStore:
         if cur.rowcount == 1 and self.starting_credits > 0:
             self._ledger(conn, identity, "initial", self.starting_credits, self.starting_credits,
                          self.starting_credits, f"initial:{identity}", "system", "starting credits", now)
+        return cur.rowcount == 1
 
     @staticmethod
     def _ledger(conn: sqlite3.Connection, identity: Identity, kind: str, delta: int, amount: int,
@@ -248,7 +250,6 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> int:
             now = time.time()
-            self._ensure_account(conn, identity, now)
             held = conn.execute(
                 "SELECT COUNT(*), MIN(created_at) FROM reservations WHERE status = 'held'"
                 " AND platform = ? AND server_id = ? AND user_id = ?",
@@ -261,11 +262,14 @@ class SqliteStore:
                     retry_after=5.0,
                     code="IMG-RATE-003",
                 )
-            row = conn.execute(
+            charge = (
                 "UPDATE accounts SET balance = balance - ?, updated_at = ?"
                 " WHERE platform = ? AND server_id = ? AND user_id = ? AND balance >= ? RETURNING balance",
                 (amount, now, *_key(identity), amount),
-            ).fetchone()
+            )
+            row = conn.execute(*charge).fetchone()
+            if row is None and self._ensure_account(conn, identity, now):  # a new user: charge again
+                row = conn.execute(*charge).fetchone()
             if row is None:
                 have = self._balance(conn, identity)
                 raise InsufficientCredits(
@@ -548,9 +552,26 @@ class SqliteStore:
 
 
 def _run_batch(conn: sqlite3.Connection, bodies: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
-    """One transaction for many writes; each in a savepoint so a refused one rolls back alone."""
-    outcomes: list[tuple[bool, Any]] = []
+    """One transaction for many writes.
+
+    Writes are rarely refused, so the batch first runs plainly. If one write raises, the whole
+    transaction is rolled back and run again with a savepoint per write, so that the refused write
+    rolls back alone: the others commit, each seeing exactly what it would have seen the first time.
+    """
     conn.execute("BEGIN IMMEDIATE")
+    try:
+        outcomes: list[tuple[bool, Any]] = [(True, body(conn)) for body in bodies]
+    except Exception:  # noqa: BLE001 - a refused write: redo the batch write by write, below
+        conn.execute("ROLLBACK")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    else:
+        _commit(conn)
+        return outcomes
+    conn.execute("BEGIN IMMEDIATE")
+    outcomes = []
     try:
         for body in bodies:
             conn.execute("SAVEPOINT write")
@@ -560,12 +581,21 @@ def _run_batch(conn: sqlite3.Connection, bodies: list[Callable[[sqlite3.Connecti
                 conn.execute("ROLLBACK TO write")
                 outcomes.append((False, exc))
             conn.execute("RELEASE write")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    _commit(conn)
+    return outcomes
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    try:
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return outcomes
 
 
 _GEN_COLUMNS = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -132,3 +133,39 @@ async def test_prompts_are_stored_as_data_never_as_sql(store: SqliteStore) -> No
     gen = await store.generation("r1")
     assert gen is not None and gen.prompt == evil
     assert await store.balance(ALICE) == 49
+
+
+async def test_a_refused_write_in_a_group_commit_leaves_the_others_whole(store: SqliteStore) -> None:
+    """Writes that arrive together share one transaction; a refused one must not undo or skew the rest."""
+    users = [Identity("discord", "g1", f"u{i}") for i in range(6)]
+    for user in users:
+        await store.balance(user)  # 50 each
+
+    async def attempt(i: int) -> int | Exception:
+        amount = 60 if i % 3 == 1 else 20  # every third asks for more than it has
+        try:
+            return await store.reserve(users[i], f"g{i}", amount, max_concurrent=2, ttl=60, generation=GEN)
+        except InsufficientCredits as exc:
+            return exc
+
+    outcomes = await asyncio.gather(*(attempt(i) for i in range(6)))
+    assert [o if isinstance(o, int) else "refused" for o in outcomes] == [30, "refused", 30, 30, "refused", 30]
+    for i, user in enumerate(users):
+        refused = i % 3 == 1
+        assert await store.balance(user) == (50 if refused else 30)
+        kinds = [r["kind"] for r in await store.ledger_rows(user)]
+        assert kinds == (["initial"] if refused else ["initial", "reserve"])
+        gen = await store.generation(f"g{i}")
+        assert (gen is None) == refused
+    assert await store.audit() == []
+
+
+async def test_a_new_user_charged_in_one_step_gets_the_starting_credits_first(store: SqliteStore) -> None:
+    bob = Identity("slack", "T1", "bob")
+    assert await store.reserve(bob, "b1", 10, max_concurrent=2, ttl=60, generation=GEN) == 40
+    kinds = [(r["kind"], r["delta"]) for r in await store.ledger_rows(bob)]
+    assert kinds == [("initial", 50), ("reserve", -10)]
+    carol = Identity("slack", "T1", "carol")
+    with pytest.raises(InsufficientCredits):
+        await store.reserve(carol, "c1", 80, max_concurrent=2, ttl=60, generation=GEN)
+    assert await store.ledger_rows(carol) == []  # a refusal changes nothing, not even an account
