@@ -83,12 +83,9 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
 
 
 def _ramp(top: tuple[int, ...], bottom: tuple[int, ...]) -> bytes:
-    """BANDS RGB triples from ``top`` to ``bottom``, interpolated by Pillow rather than in Python."""
-    ends = Image.new("RGB", (1, 2))
-    ends.putpixel((0, 0), top)
-    ends.putpixel((0, 1), bottom)
-    # The box runs from the first pixel's centre to the last's: the ramp spans both colours.
-    return ends.resize((1, BANDS), Image.Resampling.BILINEAR, box=(0, 0.5, 1, 1.5)).tobytes()
+    """BANDS RGB triples from ``top`` to ``bottom``."""
+    last = BANDS - 1
+    return bytes([(t * (last - i) + b * i) // last for i in range(BANDS) for t, b in zip(top, bottom, strict=True)])
 
 
 @functools.lru_cache(maxsize=16)
