@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import random
 import struct
 import zlib
 
@@ -48,25 +47,27 @@ def render(prompt: str, size: str, style: str, seed: int, index: int) -> bytes:
     which tries filters a flat drawing does not need.
     """
     width, height = (int(v) for v in size.split("x"))
-    digest = hashlib.sha256(f"{prompt}\x00{size}\x00{style}\x00{seed}\x00{index}".encode()).digest()
-    rng = random.Random(digest)
-    top = tuple(rng.randrange(256) for _ in range(3))
-    bottom = tuple(rng.randrange(256) for _ in range(3))
     vivid = style in ("vivid", "artistic")
     shapes = 9 if vivid else 5
+    # Every choice below is read from one hash of the arguments: 6 bytes of background, 10 a shape.
+    key = f"{prompt}\x00{size}\x00{style}\x00{seed}\x00{index}".encode()
+    stream = hashlib.shake_256(key).digest(6 + 10 * shapes)
+    top, bottom = tuple(stream[0:3]), tuple(stream[3:6])
     palette = bytearray(_ramp(top, bottom))
-    for _ in range(shapes):
-        colour = [rng.randrange(256) for _ in range(3)]
-        if not vivid:  # softer: pull shape colours towards the background
-            colour = [(c + m) // 2 for c, m in zip(colour, top, strict=True)]
-        palette += bytes(colour)
     img = _canvas(width, height).copy()
     draw = ImageDraw.Draw(img)
     short = min(width, height)
+    least, most = max(2, short // 10), max(3, short // 3)
     for k in range(shapes):
-        x0, y0 = rng.randrange(width) + 1, rng.randrange(height)  # +1: past the filter column
-        r = rng.randrange(max(2, short // 10), max(3, short // 3))
-        if rng.random() < 0.5:
+        shape = stream[6 + 10 * k : 16 + 10 * k]
+        colour = shape[0:3]
+        if not vivid:  # softer: pull shape colours towards the background
+            colour = bytes((c + m) // 2 for c, m in zip(colour, top, strict=True))
+        palette += colour
+        x0 = int.from_bytes(shape[3:5], "big") % width + 1  # +1: past the filter column
+        y0 = int.from_bytes(shape[5:7], "big") % height
+        r = least + int.from_bytes(shape[7:9], "big") % (most - least)
+        if shape[9] < 128:
             draw.ellipse([x0 - r, y0 - r, x0 + r, y0 + r], fill=BANDS + k)
         else:
             draw.rectangle([x0 - r, y0 - r // 2, x0 + r, y0 + r // 2], fill=BANDS + k)
@@ -83,9 +84,24 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
 
 
 def _ramp(top: tuple[int, ...], bottom: tuple[int, ...]) -> bytes:
-    """BANDS RGB triples from ``top`` to ``bottom``."""
-    last = BANDS - 1
-    return bytes([(t * (last - i) + b * i) // last for i in range(BANDS) for t, b in zip(top, bottom, strict=True)])
+    """BANDS RGB triples from ``top`` to ``bottom``, built with byte tables (no per-entry Python)."""
+    ramp = bytearray(3 * BANDS)
+    for channel, (start, end) in enumerate(zip(top, bottom, strict=True)):
+        if end >= start:
+            ramp[channel::3] = _STEPS[end - start].translate(_shift(start, 1))
+        else:
+            ramp[channel::3] = _STEPS[start - end].translate(_shift(start, -1))
+    return bytes(ramp)
+
+
+#: ``_STEPS[d][i]``: how far band ``i`` has moved along a ramp that moves ``d`` in all.
+_STEPS = [bytes(d * i // (BANDS - 1) for i in range(BANDS)) for d in range(256)]
+
+
+@functools.cache
+def _shift(start: int, sign: int) -> bytes:
+    """A ``bytes.translate`` table taking a step ``x`` to ``start + sign * x``."""
+    return bytes((start + sign * x) & 255 for x in range(256))
 
 
 @functools.lru_cache(maxsize=16)
