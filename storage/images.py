@@ -56,6 +56,7 @@ class ImageStore:
 
     def __init__(self, data_dir: Path) -> None:
         self.root = Path(data_dir) / "images"
+        self._root = str(self.root)
         self._writer = WorkerThreads("image-store", threads=2)
         self._folders: set[str] = set()
         #: Temporary names: random per store (processes on several machines may share the folder).
@@ -71,10 +72,10 @@ class ImageStore:
         else:
             mime, (width, height) = "image/png", drawn_size
         digest = hashlib.sha256(data).hexdigest()
-        path = self.path_for(digest, mime)
+        path = os.path.join(self._root, digest[:2], f"{digest}.{EXTENSIONS.get(mime, 'bin')}")  # = path_for
         if not os.path.exists(path):
-            self._write_new(str(path), data)
-        return StoredImage(digest, path, mime, len(data), width, height)
+            self._write_new(path, data)
+        return StoredImage(digest, Path(path), mime, len(data), width, height)
 
     def _write_new(self, path: str, data: bytes) -> None:
         """Write to a temporary name in the same folder, then rename: readers never see half a file."""
@@ -89,8 +90,12 @@ class ImageStore:
             os.makedirs(folder, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):

@@ -202,6 +202,8 @@ async def test_stored_local_images_record_their_real_size(tmp_path: Path) -> Non
         result = await core.imagine(ctx_for("u"), ImagineOptions(prompt="fox", size="512x512", count=2))
     assert [(i.width, i.height) for i in result.images] == [(512, 512), (512, 512)]
     for image in result.images:
+        assert image.path == core.images.path_for(image.sha256, image.mime)
+        assert hashlib.sha256(image.path.read_bytes()).hexdigest() == image.sha256
         with Image.open(image.path) as img:
             assert img.size == (512, 512)
 
