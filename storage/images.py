@@ -11,6 +11,8 @@ import io
 import itertools
 import os
 import secrets
+import struct
+import sys
 import warnings
 from pathlib import Path
 
@@ -47,6 +49,36 @@ def inspect_image(data: bytes) -> tuple[str, int, int]:
     return mime, width, height
 
 
+#: ext2/3/4 inode flag (``chattr +T``): "top of a directory hierarchy" for the Orlov allocator.
+FS_TOPDIR_FL = 0x00020000
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+
+
+def _make_spread_root(root: str) -> None:
+    """Create the images folder, asking ext4 to spread its 256 prefix folders over the disk.
+
+    ext4 puts a new file in its folder's block group, and (without a journal) skips the group's
+    recently freed inodes one by one: after a cleanup nearby (old images pruned, a test run) each
+    new image can cost ~1 ms of kernel time instead of ~0.04 ms. Marked as the top of a hierarchy,
+    the prefix folders land in different groups, so no group's backlog slows every write. Best
+    effort: other filesystems and platforms simply keep their own layout.
+    """
+    os.makedirs(root, exist_ok=True)
+    if sys.platform != "linux":
+        return
+    import fcntl  # POSIX only: imported here so the store still loads elsewhere
+
+    with contextlib.suppress(OSError):
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            flags = struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("i", 0)))[0]
+            if not flags & FS_TOPDIR_FL:
+                fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", flags | FS_TOPDIR_FL))
+        finally:
+            os.close(fd)
+
+
 class ImageStore:
     """Content-addressed files under ``data_dir/images``.
 
@@ -81,6 +113,8 @@ class ImageStore:
         """Write to a temporary name in the same folder, then rename: readers never see half a file."""
         folder = os.path.dirname(path)
         if folder not in self._folders:
+            if not self._folders:
+                _make_spread_root(self._root)
             os.makedirs(folder, exist_ok=True)
             self._folders.add(folder)
         tmp = os.path.join(folder, f"{self._tmp_prefix}{next(self._names)}")

@@ -36,7 +36,7 @@ from storage.sqlite import SqliteStore  # noqa: E402
 
 #: reserve (with the PENDING record) and settle (with the COMPLETED record): two write transactions.
 TXNS_PER_COMMAND = 2
-#: Above this, creating files is slowed by the filesystem (see ``file_creation_ms``).
+#: Above this, creating files in a plain folder is slowed by the filesystem (see ``file_creation_ms``).
 QUIET_CREATE_MS = 0.2
 
 
@@ -148,10 +148,10 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp_name:
         tmp = Path(tmp_name)
         create = file_creation_ms(tmp)
-        print(f"    disk check: a new small file takes {create:.2f} ms to create"
+        print(f"    disk check: a new small file in a plain folder takes {create:.2f} ms to create"
               + ("" if create < QUIET_CREATE_MS else
-                 " - slow: the filesystem is still skipping recently deleted inodes (see README);"
-                 " figures below are lower than on a quiet disk, rerun in a few minutes"))
+                 " (slow: the filesystem is skipping recently deleted inodes nearby; the image store"
+                 " spreads its folders to stay clear of that, see README)"))
         p50, p99 = await overhead(tmp, args.commands)
         print(f"(a) core overhead per /imagine, one user at a time: p50 {p50:.2f} ms, p99 {p99:.2f} ms"
               f"  [target p99 <= 5 ms: {'PASS' if p99 <= 5 else 'FAIL'}]")
