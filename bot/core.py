@@ -13,9 +13,9 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from providers.base import GeneratedImage, GenerationRequest, ImageProvider
 from providers.registry import ProviderRegistry
@@ -48,6 +48,7 @@ from .ratelimit import RateLimiter
 from .validation import PROMPT_LIMIT, Attempt, Plan, calls_needed, clean_prompt, parse_amount, plan_imagine
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: ``await progress(stage, details)``; stages: queued (position), generating (provider), failover.
 Progress = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -267,15 +268,7 @@ class Imagebot:
                               count=n, reference=reference, seed=seed + i)
             for i, n in enumerate(batches)
         ]
-        results: list[list[GeneratedImage] | BaseException]
-        if len(requests) == 1:  # the common case: no tasks to spawn
-            try:
-                results = [await self._call(provider, requests[0], progress)]
-            except Exception as exc:  # noqa: BLE001 - sorted out below, as for a fan-out
-                results = [exc]
-        else:
-            results = await asyncio.gather(*(self._call(provider, r, progress) for r in requests),
-                                           return_exceptions=True)
+        results = await _outcomes([self._call(provider, r, progress) for r in requests])
         produced: list[GeneratedImage] = []
         errors: list[BaseException] = []
         for r in results:
@@ -328,15 +321,7 @@ class Imagebot:
             slot.release()
 
     async def _store_images(self, produced: list[GeneratedImage]) -> list[StoredImage]:
-        saves = [self.images.save(image.data, drawn_size=image.drawn_size) for image in produced]
-        saved: list[StoredImage | BaseException]
-        if len(saves) == 1:  # the common case: no tasks to spawn
-            try:
-                saved = [await saves[0]]
-            except Exception as exc:  # noqa: BLE001 - sorted out below, as for several
-                saved = [exc]
-        else:
-            saved = await asyncio.gather(*saves, return_exceptions=True)
+        saved = await _outcomes([self.images.save(image.data, drawn_size=image.drawn_size) for image in produced])
         stored: list[StoredImage] = []
         for outcome in saved:
             if isinstance(outcome, ProviderBadResponse):
@@ -518,6 +503,17 @@ class Imagebot:
     def _require_admin(ctx: Context) -> None:
         if not ctx.is_admin:
             raise PermissionDenied("Only server admins can do that. Nothing was changed.")
+
+
+async def _outcomes(jobs: list[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
+    """Each job's result or exception, run concurrently; a single job is awaited directly (the common
+    case: no task to spawn)."""
+    if len(jobs) == 1:
+        try:
+            return [await jobs[0]]
+        except Exception as exc:  # noqa: BLE001 - handed back, as gather does below
+            return [exc]
+    return list(await asyncio.gather(*jobs, return_exceptions=True))
 
 
 async def _notify(progress: Progress | None, stage: str, details: dict[str, Any]) -> None:

@@ -556,13 +556,14 @@ def _run_batch(conn: sqlite3.Connection, bodies: list[Callable[[sqlite3.Connecti
 
     Writes are rarely refused, so the batch first runs plainly. If one write raises, the whole
     transaction is rolled back and run again with a savepoint per write, so that the refused write
-    rolls back alone: the others commit, each seeing exactly what it would have seen the first time.
+    rolls back alone and the others commit as if it had never been asked.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
         outcomes: list[tuple[bool, Any]] = [(True, body(conn)) for body in bodies]
     except Exception:  # noqa: BLE001 - a refused write: redo the batch write by write, below
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
