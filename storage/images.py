@@ -96,7 +96,11 @@ class ImageStore:
         self._names = itertools.count()
 
     def path_for(self, sha256: str, mime: str) -> Path:
-        return self.root / sha256[:2] / f"{sha256}.{EXTENSIONS.get(mime, 'bin')}"
+        return Path(self._path(sha256, mime))
+
+    def _path(self, sha256: str, mime: str) -> str:
+        """The file's path as a string: the writer threads avoid pathlib's cost per image."""
+        return os.path.join(self._root, sha256[:2], f"{sha256}.{EXTENSIONS.get(mime, 'bin')}")
 
     def _save(self, data: bytes, drawn_size: tuple[int, int] | None) -> StoredImage:
         if drawn_size is None:
@@ -104,7 +108,7 @@ class ImageStore:
         else:
             mime, (width, height) = "image/png", drawn_size
         digest = hashlib.sha256(data).hexdigest()
-        path = os.path.join(self._root, digest[:2], f"{digest}.{EXTENSIONS.get(mime, 'bin')}")  # = path_for
+        path = self._path(digest, mime)
         if not os.path.exists(path):
             self._write_new(path, data)
         return StoredImage(digest, Path(path), mime, len(data), width, height)
