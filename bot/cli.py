@@ -102,7 +102,8 @@ async def cmd_usage(core: Imagebot, args: argparse.Namespace) -> int:
         print(json.dumps({"since_seconds": seconds, "rows": rows}))
     elif args.csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=["platform", "server_id", "user_id", "provider", "status",
-                                                        "requests", "images", "credits"])
+                                                        "requests", "images", "credits", "input_tokens",
+                                                        "output_tokens"])
         writer.writeheader()
         writer.writerows(rows)
     else:
@@ -110,7 +111,8 @@ async def cmd_usage(core: Imagebot, args: argparse.Namespace) -> int:
             print(f"No usage in the last {args.since}.")
         for r in rows:
             print(f"{r['platform']}:{r['server_id']}:{r['user_id']}  {r['provider'] or '-'}  {r['status']}  "
-                  f"requests={r['requests']} images={r['images']} credits={r['credits']}")
+                  f"requests={r['requests']} images={r['images']} credits={r['credits']} "
+                  f"tokens={r['input_tokens']} in/{r['output_tokens']} out")
     return 0
 
 

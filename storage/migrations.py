@@ -90,8 +90,15 @@ CREATE TABLE generation_images (
 ) WITHOUT ROWID;
 """
 
+# What the vendor reported it spent on a generation (OpenAI's ``usage``, Gemini's ``usageMetadata``).
+M002_USAGE_TOKENS = """
+ALTER TABLE generations ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE generations ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", M001_INITIAL),
+    ("m002_usage_tokens", M002_USAGE_TOKENS),
 ]
 
 

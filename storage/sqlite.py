@@ -313,6 +313,8 @@ class SqliteStore:
         revised_prompt: str | None = None,
         result_text: str | None = None,
         images: Iterable[ImageRow] = (),
+        input_tokens: int = 0,
+        output_tokens: int = 0,
     ) -> Settlement:
         """Consume ``consumed`` of the hold, give back the rest, and close the generation record.
 
@@ -356,9 +358,10 @@ class SqliteStore:
             conn.execute(
                 "UPDATE generations SET status = ?, error_code = ?, provider = COALESCE(?, provider),"
                 " model = COALESCE(?, model), credits_consumed = ?, image_count = ?, duration_ms = ?,"
-                " revised_prompt = ?, result_text = ?, finished_at = ? WHERE id = ?",
+                " revised_prompt = ?, result_text = ?, input_tokens = ?, output_tokens = ?, finished_at = ?"
+                " WHERE id = ?",
                 (status, error_code, provider, model, spent, len(images), duration_ms, revised_prompt,
-                 result_text, now, request_id),
+                 result_text, max(0, int(input_tokens)), max(0, int(output_tokens)), now, request_id),
             )
             conn.executemany(
                 "INSERT INTO generation_images (generation_id, idx, sha256, mime, bytes, width, height)"
@@ -534,11 +537,13 @@ class SqliteStore:
             params += [platform, server]
         rows = await self._read(
             "SELECT platform, server_id, user_id, COALESCE(provider, ''), status, COUNT(*),"
-            " COALESCE(SUM(image_count), 0), COALESCE(SUM(credits_consumed), 0)"
+            " COALESCE(SUM(image_count), 0), COALESCE(SUM(credits_consumed), 0),"
+            " COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0)"
             f" FROM generations WHERE {where} GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
             tuple(params),
         )
-        keys = ("platform", "server_id", "user_id", "provider", "status", "requests", "images", "credits")
+        keys = ("platform", "server_id", "user_id", "provider", "status", "requests", "images", "credits",
+                "input_tokens", "output_tokens")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def audit(self) -> list[tuple[str, str, str, int, int]]:
