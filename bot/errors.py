@@ -19,6 +19,8 @@ Every error a person can see derives from ``ImagebotError`` and carries a stable
      |    +-- ProviderAuthError     bad or missing key: an operator must act               (IMG-PROV-AUTH)
      |    +-- ProviderBadResponse   malformed or undecodable answer                        (IMG-PROV-BAD)
      |    +-- ProviderUnsupported   the provider cannot do this (e.g. upscale)             (IMG-PROV-UNSUPPORTED)
+     |    +-- ModelRetired          the vendor no longer serves the model: dropped from the
+     |                              rotation, the request fails over uncharged             (IMG-PROV-RETIRED)
      +-- ConfigError                bad configuration at start                             (IMG-CONFIG-001)
      +-- StorageError               the database refused a write                           (IMG-STORE-001)
 """
@@ -131,6 +133,17 @@ class ProviderBadResponse(ProviderError):
 
 class ProviderUnsupported(ProviderError):
     code = "IMG-PROV-UNSUPPORTED"
+
+
+class ModelRetired(ProviderError):
+    """404 ``model_not_found`` / "no longer available": the model leaves the rotation at once."""
+
+    code = "IMG-PROV-RETIRED"
+    retryable = True
+
+    def __init__(self, message: str, *, provider: str = "", model: str = "") -> None:
+        super().__init__(message, provider=provider)
+        self.model = model
 
 
 class ConfigError(ImagebotError):
