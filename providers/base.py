@@ -295,6 +295,9 @@ class ListsModels(Protocol):
     name: str
     families: tuple[ModelFamily, ...]
     pinned: tuple[str, ...]
+    #: Ids the vendor has shut down -> what replaced them (from the SDK's docstrings), so a pinned
+    #: retired model is a configuration error even when the vendor cannot be asked.
+    retired_models: Mapping[str, str]
 
     async def list_models(self) -> list[ListedModel]:
         """The vendor's models for this account; raises a ``ProviderError`` when it cannot be asked."""
