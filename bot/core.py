@@ -50,7 +50,9 @@ from .validation import PROMPT_LIMIT, Attempt, Plan, calls_needed, clean_prompt,
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: ``await progress(stage, details)``; stages: queued (position), generating (provider), failover.
+#: ``await progress(stage, details)``; stages: queued (position), generating (provider, model), failover
+#: (from, to), preview (index, path, data, mime, provider, model: a partial image while the model draws;
+#: free, saved under ``data/previews/``, never a result).
 Progress = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 

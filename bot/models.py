@@ -53,6 +53,10 @@ class ImagineOptions:
     model: str | None = None
     reference: bytes | None = None
     seed: int | None = None
+    #: ``png``, ``webp`` or ``jpeg`` where the model takes it; None: the model's default.
+    output_format: str | None = None
+    #: ``transparent`` (or ``opaque``/``auto``) where the model takes it.
+    background: str | None = None
 
 
 @dataclass(frozen=True)
