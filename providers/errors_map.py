@@ -141,9 +141,18 @@ def _google_retry_after(details: Any) -> float | None:
     return None
 
 
-def from_google(exc: BaseException, *, provider: str, key_env: str, secrets: Iterable[str] = ()) -> ProviderError:
-    """Map a ``google-genai`` SDK exception (API errors, transport errors, SDK refusals)."""
+#: Google's words for a model it no longer serves (a 404 NOT_FOUND always is one on a model's path).
+GOOGLE_RETIRED_TEXT = ("is not found for api version", "no longer available", "has been shut down",
+                       "has been discontinued", "model is deprecated", "was deprecated")
+
+
+def from_google(exc: BaseException, *, provider: str, key_env: str, secrets: Iterable[str] = (),
+                model: str = "") -> ProviderError:
+    """Map a ``google-genai`` SDK exception (API errors, transport errors, SDK refusals). ``model`` is
+    the model the call named: a 404 (or Google's "no longer available") makes it ``ModelRetired``."""
     from google.genai import errors as gerrors
+
+    from bot.errors import ModelRetired
 
     secrets = list(secrets)
     if isinstance(exc, ProviderError):
@@ -158,10 +167,12 @@ def from_google(exc: BaseException, *, provider: str, key_env: str, secrets: Ite
         if status == 429:
             wait = _google_retry_after(exc.details) or retry_after(dict(headers) if headers else None)
             return rate_limited(provider, wait)
-        if status == 400 and any(w in text.lower() for w in ("safety", "blocked", "prohibited", "responsible ai")):
+        lowered = text.lower()
+        if status == 404 or (status in (400, 410) and any(w in lowered for w in GOOGLE_RETIRED_TEXT)):
+            what = f"the model {model}" if model else "the requested model"
+            return ModelRetired(f"{provider} no longer serves {what}.", provider=provider, model=model)
+        if status == 400 and any(w in lowered for w in ("safety", "blocked", "prohibited", "responsible ai")):
             return ContentRejected(POLICY_TEXT, provider=provider)
-        if status == 404:
-            return ProviderUnavailable(f"{provider} does not offer the requested model.", provider=provider)
         if status in (408, 504):
             return ProviderTimeout(f"{provider} did not answer in time.", provider=provider)
         if status >= 500:
@@ -179,7 +190,7 @@ def from_google(exc: BaseException, *, provider: str, key_env: str, secrets: Ite
         return mapped
     if isinstance(exc, ValueError) and "only supported in" in str(exc):
         _log(provider, "SDK refused the call", exc, secrets)
-        return ProviderUnsupported(f"{provider} cannot do this in its current mode (Imagen needs Vertex AI).",
+        return ProviderUnsupported(f"{provider} cannot do this in its current mode (Gemini API or Vertex AI).",
                                    provider=provider)
     _log(provider, f"unexpected {type(exc).__name__}", exc, secrets)
     return ProviderBadResponse(f"{provider} sent an answer the bot could not read.", provider=provider)
