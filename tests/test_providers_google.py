@@ -1,38 +1,37 @@
-"""Gemini and Imagen through the real ``google-genai`` client against a loopback fake of Google's API."""
+"""Gemini image models through the real ``google-genai`` client against a loopback fake of Google's API."""
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from bot import cli
 from bot.app import build_core
 from bot.errors import (
-    ConfigError,
     ContentRejected,
     GenerationFailed,
+    ModelRetired,
     ProviderAuthError,
     ProviderBadResponse,
     ProviderError,
     ProviderRateLimited,
     ProviderTimeout,
     ProviderUnavailable,
-    ValidationError,
 )
 from bot.models import ImagineOptions
 from providers.base import GenerationRequest
-from providers.google_images import IMAGEN_NOTE, build_google
+from providers.google_images import GoogleImages, build_google
+from storage.images import inspect_image
 from tests.fakes.google_api import FakeGoogle
 from tests.fakes.harness import CTX, GOOGLE_KEY, USER, make_config, vertex_env
 from tests.fakes.harness import google_env as _google_env
 from tests.fakes.images import png
 
 FAST = "[providers.google]\ntimeout = 0.3\nmax_retries = 0\n"
+DEFAULT = "gemini-nano-banana-2.1"
 
 
 @pytest.fixture
@@ -41,131 +40,114 @@ async def fake() -> AsyncIterator[FakeGoogle]:
     server.slow_seconds = 1.0
     async with server:
         yield server
+    assert server.calls("imagen") == []  # nothing here ever calls Imagen (:predict)
 
 
 def google_env(fake: FakeGoogle, order: str = "google") -> dict[str, str]:
     return _google_env(fake.base_url, IMAGEBOT_PROVIDERS=order)
 
 
-async def test_gemini_image_comes_back_inline_and_reference_goes_in_as_a_part(
-    tmp_path: Path, fake: FakeGoogle
-) -> None:
+@pytest.fixture
+async def provider(tmp_path: Path, fake: FakeGoogle) -> AsyncIterator[GoogleImages]:
+    [built] = build_google(make_config(tmp_path, google_env(fake), FAST))
+    try:
+        yield built
+    finally:
+        await built.aclose()
+
+
+async def test_default_model_works_with_nothing_but_a_key(provider: GoogleImages, fake: FakeGoogle) -> None:
+    assert provider.capabilities.default_model == DEFAULT and provider.pinned == ()
+    [image] = await provider.generate(GenerationRequest("a fox", DEFAULT, "1024x1024"))
+    assert image.mime == "image/png"
+    assert inspect_image(image.data)[1:] == (64, 64)  # 1024x1024 drawn at the fake's 1/16 scale
+    [call] = fake.calls("gemini")
+    assert call.path.endswith(f"/models/{DEFAULT}:generateContent")
+    assert call.headers["x-goog-api-key"] == GOOGLE_KEY
+    config = call.body["generationConfig"]
+    assert config["responseModalities"] == ["IMAGE"]
+    assert config["imageConfig"] == {"aspectRatio": "1:1", "imageSize": "1K"}
+    assert "outputMimeType" not in config["imageConfig"]  # not supported by the Gemini API
+
+
+async def test_reference_goes_in_as_a_part_and_the_style_into_the_prompt(provider: GoogleImages,
+                                                                         fake: FakeGoogle) -> None:
     reference = png(32, 32, (0, 0, 255))
-    core = build_core(make_config(tmp_path, google_env(fake), FAST))
-    async with core:
-        result = await core.imagine(CTX, ImagineOptions("a fox like this", size="landscape", count=2,
-                                                        reference=reference, style="photographic"))
-        assert (result.provider, result.model, len(result.images)) == ("google", "gemini-2.5-flash-image", 2)
-        # 16:9 at Gemini's own resolution (the fake draws at 1/16 scale): the real dimensions are stored.
-        assert {(i.width, i.height) for i in result.images} == {(84, 48)}
-        assert result.credits_spent == 2 * 15
-    calls = fake.calls("gemini")
-    assert len(calls) == 2  # one image per call
-    body = calls[0].body
-    parts = body["contents"][0]["parts"]
+    await provider.generate(GenerationRequest("a fox like this", "gemini-3-pro-image", "2752x1536",
+                                              reference=reference, style="photographic"))
+    [call] = fake.calls("gemini")
+    parts = call.body["contents"][0]["parts"]
     assert base64.urlsafe_b64decode(parts[0]["inlineData"]["data"]) == reference
+    blob = parts[0]["inlineData"]  # the SDK sends mime_type; the API takes either spelling
+    assert (blob.get("mimeType") or blob.get("mime_type")) == "image/png"
     assert parts[1]["text"] == "a fox like this, photographic style"
-    assert body["generationConfig"]["imageConfig"]["aspectRatio"] == "16:9"
-    assert calls[0].headers["x-goog-api-key"] == GOOGLE_KEY
-    assert calls[0].path.endswith("/models/gemini-2.5-flash-image:generateContent")
+    assert call.body["generationConfig"]["imageConfig"] == {"aspectRatio": "16:9", "imageSize": "2K"}
+    assert "style" not in str(call.body["generationConfig"]).lower()
 
 
-async def test_imagen_through_vertex_predict_several_per_call(tmp_path: Path, fake: FakeGoogle) -> None:
-    env = vertex_env(fake.base_url, IMAGEBOT_PROVIDERS="google")
-    core = build_core(make_config(tmp_path, env, FAST))
-    async with core:
-        result = await core.imagine(CTX, ImagineOptions("a red barn", model="imagen-4.0-generate-001", count=5,
-                                                        size="1024x1792"))
-        assert (result.model, len(result.images)) == ("imagen-4.0-generate-001", 5)
-    calls = fake.calls("imagen")
-    assert sorted(c.body["parameters"]["sampleCount"] for c in calls) == [1, 4]  # max 4 per call
-    assert {c.body["parameters"]["aspectRatio"] for c in calls} == {"9:16"}
-    assert calls[0].body["instances"] == [{"prompt": "a red barn"}]
-    assert calls[0].path.endswith("/models/imagen-4.0-generate-001:predict")
+async def test_usage_tokens_come_back_on_the_first_image_of_each_call(provider: GoogleImages,
+                                                                      fake: FakeGoogle) -> None:
+    fake.prompt_tokens, fake.image_tokens = 17, 1680
+    images = await provider.generate(GenerationRequest("a fox", DEFAULT, "1024x1024", count=2))
+    assert len(images) == 2 and len(fake.calls("gemini")) == 2  # one image per call
+    assert [(i.input_tokens, i.output_tokens) for i in images] == [(17, 1680), (17, 1680)]
 
 
-async def test_imagen_partially_filtered_is_priced_by_what_came_back(tmp_path: Path, fake: FakeGoogle) -> None:
-    core = build_core(make_config(tmp_path, vertex_env(fake.base_url, IMAGEBOT_PROVIDERS="google"), FAST))
-    async with core:
-        fake.queue("imagen", "partial")
-        result = await core.imagine(CTX, ImagineOptions("a crowd", model="imagen-3.0-generate-002", count=3))
-        assert len(result.images) == 1 and result.credits_spent == 10 and result.credits_refunded == 20
-        assert (await core.credits(USER)).balance == 490
-
-
-async def test_imagen_is_refused_without_vertex_with_a_clear_message(
-    tmp_path: Path, fake: FakeGoogle, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    [provider] = build_google(make_config(tmp_path, google_env(fake), FAST))
-    await provider.aclose()
-    assert [m.name for m in provider.capabilities.models] == ["gemini-2.5-flash-image"]
-    assert provider.notes == (IMAGEN_NOTE,)
-    with pytest.raises(ConfigError, match="imagen-4.0-generate-001 needs Vertex AI"):
-        build_google(make_config(tmp_path, google_env(fake), '[providers.google]\nmodels = ["imagen-4.0-generate-001"]\n'))
-    core = build_core(make_config(tmp_path, google_env(fake), FAST))
-    with pytest.raises(ValidationError, match="gemini-2.5-flash-image.*offered only through Vertex AI"):
-        core.plan(CTX, ImagineOptions("a barn", model="imagen-4.0-generate-001"))
-    with pytest.raises(ValidationError) as info:
-        core.plan(CTX, ImagineOptions("a barn", model="gemini-9"))
-    assert "Vertex" not in info.value.message
-    await core.registry.aclose()
-    with pytest.raises(ConfigError, match="GOOGLE_CLOUD_PROJECT"):
-        build_google(make_config(tmp_path, {"GOOGLE_GENAI_USE_VERTEXAI": "true"}))
-    for key, value in google_env(fake).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.chdir(tmp_path)
-    assert cli.main(["providers"]) == 0
-    out = capsys.readouterr().out
-    assert "gemini-2.5-flash-image" in out and "Imagen models are offered only through Vertex AI" in out
-    assert GOOGLE_KEY not in out
+async def test_interim_thought_images_are_not_results(provider: GoogleImages, fake: FakeGoogle) -> None:
+    fake.queue("gemini", "thinking")
+    [image] = await provider.generate(GenerationRequest("a fox", "gemini-3-pro-image", "1376x768"))
+    assert inspect_image(image.data)[1:] == (86, 48)  # the final 16:9 1K image, not the half-size draft
 
 
 ERROR_CASES = [
-    ("blocked", "gemini", ContentRejected),
-    ("safety", "gemini", ContentRejected),
-    ("textonly", "gemini", ProviderBadResponse),
-    ("notimage", "gemini", ProviderBadResponse),
-    ("rate", "gemini", ProviderRateLimited),
-    ("auth", "gemini", ProviderAuthError),
-    ("forbidden", "gemini", ProviderAuthError),
-    ("notfound", "gemini", ProviderUnavailable),
-    ("down", "gemini", ProviderUnavailable),
-    ("slow", "gemini", ProviderTimeout),
-    ("garbage", "gemini", ProviderBadResponse),
-    ("badrequest", "gemini", ProviderBadResponse),
-    ("filtered", "imagen", ContentRejected),
-    ("notimage", "imagen", ProviderBadResponse),
-    ("down", "imagen", ProviderUnavailable),
+    ("blocked", ContentRejected),
+    ("safety", ContentRejected),
+    ("textonly", ProviderBadResponse),
+    ("notimage", ProviderBadResponse),
+    ("rate", ProviderRateLimited),
+    ("auth", ProviderAuthError),
+    ("forbidden", ProviderAuthError),
+    ("notfound", ModelRetired),
+    ("gone", ModelRetired),
+    ("down", ProviderUnavailable),
+    ("slow", ProviderTimeout),
+    ("garbage", ProviderBadResponse),
+    ("badrequest", ProviderBadResponse),
 ]
 
 
-@pytest.mark.parametrize(("behaviour", "route", "expected"), ERROR_CASES,
-                         ids=[f"{c[1]}-{c[0]}" for c in ERROR_CASES])
-async def test_sdk_errors_become_ours(
-    tmp_path: Path, fake: FakeGoogle, behaviour: str, route: str, expected: type[ProviderError]
-) -> None:
-    env = vertex_env(fake.base_url) if route == "imagen" else google_env(fake)
-    [provider] = build_google(make_config(tmp_path, env, FAST))
-    model = "imagen-4.0-generate-001" if route == "imagen" else "gemini-2.5-flash-image"
-    fake.queue(route, behaviour)
-    try:
-        with pytest.raises(expected) as info:
-            await provider.generate(GenerationRequest("a fox", model, "1024x1024", count=2 if route == "imagen" else 1))
-    finally:
-        await provider.aclose()
+@pytest.mark.parametrize(("behaviour", "expected"), ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
+async def test_sdk_errors_become_ours(provider: GoogleImages, fake: FakeGoogle, behaviour: str,
+                                      expected: type[ProviderError]) -> None:
+    fake.queue("gemini", behaviour)
+    with pytest.raises(expected) as info:
+        await provider.generate(GenerationRequest("a fox", DEFAULT, "1024x1024"))
     err = info.value
     assert type(err) is expected and err.provider == "google" and GOOGLE_KEY not in str(err)
     if behaviour == "rate":
         assert err.retry_after == 7.0 and "try again in 7 s" in err.message  # type: ignore[attr-defined]
     if behaviour in ("auth", "forbidden"):
         assert "GOOGLE_API_KEY" in err.message
+    if expected is ModelRetired:
+        assert err.retryable and err.model == DEFAULT and DEFAULT in err.message  # type: ignore[attr-defined]
+
+
+async def test_a_model_google_shut_down_is_retired_and_named(provider: GoogleImages, fake: FakeGoogle) -> None:
+    fake.retired.add("gemini-3.1-flash-image")
+    with pytest.raises(ModelRetired) as info:
+        await provider.generate(GenerationRequest("a fox", "gemini-3.1-flash-image", "1024x1024"))
+    assert info.value.model == "gemini-3.1-flash-image" and info.value.code == "IMG-PROV-RETIRED"
+    with pytest.raises(ModelRetired):  # an id Google shut down long ago answers the same way
+        await provider.generate(GenerationRequest("a fox", "gemini-2.5-flash-image", "1024x1024"))
 
 
 async def test_connection_refused_is_unavailable(tmp_path: Path) -> None:
     [provider] = build_google(make_config(tmp_path, _google_env("http://127.0.0.1:9"), FAST))
     try:
         with pytest.raises(ProviderUnavailable, match="could not be reached"):
-            await provider.generate(GenerationRequest("a fox", "gemini-2.5-flash-image", "1024x1024"))
+            await provider.generate(GenerationRequest("a fox", DEFAULT, "1024x1024"))
+        with pytest.raises(ProviderUnavailable, match="could not be reached"):
+            await provider.list_models()
     finally:
         await provider.aclose()
 
@@ -175,7 +157,7 @@ async def test_sdk_retries_are_set_explicitly(tmp_path: Path, fake: FakeGoogle) 
     [provider] = build_google(make_config(tmp_path, google_env(fake), toml))
     fake.queue("gemini", "down", "ok")
     try:
-        images = await provider.generate(GenerationRequest("a fox", "gemini-2.5-flash-image", "1024x1024"))
+        images = await provider.generate(GenerationRequest("a fox", DEFAULT, "1024x1024"))
     finally:
         await provider.aclose()
     assert len(images) == 1 and len(fake.calls("gemini")) == 2
@@ -187,7 +169,34 @@ async def test_gemini_api_key_env_name_is_accepted_and_named_in_errors(tmp_path:
     fake.queue("gemini", "auth")
     try:
         with pytest.raises(ProviderAuthError, match="GEMINI_API_KEY"):
-            await provider.generate(GenerationRequest("a fox", "gemini-2.5-flash-image", "1024x1024"))
+            await provider.generate(GenerationRequest("a fox", DEFAULT, "1024x1024"))
+    finally:
+        await provider.aclose()
+
+
+async def test_vertex_express_mode_draws_with_gemini_models(tmp_path: Path, fake: FakeGoogle) -> None:
+    [provider] = build_google(make_config(tmp_path, vertex_env(fake.base_url), FAST))
+    try:
+        assert provider.client.vertexai and provider.capabilities.default_model == DEFAULT
+        [image] = await provider.generate(GenerationRequest("a fox", DEFAULT, "1200x896"))
+    finally:
+        await provider.aclose()
+    [call] = fake.calls("gemini")
+    assert call.path.endswith(f"/publishers/google/models/{DEFAULT}:generateContent")
+    assert call.body["generationConfig"]["imageConfig"] == {"aspectRatio": "4:3", "imageSize": "1K"}
+    assert inspect_image(image.data)[1:] == (75, 56)
+
+
+async def test_vertex_with_a_project_uses_application_credentials(tmp_path: Path, fake: FakeGoogle) -> None:
+    env = {"GOOGLE_GENAI_USE_VERTEXAI": "1", "GOOGLE_CLOUD_PROJECT": "my-project",
+           "GOOGLE_CLOUD_LOCATION": "europe-west4", "GOOGLE_API_KEY": GOOGLE_KEY,
+           "GOOGLE_VERTEX_BASE_URL": fake.base_url}
+    [provider] = build_google(make_config(tmp_path, env, FAST))
+    try:
+        assert provider.key_env == "GOOGLE_APPLICATION_CREDENTIALS" and provider.notes == ()
+        assert provider.client.vertexai and provider.client._api_client.project == "my-project"
+        assert provider.client._api_client.location == "europe-west4"
+        assert not any(m.name.startswith("imagen-") for m in provider.capabilities.models)
     finally:
         await provider.aclose()
 
@@ -198,7 +207,7 @@ async def test_content_rejection_is_refunded(tmp_path: Path, fake: FakeGoogle) -
         fake.queue("gemini", "blocked")
         with pytest.raises(GenerationFailed) as info:
             await core.imagine(CTX, ImagineOptions("something forbidden"))
-        assert info.value.code == "IMG-PROV-POLICY" and "/enhance" in info.value.message
+        assert info.value.code == "IMG-PROV-POLICY"
         assert (await core.credits(USER)).balance == 500
 
 
@@ -207,10 +216,9 @@ async def test_no_key_in_logs_or_errors(tmp_path: Path, fake: FakeGoogle, caplog
     for name in ("google_genai", "google", "httpx2", "httpcore2", "providers", "bot", "aiohttp"):
         caplog.set_level(logging.DEBUG, logger=name)
     messages: list[str] = []
-    core = build_core(make_config(tmp_path, vertex_env(fake.base_url, IMAGEBOT_PROVIDERS="google"), FAST))
+    core = build_core(make_config(tmp_path, google_env(fake), FAST))
     async with core:
         await core.imagine(CTX, ImagineOptions("a fox"))
-        await core.imagine(CTX, ImagineOptions("a fox", model="imagen-4.0-generate-001"))
         await core.enhance(CTX, "a fox")
         for behaviour in ("auth", "rate", "blocked", "garbage", "down"):
             fake.queue("gemini", behaviour)
@@ -221,31 +229,3 @@ async def test_no_key_in_logs_or_errors(tmp_path: Path, fake: FakeGoogle, caplog
     assert caplog.records and GOOGLE_KEY not in caplog.text
     assert all(GOOGLE_KEY not in m for m in messages)
     assert GOOGLE_KEY.encode() not in (tmp_path / "imagebot.sqlite3").read_bytes()
-
-
-async def test_providers_json_lists_imagen_sizes_in_vertex_mode(
-    tmp_path: Path, fake: FakeGoogle, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    for key, value in vertex_env(fake.base_url).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.chdir(tmp_path)
-    assert cli.main(["providers", "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
-    google = next(p for p in data["providers"] if p["name"] == "google")
-    models = {m["name"]: m for m in google["models"]}
-    assert models["imagen-4.0-generate-001"]["sizes"] == ["1024x1024", "1792x1024", "1024x1792"]
-    assert models["imagen-4.0-generate-001"]["max_per_call"] == 4
-    assert models["gemini-2.5-flash-image"]["reference_images"] is True
-
-
-async def test_vertex_with_a_project_uses_application_credentials(tmp_path: Path, fake: FakeGoogle) -> None:
-    env = {"GOOGLE_GENAI_USE_VERTEXAI": "1", "GOOGLE_CLOUD_PROJECT": "my-project", "GOOGLE_CLOUD_LOCATION": "europe-west4",
-           "GOOGLE_API_KEY": GOOGLE_KEY, "GOOGLE_VERTEX_BASE_URL": fake.base_url}
-    [provider] = build_google(make_config(tmp_path, env, FAST))
-    try:
-        assert provider.key_env == "GOOGLE_APPLICATION_CREDENTIALS" and provider.notes == ()
-        assert "imagen-4.0-generate-001" in [m.name for m in provider.capabilities.models]
-        assert provider.client.vertexai and provider.client._api_client.project == "my-project"
-        assert provider.client._api_client.location == "europe-west4"
-    finally:
-        await provider.aclose()

@@ -95,6 +95,8 @@ class FakeGoogle(FakeServer):
         self.text_reply: str | None = None
         self.models: list[dict[str, Any]] = default_models()
         self.retired: set[str] = set(RETIRED)
+        #: model -> (ratios, sizes) the image route takes; tests may add a new model of a family.
+        self.image_models: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = dict(IMAGE_MODELS)
         self.page_size = 0  # 0: the client's pageSize (or 50)
         self.scale = 16
         self.prompt_tokens = 12
@@ -106,8 +108,12 @@ class FakeGoogle(FakeServer):
     def base_url(self) -> str:
         return self.origin
 
-    def add_model(self, model_id: str, methods: tuple[str, ...] = ("generateContent", "countTokens")) -> None:
+    def add_model(self, model_id: str, methods: tuple[str, ...] = ("generateContent", "countTokens"),
+                  like: str | None = None) -> None:
+        """List ``model_id``; ``like``: it draws images as that image model does."""
         self.models.append(model_entry(model_id, methods))
+        if like is not None:
+            self.image_models[model_id] = IMAGE_MODELS[like]
 
     def remove_model(self, model_id: str) -> None:
         self.models = [m for m in self.models if m["name"] != f"models/{model_id}"]
@@ -156,13 +162,13 @@ class FakeGoogle(FakeServer):
             return web.Response(text="<html>oops</html>", content_type="application/json")
         if route == "text":
             return web.json_response(self._text(body, behaviour))
-        if model not in IMAGE_MODELS:
+        if model not in self.image_models:
             return self._error(404, "NOT_FOUND", f"models/{model} is not found for API version v1beta, or does "
                                                  "not support image output.")
         image_config = (body.get("generationConfig") or {}).get("imageConfig") or {}
         aspect = image_config.get("aspectRatio", "1:1")
         size = image_config.get("imageSize", "1K")
-        ratios, sizes = IMAGE_MODELS[model]
+        ratios, sizes = self.image_models[model]
         if aspect not in ratios:
             return self._error(400, "INVALID_ARGUMENT", f"Unsupported aspect ratio {aspect!r} for {model}.")
         if size not in sizes:
