@@ -1,8 +1,12 @@
-"""Commands typed as text: ``/imagine a red fox --size 1792x1024 --count 2``.
+"""Commands typed as text: ``/imagine a red fox --size 16:9 --quality high --format webp``.
 
 Used by the local console and by Slack, whose slash commands arrive as one line of text. Flags may be
 written ``--size 1024x1024`` or ``--size=1024x1024``; the rest of the words are the prompt. An unknown
 flag or a flag with no value is a ``ValidationError`` naming it, before anything is charged.
+
+This module only translates: the values go to ``ImagineOptions`` as typed, and the core checks them
+against the chosen model (a size, quality, format or background it cannot make is refused there, naming
+what it can make).
 """
 
 from __future__ import annotations
@@ -10,15 +14,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from providers.base import FORMATS, QUALITIES, STYLES
+
 from .errors import ValidationError
 from .models import ImagineOptions
 
-IMAGINE_FLAGS = ("size", "aspect", "style", "quality", "count", "provider", "model", "seed")
+IMAGINE_FLAGS = ("size", "aspect", "style", "quality", "count", "provider", "model", "seed", "format",
+                 "background")
+#: Other spellings of a flag's name.
+FLAG_ALIASES = {"ar": "aspect", "output_format": "format", "bg": "background"}
 IMAGINE_USAGE = (
-    "Usage: /imagine <prompt> [--size WxH|square|landscape|portrait] [--style natural|vivid|artistic|photographic]"
-    " [--quality standard|hd] [--count 1-10] [--provider NAME]"
+    "Usage: /imagine <prompt> [--size WxH|square|landscape|portrait|16:9|3:2|...]"
+    f" [--style {'|'.join(STYLES)}] [--quality {'|'.join(QUALITIES)}] [--format {'|'.join(FORMATS)}]"
+    " [--background transparent|opaque] [--count 1-10] [--provider NAME[/MODEL]]"
 )
-SHORT = {"-s": "size", "-n": "count", "-q": "quality", "-p": "provider", "-a": "aspect"}
+SHORT = {"-s": "size", "-n": "count", "-q": "quality", "-p": "provider", "-a": "aspect", "-f": "format"}
 MENTION_RE = re.compile(r"^<@([A-Z0-9]+)(?:\|[^>]*)?>$|^<@!?(\d+)>$|^@?([A-Za-z0-9._-]+)$")
 
 
@@ -47,8 +57,7 @@ def split_flags(text: str, allowed: tuple[str, ...]) -> ParsedText:
             i += 1
             continue
         name = name.lower().replace("-", "_")
-        if name == "ar":
-            name = "aspect"
+        name = FLAG_ALIASES.get(name, name)
         if name not in allowed:
             raise ValidationError(
                 f"Unknown option --{name}. {IMAGINE_USAGE}", code="IMG-VALID-FLAG"
@@ -81,6 +90,8 @@ def parse_imagine(text: str) -> ImagineOptions:
         provider=parsed.flags.get("provider"),
         model=parsed.flags.get("model"),
         seed=int(seed) if seed is not None else None,
+        output_format=parsed.flags.get("format"),
+        background=parsed.flags.get("background"),
     )
 
 

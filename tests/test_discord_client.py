@@ -112,7 +112,7 @@ async def test_autocomplete_offers_providers_and_the_sizes_of_the_chosen_one(tmp
 
         assert await choices([p.opt("prompt", "x"), p.opt("provider", "na", focused=True)]) == ["narrow"]
         sizes = await choices([p.opt("prompt", "x"), p.opt("provider", "narrow"), p.opt("size", "", focused=True)])
-        assert sizes == ["256x256", "square", "landscape", "portrait"]
+        assert sizes == ["256x256", "square", "landscape", "portrait", "1:1"]  # then the ratios it can make
         sizes = await choices([p.opt("prompt", "x"), p.opt("size", "17", focused=True)])
         assert sizes == ["1792x1024"]  # no provider chosen: the server's first
 

@@ -12,7 +12,7 @@ from discord import app_commands
 
 from bot.models import ImagineOptions
 from bot.validation import split_provider
-from providers.base import ASPECTS, QUALITIES, STYLES
+from providers.base import ASPECTS, BACKGROUNDS, FORMATS, QUALITIES, STYLES, ModelInfo
 
 from . import flows
 from .admin import build_admin_group
@@ -56,6 +56,13 @@ async def size_autocomplete(interaction: discord.Interaction, current: str) -> l
         return []
 
 
+def size_suggestions(model: ModelInfo | None) -> list[str]:
+    """The model's own sizes, then the aspects, then the ratios it can make (``16:9``...)."""
+    if model is None:
+        return list(ASPECTS)
+    return list(dict.fromkeys((*model.sizes, *ASPECTS, *model.ratios())))
+
+
 def _size_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     rt = runtime_of(interaction)
     registry = rt.core.registry
@@ -67,9 +74,8 @@ def _size_choices(interaction: discord.Interaction, current: str) -> list[app_co
     model = provider.capabilities.model(model_name) if provider else None
     if model is None and provider is not None:
         model = provider.capabilities.model(None)
-    sizes = (*(model.sizes if model else ()), *ASPECTS)
     wanted = current.strip().lower()
-    return [app_commands.Choice(name=s, value=s) for s in sizes if wanted in s][:MAX_CHOICES]
+    return [app_commands.Choice(name=s, value=s) for s in size_suggestions(model) if wanted in s][:MAX_CHOICES]
 
 
 def build_commands(*, dms: bool = True) -> list[app_commands.Command | app_commands.Group]:  # type: ignore[type-arg]
@@ -77,14 +83,18 @@ def build_commands(*, dms: bool = True) -> list[app_commands.Command | app_comma
     @app_commands.command(name="imagine", description="Generate images from a prompt")
     @app_commands.describe(
         prompt="What to draw",
-        size="WxH or square, landscape, portrait (suggestions follow the chosen provider)",
+        size="WxH, square, landscape, portrait or a ratio like 16:9 (suggestions follow the chosen model)",
         style="Look of the image",
-        quality="hd costs more where the provider offers it",
+        quality="Higher tiers cost more where the model offers them",
         count="How many images (1-10)",
         provider="Which provider (and model) to use; default: the server's first",
         reference="An image to start from",
+        output_format="File format, where the model offers a choice",
+        background="Transparent needs png or webp, where the model offers it",
     )
-    @app_commands.choices(style=_choices(STYLES), quality=_choices(QUALITIES))
+    @app_commands.rename(output_format="format")
+    @app_commands.choices(style=_choices(STYLES), quality=_choices(QUALITIES), output_format=_choices(FORMATS),
+                          background=_choices(BACKGROUNDS))
     @app_commands.autocomplete(size=size_autocomplete, provider=provider_autocomplete)
     async def imagine(
         interaction: discord.Interaction,
@@ -95,9 +105,11 @@ def build_commands(*, dms: bool = True) -> list[app_commands.Command | app_comma
         count: app_commands.Range[int, 1, 10] | None = None,
         provider: str | None = None,
         reference: discord.Attachment | None = None,
+        output_format: str | None = None,
+        background: str | None = None,
     ) -> None:
         options = ImagineOptions(prompt=prompt, size=size, style=style, quality=quality, count=count,
-                                 provider=provider)
+                                 provider=provider, output_format=output_format, background=background)
         await flows.imagine_command(interaction, options, reference)
 
     @app_commands.command(name="enhance", description="Rewrite a short prompt into a rich one")

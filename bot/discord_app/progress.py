@@ -1,86 +1,156 @@
-"""Progress shown by editing the original response: queued (with position), generating, uploading.
+"""Progress shown by editing the original response: queued (with position), generating, previews, uploading.
 
 The core awaits the progress callback, so an edit must never hold a generation up: edits run in one
-background task per interaction, and only the newest text is sent (Discord rate-limits edits). Each edit
+background task per interaction, and only the newest state is sent (Discord rate-limits edits). A text edit
 waits ``settle`` seconds first, so quick stage changes collapse into one edit and, in a burst of commands,
 the acknowledgements of later commands are not queued behind progress edits of earlier ones.
+
+Previews (partial images while the model draws) are edits with the picture attached, at most one every
+``preview_interval`` seconds: a newer preview replaces one still waiting, so only the newest is sent.
+
+Progress never delays a result: ``close`` cancels an edit that is still waiting (a settle or the preview
+interval) instead of waiting it out. Only an edit already on the wire is let finish (bounded by
+``timeout``), so that it can never land after the result and overwrite it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import discord
 
 from .delivery import NO_MENTIONS, is_gone
+from .fitting import EXTENSIONS
 
 log = logging.getLogger(__name__)
 
 
 def stage_text(stage: str, details: dict[str, Any]) -> str:
     provider = details.get("provider", "")
+    model = details.get("model")
+    by = f"{provider}{f' ({model})' if model else ''}"
     if stage == "queued":
         return f"\N{HOURGLASS} Queued: position {details.get('position', '?')} for {provider}…"
     if stage == "generating":
-        model = details.get("model")
-        return f"\N{ARTIST PALETTE} Generating with {provider}{f' ({model})' if model else ''}…"
+        return f"\N{ARTIST PALETTE} Generating with {by}…"
+    if stage == "preview":
+        of = details.get("of")
+        return f"\N{ARTIST PALETTE} Drawing with {by}… preview {details.get('index', '?')}{f' of {of}' if of else ''}"
     if stage == "failover":
         return f"\N{WARNING SIGN} {details.get('from', 'The provider')} failed; trying {details.get('to', 'another')}…"
     return f"{stage}…"
 
 
+@dataclass(frozen=True)
+class Frame:
+    """What the original response should show: a text, and for a preview the partial image."""
+
+    text: str
+    image: bytes | None = None
+    filename: str = ""
+
+
 class ProgressMessage:
-    def __init__(self, interaction: discord.Interaction, *, settle: float = 0.5) -> None:
+    def __init__(self, interaction: discord.Interaction, *, settle: float = 0.5, preview_interval: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._interaction = interaction
         self._settle = settle
-        self._wanted: str | None = None
-        self._shown: str | None = None
+        self._interval = preview_interval
+        self._clock = clock
+        self._wanted: Frame | None = None
+        self._shown: Frame | None = None
         self._task: asyncio.Task[None] | None = None
-        self._alive = True
-        self._sleeping = False
+        self._gone = False  # Discord has forgotten the interaction: no more edits
+        self._closed = False
+        self._editing = False  # an edit is on the wire
+        self._last_preview = -float("inf")
+        #: Preview edits Discord accepted (for the log and for tests).
+        self.previews_shown = 0
 
     async def update(self, stage: str, details: dict[str, Any]) -> None:
         """The core's progress callback."""
-        self.show(stage_text(stage, details))
+        if stage == "preview":
+            self.preview(details)
+        else:
+            self.show(stage_text(stage, details))
 
     def show(self, text: str) -> None:
-        self._wanted = text
-        if self._alive and (self._task is None or self._task.done()):
+        self._want(Frame(text))
+
+    def preview(self, details: dict[str, Any]) -> None:
+        data = details.get("data")
+        if not isinstance(data, bytes | bytearray) or not data:
+            return
+        limit = self._interaction.filesize_limit
+        if limit and len(data) > limit:  # Discord would refuse it (413): keep the text, skip the picture
+            self.show(stage_text("preview", details))
+            return
+        ext = EXTENSIONS.get(str(details.get("mime", "")), "png")
+        self._want(Frame(stage_text("preview", details), bytes(data), f"preview-{details.get('index', 0)}.{ext}"))
+
+    @property
+    def _alive(self) -> bool:
+        return not (self._gone or self._closed)
+
+    def _want(self, frame: Frame) -> None:
+        if not self._alive:
+            return
+        self._wanted = frame
+        if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._pump(), name=f"progress-{self._interaction.id}")
 
+    def _delay(self, frame: Frame) -> float:
+        if frame.image is None:
+            return self._settle
+        return max(self._settle, self._last_preview + self._interval - self._clock())
+
     async def _pump(self) -> None:
-        while self._alive and self._wanted != self._shown:
-            self._sleeping = True
-            try:
-                await asyncio.sleep(self._settle)
-            finally:
-                self._sleeping = False
-            await self._edit()
+        while self._alive and self._wanted is not None and self._wanted != self._shown:
+            await asyncio.sleep(self._delay(self._wanted))
+            if self._alive:
+                await self._edit()
 
     async def _edit(self) -> None:
-        text = self._wanted
+        frame = self._wanted
+        if frame is None:
+            return
+        kwargs: dict[str, Any] = {}
+        if frame.image is not None:
+            kwargs["attachments"] = [discord.File(io.BytesIO(frame.image), filename=frame.filename)]
+            self._last_preview = self._clock()
+        self._editing = True
         try:
-            await self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+            await self._interaction.edit_original_response(content=frame.text, allowed_mentions=NO_MENTIONS, **kwargs)
+            if frame.image is not None:
+                self.previews_shown += 1
         except discord.HTTPException as exc:
             log.info("progress edit refused: %s (%s)", exc.status, exc.code)
             if is_gone(exc):
-                self._alive = False
-        self._shown = text
+                self._gone = True
+        finally:
+            self._editing = False
+        self._shown = frame
 
-    async def close(self, *, flush: bool = True, timeout: float = 10.0) -> None:
-        """Stop; with ``flush`` show the newest text first (so the result replaces it, never the reverse)."""
+    async def close(self, *, flush: bool = True, timeout: float = 5.0) -> None:
+        """Stop at once: a waiting edit is dropped, an edit on the wire is let finish (so the result is
+        never overwritten by it). With ``flush`` the newest text is shown first, right away, if it differs
+        from what is shown (the "Uploading…" line); the picture of a preview still waiting is not sent."""
+        self._closed = True
         task = self._task
         if task is not None and not task.done():
-            if self._sleeping:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-            else:
-                try:
-                    await asyncio.wait_for(task, timeout)
-                except TimeoutError:
-                    pass
-        if flush and self._alive and self._wanted != self._shown:
+            if self._editing:
+                done, _ = await asyncio.wait({task}, timeout=timeout)
+                if not done:
+                    log.info("a progress edit took over %.0f s; cancelled", timeout)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        wanted = self._wanted
+        if flush and not self._gone and wanted is not None and (self._shown is None or wanted.text != self._shown.text):
+            self._wanted = Frame(wanted.text)
             await self._edit()
-        self._alive = False

@@ -58,7 +58,9 @@ class Tell:
         self._url = response_url
         self._hook: AsyncWebhookClient | None = None
 
-    async def __call__(self, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
+    async def __call__(self, text: str, blocks: list[dict[str, Any]] | None = None, *, replace: bool = False) -> None:
+        """Post an ephemeral reply; with ``replace``, update the message this response_url belongs to
+        instead (a slash command's own ephemeral answer: its progress message)."""
         if not self._url:
             log.warning("a Slack payload had no response_url; an ephemeral reply was dropped")
             return
@@ -70,7 +72,7 @@ class Tell:
             )
         try:
             response = await self._hook.send(text=text, blocks=blocks, response_type="ephemeral",
-                                             replace_original=False)
+                                             replace_original=replace)
             if response.status_code >= 300:
                 log.warning("Slack refused an ephemeral reply (HTTP %s)", response.status_code)
         except Exception as exc:  # noqa: BLE001 - an expired response_url must not break the job

@@ -49,7 +49,8 @@ async def imagine(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> 
     await ack(response_type="ephemeral",
               text=f"Generating {plural(plan.count, 'image')} of “{escape(plan.prompt)}”…")
     where = Destination(ctx.channel_id, ctx.identity.user_id, body.get("thread_ts") or None)
-    bot.spawn(generate_and_deliver(bot, where, tell, lambda progress: bot.core.imagine(ctx, options, progress=progress)),
+    bot.spawn(generate_and_deliver(bot, where, tell, lambda progress: bot.core.imagine(ctx, options, progress=progress),
+                                   replace_progress=True),
               tell, "imagine")
 
 

@@ -21,7 +21,16 @@ from bot.core import Imagebot
 from bot.discord_app import run_discord
 from tests.doubles import make_config, make_core
 
-from .discord_api import FakeDiscord, Payloads
+from .discord_api import Call, FakeDiscord, Payloads
+
+
+def is_preview(call: Call) -> bool:
+    return bool(call.files) and all(name.startswith("preview-") for name, _ in call.files)
+
+
+def delivered(calls: list[Call]) -> Call | None:
+    """The first accepted call that carried the result's images (previews are not results)."""
+    return next((c for c in calls if c.files and c.status < 300 and not is_preview(c)), None)
 
 
 class DiscordHarness:
@@ -101,7 +110,7 @@ class DiscordHarness:
 
     async def imagine(self, prompt: str, **kw: Any) -> str:
         options = [self.payloads.opt("prompt", prompt)]
-        for key in ("size", "style", "quality", "provider"):
+        for key in ("size", "style", "quality", "provider", "format", "background"):
             if key in kw:
                 options.append(self.payloads.opt(key, kw.pop(key)))
         if "count" in kw:
@@ -110,8 +119,11 @@ class DiscordHarness:
 
     async def result(self, token: str, timeout: float = 10.0) -> Any:
         """The call that delivered images for this interaction (anywhere), once it happened."""
-        return await self.fake.wait_for(
-            lambda: next((c for c in self.fake.for_token(token) if c.files and c.status < 300), None), timeout)
+        return await self.fake.wait_for(lambda: delivered(self.fake.for_token(token)), timeout)
+
+    def previews(self, token: str) -> list[Any]:
+        """Edits of the original response that carried a preview (a partial image) rather than the result."""
+        return [c for c in self.fake.for_token(token) if c.files and is_preview(c)]
 
     def texts(self, token: str) -> list[str]:
         return [c.content for c in self.fake.for_token(token) if c.content]
