@@ -85,9 +85,15 @@ def transport_error(exc: BaseException, provider: str) -> ProviderError | None:
     return None
 
 
-def from_openai(exc: BaseException, *, provider: str, key_env: str, secrets: Iterable[str] = ()) -> ProviderError:
-    """Map an ``openai`` SDK exception (also used for OpenAI-compatible services)."""
+def from_openai(exc: BaseException, *, provider: str, key_env: str, secrets: Iterable[str] = (),
+                model: str = "") -> ProviderError:
+    """Map an ``openai`` SDK exception (also used for OpenAI-compatible services).
+
+    404 ``model_not_found`` is ``ModelRetired`` (the model leaves the rotation; the request fails over
+    uncharged); an error event inside a stream (``APIError`` without a status) is a failed attempt."""
     import openai
+
+    from bot.errors import ModelRetired
 
     secrets = list(secrets)
     if isinstance(exc, ProviderError):
@@ -114,6 +120,9 @@ def from_openai(exc: BaseException, *, provider: str, key_env: str, secrets: Ite
         if status == 400 and (code in OPENAI_POLICY_CODES or "safety system" in str(exc.message).lower()):
             return ContentRejected(POLICY_TEXT, provider=provider)
         if isinstance(exc, openai.NotFoundError):
+            if code == "model_not_found" or (model and model in str(exc.message)):
+                what = f"the model {model}" if model else "the requested model"
+                return ModelRetired(f"{provider} no longer serves {what}.", provider=provider, model=model)
             return ProviderUnavailable(f"{provider} does not offer the requested model.", provider=provider)
         if status == 408:
             return ProviderTimeout(f"{provider} did not answer in time.", provider=provider)
@@ -122,6 +131,12 @@ def from_openai(exc: BaseException, *, provider: str, key_env: str, secrets: Ite
         return ProviderBadResponse(f"{provider} refused the request (HTTP {status}).", provider=provider)
     if isinstance(exc, openai.ContentFilterFinishReasonError):
         return ContentRejected(POLICY_TEXT, provider=provider)
+    if isinstance(exc, openai.APIError):  # an error event in a stream: no HTTP status to go by
+        body = exc.body if isinstance(exc.body, dict) else {}
+        _log(provider, f"stream error {body.get('code') or ''}".strip(), exc.message, secrets)
+        if body.get("code") in OPENAI_POLICY_CODES:
+            return ContentRejected(POLICY_TEXT, provider=provider)
+        return ProviderUnavailable(f"{provider} failed while streaming the image.", provider=provider)
     mapped = transport_error(exc, provider)
     if mapped is not None:
         return mapped

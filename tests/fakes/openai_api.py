@@ -1,25 +1,46 @@
-"""A loopback fake of OpenAI's HTTP API (also xAI and other OpenAI-compatible services).
+"""A loopback fake of OpenAI's HTTP API (also xAI and other OpenAI-compatible services), as the openai
+SDK's types define it today (openai 3.57).
 
 Routes: ``POST /v1/images/generations`` (JSON), ``POST /v1/images/edits`` (multipart: ``image`` or
-``image[]``), ``POST /v1/chat/completions``. Behaviours per route, queued with ``fake.queue(route, ...)``:
+``image[]``), ``POST /v1/chat/completions``, ``GET /v1/models`` (OpenAI's list, with ``shutdown_date``;
+settable as ``fake.models``), ``GET /v1/image-generation-models`` (xAI's list, ``fake.xai_models``).
 
-ok, policy (400 content_policy_violation), moderation (400 moderation_blocked), rate (429 + retry-after-ms),
-quota (429 insufficient_quota), auth (401), forbidden (403), notfound (404), down (503), slow (sleeps past
-the client timeout), garbage (200, not JSON), empty (200, no data), notimage (200, base64 of text),
-badurl (a URL to a non-image), bigurl (a URL to an oversized body), refusal (chat: content_filter).
+Like the real service it refuses what today's models refuse:
+
+- a model in ``fake.retired`` (default: the shut-down image ids) answers 404 ``model_not_found``;
+- GPT image models refuse the legacy ``response_format`` and ``style`` (400 ``unknown_parameter``) and the
+  qualities standard/hd (400 ``invalid_value``); xhigh/max only on the gpt-image-2.5 models; sizes are
+  checked per family (2 and 2.5: multiples of 16, 1:3..3:1, 655,360..3840x2160 pixels; others the three
+  standard sizes) -> 400 ``invalid_size``; ``background=transparent`` with jpeg -> 400;
+- xAI's grok-imagine models refuse ``size`` and ``style`` and check ``aspect_ratio``/``resolution``.
+
+With ``stream=true`` a GPT image model answers server-sent events: ``partial_images`` events of type
+``image_generation.partial_image`` (``image_edit.partial_image`` for edits), then one ``*.completed``
+event per image with ``usage``, carrying exactly the fields of the SDK's event types. Plain answers carry
+``usage`` too. Every request body is kept in ``fake.seen`` (``safety_identifier``, ``output_format``,
+``background``... are in ``call.body``).
+
+Behaviours per route, queued with ``fake.queue(route, ...)``: ok, policy (400 content_policy_violation),
+moderation (400 moderation_blocked), rate (429 + retry-after-ms), quota (429 insufficient_quota), auth
+(401), forbidden (403), notfound (404 model_not_found), down (503), slow (sleeps past the client
+timeout), garbage (200, not JSON), empty (200, no data), notimage (200, base64 of text), badurl (a URL to
+a non-image), bigurl (a URL to an oversized body), refusal (chat: content_filter), badrequest (400
+invalid_size), cutstream (a stream that drops the connection after its first partial image),
+nocomplete (a stream that ends cleanly without a completed event), streamerror (an ``error`` event).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import itertools
 import json
 from typing import Any
 
 from aiohttp import web
+from PIL import Image
 
-from .images import small_for
 from .server import FakeServer, Seen
 
 ERRORS: dict[str, tuple[int, str, str, dict[str, str]]] = {
@@ -29,10 +50,81 @@ ERRORS: dict[str, tuple[int, str, str, dict[str, str]]] = {
     "quota": (429, "insufficient_quota", "You exceeded your current quota.", {}),
     "auth": (401, "invalid_api_key", "Incorrect API key provided: {key}.", {}),
     "forbidden": (403, "model_not_allowed", "Your organization must be verified to use this model.", {}),
-    "notfound": (404, "model_not_found", "The model does not exist.", {}),
+    "notfound": (404, "model_not_found", "The model does not exist or you do not have access to it.", {}),
     "down": (503, "server_error", "The server is overloaded.", {}),
     "badrequest": (400, "invalid_size", "Invalid size.", {}),
 }
+
+#: Shut down per the SDK's docstrings and OpenAI's deprecations page (and xAI's grok-2-image, -pro).
+RETIRED = frozenset({"gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "chatgpt-image-latest", "dall-e-2",
+                     "dall-e-3", "grok-2-image", "grok-2-image-1212"})
+STANDARD_SIZES = ("1024x1024", "1536x1024", "1024x1536")
+XAI_RATIOS = {"1:1", "3:4", "4:3", "9:16", "16:9", "2:3", "3:2", "9:19.5", "19.5:9", "9:20", "20:9", "1:2", "2:1",
+              "auto"}
+
+
+def _ts(date: str) -> int:
+    import datetime as dt
+
+    return int(dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC).timestamp())
+
+
+def default_models() -> list[dict[str, Any]]:
+    """``GET /v1/models`` as an account sees it on 2026-12-01 (images and the /enhance text models)."""
+    entries = [
+        ("gpt-image-2", "2026-04-21", None), ("gpt-image-2-2026-04-21", "2026-04-21", None),
+        ("gpt-image-2.5-sunburst", "2026-09-08", None), ("gpt-image-2.5-sunburst-2026-09-08", "2026-09-08", None),
+        ("gpt-image-2.5-flare", "2026-09-08", None), ("gpt-image-2.5-flare-2026-09-08", "2026-09-08", None),
+        ("gpt-image-2.6-sunburst", "2026-11-10", None), ("gpt-image-2.6-flare", "2026-11-10", None),
+        ("gpt-6-luna", "2026-10-01", None), ("gpt-5.6-luna", "2026-07-10", None),
+        ("gpt-5.4-mini", "2026-03-17", None), ("gpt-4.1-mini", "2025-04-14", "2027-01-14"),
+        ("gpt-4o-mini", "2024-07-18", "2027-01-14"), ("gpt-4o-mini-tts", "2025-03-20", None),
+        ("text-embedding-3-small", "2024-01-25", None),
+    ]
+    return [model_entry(i, c, s) for i, c, s in entries]
+
+
+def model_entry(model_id: str, created: str = "2026-01-01", shutdown_date: str | None = None) -> dict[str, Any]:
+    """One ``openai.types.Model``: id, created, object, owned_by, shutdown_date."""
+    return {"id": model_id, "object": "model", "created": _ts(created), "owned_by": "system",
+            "shutdown_date": shutdown_date}
+
+
+def default_xai_models() -> list[dict[str, Any]]:
+    """``GET /v1/image-generation-models`` (xAI's OpenAPI document)."""
+    return [xai_entry("grok-imagine-image-quality", "2026-05-01", aliases=["grok-imagine-image-quality-latest"]),
+            xai_entry("grok-imagine-image", "2026-01-29")]
+
+
+def xai_entry(model_id: str, created: str, aliases: list[str] | None = None) -> dict[str, Any]:
+    return {"id": model_id, "fingerprint": "fp_test", "max_prompt_length": 1024, "created": _ts(created),
+            "object": "model", "owned_by": "xai", "version": "1.0.0", "input_modalities": ["text", "image"],
+            "output_modalities": ["image"], "image_price": 2, "aliases": aliases or []}
+
+
+def picture(size: str, index: int, fmt: str = "png", partial: bool = False) -> bytes:
+    """A tiny image with the requested shape (1/16 scale) in the requested format; partial images are
+    greyer than the final one, and each index has its own colour, so results differ."""
+    w, h = (int(v) for v in size.split("x")) if "x" in size else (1024, 1024)
+    colour = (128, 128, 128) if partial else ((37 * index) % 256, 90, 160)
+    out = io.BytesIO()
+    mode = "RGBA" if fmt in ("png", "webp") else "RGB"
+    Image.new(mode, (max(8, w // 16), max(8, h // 16)), colour).save(
+        out, format={"png": "PNG", "webp": "WEBP", "jpeg": "JPEG"}.get(fmt, "PNG"))
+    return out.getvalue()
+
+
+def is_gpt_image(model: str) -> bool:
+    return model.startswith("gpt-image-") or model.startswith("chatgpt-image")
+
+
+def is_grok(model: str) -> bool:
+    return model.startswith("grok-imagine")
+
+
+def takes_any_size(model: str) -> bool:
+    """gpt-image-2 and the 2.5 models (and snapshots), per ``image_generate_params.py``."""
+    return (model == "gpt-image-2" or model.startswith("gpt-image-2-") or model.startswith("gpt-image-2.5-"))
 
 
 class FakeOpenAI(FakeServer):
@@ -40,15 +132,29 @@ class FakeOpenAI(FakeServer):
         super().__init__()
         self._ids = itertools.count(1)
         self.chat_reply: str | None = None
+        #: Ids answered with 404 model_not_found (a test can add one to retire a model mid-run).
+        self.retired: set[str] = set(RETIRED)
+        #: What ``GET /v1/models`` lists (a test can drop an entry or set a ``shutdown_date``).
+        self.models: list[dict[str, Any]] = default_models()
+        self.xai_models: list[dict[str, Any]] = default_xai_models()
+        #: Tokens reported in ``usage`` for each call (and each completed stream event).
+        self.usage = {"input_tokens": 50, "output_tokens": 4160}
         self.app.router.add_post("/v1/images/generations", self._generations)
         self.app.router.add_post("/v1/images/edits", self._edits)
         self.app.router.add_post("/v1/chat/completions", self._chat)
+        self.app.router.add_get("/v1/models", self._models)
+        self.app.router.add_get("/v1/image-generation-models", self._xai_models)
 
     @property
     def base_url(self) -> str:
         return f"{self.origin}/v1"
 
     # -- shared ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _refuse(status: int, code: str | None, message: str, param: str | None = None) -> web.Response:
+        body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+        return web.json_response(body, status=status)
 
     async def _scripted(self, route: str, seen: Seen) -> tuple[web.Response | None, str]:
         self.seen.append(seen)
@@ -66,17 +172,82 @@ class FakeOpenAI(FakeServer):
             return web.Response(text="<html>oops</html>", content_type="application/json"), behaviour
         if behaviour == "empty":
             return web.json_response({"created": 1, "data": []}), behaviour
-        if behaviour in ("ok", "notimage", "badurl", "bigurl", "refusal"):
+        if behaviour in ("ok", "notimage", "badurl", "bigurl", "refusal", "cutstream", "nocomplete", "streamerror"):
             return None, behaviour
         raise AssertionError(f"unknown behaviour {behaviour!r}")
+
+    def _check(self, body: dict[str, Any], *, edit: bool) -> web.Response | None:
+        """What today's API refuses, per model (None: acceptable)."""
+        model = str(body.get("model") or "")
+        if model in self.retired:
+            return self._refuse(404, "model_not_found", f"The model `{model}` does not exist or you do not have "
+                                "access to it.", "model")
+        if is_gpt_image(model):
+            for legacy in ("response_format", "style"):
+                if body.get(legacy) not in (None, ""):
+                    return self._refuse(400, "unknown_parameter", f"Unknown parameter: '{legacy}'.", legacy)
+            quality = body.get("quality")
+            allowed = {"low", "medium", "high", "auto"} | (
+                {"xhigh", "max"} if model.startswith("gpt-image-2.5-") else set())
+            if quality is not None and quality not in allowed:
+                return self._refuse(400, "invalid_value", f"Invalid value: '{quality}'. Supported values are: "
+                                    f"{', '.join(sorted(allowed))}.", "quality")
+            size = str(body.get("size") or "auto")
+            if size != "auto" and self._size_problem(model, size):
+                return self._refuse(400, "invalid_size", f"Invalid size '{size}': {self._size_problem(model, size)}.",
+                                    "size")
+            fmt = body.get("output_format") or "png"
+            if fmt not in ("png", "webp", "jpeg"):
+                return self._refuse(400, "invalid_value", f"Invalid output_format '{fmt}'.", "output_format")
+            if body.get("background") == "transparent" and fmt == "jpeg":
+                return self._refuse(400, "invalid_value", "Transparent backgrounds need png or webp.", "background")
+            if body.get("output_compression") is not None and fmt == "png":
+                return self._refuse(400, "invalid_value", "output_compression needs webp or jpeg.",
+                                    "output_compression")
+            if edit and "moderation" in body:
+                return self._refuse(400, "unknown_parameter", "Unknown parameter: 'moderation'.", "moderation")
+        if is_grok(model):
+            for unsupported in ("size", "style"):
+                if body.get(unsupported) not in (None, ""):
+                    return self._refuse(400, None, f"Argument not supported: {unsupported}", unsupported)
+            if body.get("aspect_ratio") not in (None, *XAI_RATIOS):
+                return self._refuse(400, None, "Invalid aspect_ratio.", "aspect_ratio")
+            if body.get("resolution") not in (None, "1k", "2k"):
+                return self._refuse(422, None, "Invalid resolution.", "resolution")
+        n = int(body.get("n") or 1)
+        if not 1 <= n <= 10:
+            return self._refuse(400, "invalid_value", "n must be between 1 and 10.", "n")
+        return None
+
+    @staticmethod
+    def _size_problem(model: str, size: str) -> str | None:
+        try:
+            w, h = (int(v) for v in size.split("x"))
+        except ValueError:
+            return "not WIDTHxHEIGHT"
+        if not takes_any_size(model):
+            return None if size in STANDARD_SIZES else f"{model} takes {', '.join(STANDARD_SIZES)} or auto"
+        if w % 16 or h % 16:
+            return "width and height must be divisible by 16"
+        if max(w, h) / min(w, h) > 3:
+            return "the aspect ratio must be between 1:3 and 3:1"
+        if max(w, h) > 3840 or w * h > 3840 * 2160 or w * h < 655_360:
+            return "outside the model's pixel and edge limits"
+        return None
+
+    def _usage(self) -> dict[str, Any]:
+        tin, tout = self.usage["input_tokens"], self.usage["output_tokens"]
+        return {"input_tokens": tin, "input_tokens_details": {"image_tokens": 0, "text_tokens": tin},
+                "output_tokens": tout, "total_tokens": tin + tout}
 
     def _image_items(self, body: dict[str, Any], n: int, mode: str) -> list[dict[str, Any]]:
         size = str(body.get("size") or "1024x1024")
         model = str(body.get("model") or "")
-        fmt = body.get("response_format") or ("url" if model == "dall-e-3" else "b64_json")
+        fmt = "b64_json" if is_gpt_image(model) else (body.get("response_format") or
+                                                      ("url" if is_grok(model) else "b64_json"))
         items = []
         for i in range(n):
-            data = small_for(size, next(self._ids) + i)
+            data = picture(size, next(self._ids) + i, str(body.get("output_format") or "png"))
             if mode == "notimage":
                 data = b"this is not an image at all"
             if fmt == "url":
@@ -90,26 +261,80 @@ class FakeOpenAI(FakeServer):
                 item: dict[str, Any] = {"url": url}
             else:
                 item = {"b64_json": base64.b64encode(data).decode()}
-            if model == "dall-e-3":
-                item["revised_prompt"] = f"A richly detailed rendering of {body.get('prompt')}"
+            if is_grok(model):
+                item["revised_prompt"] = ""
             items.append(item)
         return items
 
+    def _answer(self, body: dict[str, Any], mode: str) -> dict[str, Any]:
+        model = str(body.get("model") or "")
+        out: dict[str, Any] = {"created": 1, "data": self._image_items(body, int(body.get("n") or 1), mode)}
+        if is_gpt_image(model):
+            out.update(usage=self._usage(), output_format=body.get("output_format") or "png",
+                       size=body.get("size") or "1024x1024", quality=body.get("quality") or "medium")
+            if body.get("background") in ("transparent", "opaque"):
+                out["background"] = body["background"]
+            if body.get("safety_identifier"):
+                out["safety_identifier"] = body["safety_identifier"]
+        elif is_grok(model):
+            out["usage"] = {"cost_in_usd_ticks": 200000000}
+        return out
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], mode: str, kind: str) -> web.StreamResponse:
+        """Server-sent events of ``{kind}.partial_image`` then ``{kind}.completed`` per image."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        size = str(body.get("size") or "1024x1024")
+        fmt = str(body.get("output_format") or "png")
+        common = {"background": body.get("background") or "auto", "output_format": fmt,
+                  "quality": body.get("quality") or "auto", "size": size}
+        partials = int(body.get("partial_images") or 0)
+
+        async def send(event: dict[str, Any]) -> None:
+            await resp.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+
+        for image in range(int(body.get("n") or 1)):
+            for index in range(partials):
+                data = picture(size, index, fmt, partial=True)
+                await send({"type": f"{kind}.partial_image", "b64_json": base64.b64encode(data).decode(),
+                            "created_at": 1, "partial_image_index": index, **common})
+                if mode == "cutstream":
+                    await asyncio.sleep(0.05)
+                    assert request.transport is not None
+                    request.transport.abort()  # the connection drops mid-stream
+                    return resp
+            if mode == "streamerror":
+                await send({"type": "error", "error": {"type": "server_error", "code": "server_error",
+                                                       "message": "The image could not be finished.",
+                                                       "param": None}})
+                break
+            if mode == "nocomplete":
+                break
+            data = picture(size, next(self._ids) + image, fmt)
+            completed: dict[str, Any] = {"type": f"{kind}.completed", "b64_json": base64.b64encode(data).decode(),
+                                         "created_at": 1, "usage": self._usage(), **common}
+            if body.get("safety_identifier"):
+                completed["safety_identifier"] = body["safety_identifier"]
+            await send(completed)
+        await resp.write_eof()
+        return resp
+
     # -- routes ----------------------------------------------------------------------------------
 
-    async def _generations(self, request: web.Request) -> web.Response:
+    async def _generations(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         seen = Seen("generations", request.path, dict(request.headers), body)
         early, mode = await self._scripted("generations", seen)
         if early is not None:
             return early
-        n = int(body.get("n") or 1)
-        if body.get("model") == "dall-e-3" and n != 1:
-            return web.json_response({"error": {"message": "n must be 1", "type": "invalid_request_error",
-                                                "param": "n", "code": None}}, status=400)
-        return web.json_response({"created": 1, "data": self._image_items(body, n, mode)})
+        refused = self._check(body, edit=False)
+        if refused is not None:
+            return refused
+        if body.get("stream") and is_gpt_image(str(body.get("model") or "")):
+            return await self._stream(request, body, mode, "image_generation")
+        return web.json_response(self._answer(body, mode))
 
-    async def _edits(self, request: web.Request) -> web.Response:
+    async def _edits(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
         fields = list(form.keys())
         body: dict[str, Any] = {}
@@ -123,7 +348,26 @@ class FakeOpenAI(FakeServer):
         early, mode = await self._scripted("edits", seen)
         if early is not None:
             return early
-        return web.json_response({"created": 1, "data": self._image_items(body, int(body.get("n") or 1), mode)})
+        typed = {**body, **{k: int(v) for k, v in body.items() if k in ("n", "partial_images", "output_compression")}}
+        typed["stream"] = str(body.get("stream", "")).lower() == "true"
+        refused = self._check(typed, edit=True)
+        if refused is not None:
+            return refused
+        if typed["stream"] and is_gpt_image(str(body.get("model") or "")):
+            return await self._stream(request, typed, mode, "image_edit")
+        return web.json_response(self._answer(typed, mode))
+
+    async def _models(self, request: web.Request) -> web.Response:
+        early, _ = await self._scripted("models", Seen("models", request.path, dict(request.headers)))
+        if early is not None:
+            return early
+        return web.json_response({"object": "list", "data": list(self.models)})
+
+    async def _xai_models(self, request: web.Request) -> web.Response:
+        early, _ = await self._scripted("xai_models", Seen("xai_models", request.path, dict(request.headers)))
+        if early is not None:
+            return early
+        return web.json_response({"models": list(self.xai_models)})
 
     async def _chat(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -131,6 +375,10 @@ class FakeOpenAI(FakeServer):
         early, mode = await self._scripted("chat", seen)
         if early is not None:
             return early
+        model = str(body.get("model") or "")
+        if model in self.retired:
+            return self._refuse(404, "model_not_found", f"The model `{model}` does not exist or you do not have "
+                                "access to it.", "model")
         last = body["messages"][-1]["content"]
         if isinstance(last, list):  # vision: a text part and an image_url part
             text = "A red square on a plain background, flat colour, centred composition."
