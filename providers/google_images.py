@@ -127,11 +127,12 @@ LIFECYCLE: dict[str, tuple[str, str | None]] = {
     "gemini-nano-banana-2.1": ("2026-10-06", None),
     "gemini-3.1-flash-lite-image": ("2026-06-30", None),
     "gemini-3-pro-image": ("2026-05-28", None),
+    # Deprecated 2026-10-06 for gemini-nano-banana-2.1; Google has announced no shutdown date yet.
     "gemini-3.1-flash-image": ("2026-05-28", None),
-    "gemini-2.5-flash-image": ("2025-10-02", "2026-10-02"),
 }
 
-#: Ids Google has shut down -> what to use instead (a pinned one is a configuration error).
+#: Ids Google has shut down -> what to use instead (a pinned one is a configuration error). They belong to
+#: no family, so they are never offered even if Google still lists them.
 RETIRED: dict[str, str] = {
     "gemini-2.5-flash-image": "gemini-nano-banana-2.1 (gemini-2.5-flash-image shut down on 2026-10-02)",
     "gemini-2.5-flash-image-preview": "gemini-nano-banana-2.1",

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 from bot.app import build_core
-from bot.errors import ConfigError, GenerationFailed
+from bot.errors import ConfigError, GenerationFailed, ModelRetired
 from bot.models import ImagineOptions
 from bot.validation import PROMPT_LIMIT
+from providers.base import ListsModels
+from providers.openai_text import build_openai_text
 from tests.fakes.google_api import FakeGoogle
-from tests.fakes.harness import CTX, USER, google_env, make_config, openai_env
+from tests.fakes.harness import CTX, USER, XAI_KEY, google_env, make_config, openai_env
 from tests.fakes.images import png
 from tests.fakes.openai_api import FakeOpenAI
 
@@ -38,7 +40,56 @@ async def test_openai_chat_rewrites_the_prompt_keeping_the_subject(tmp_path: Pat
     assert system["role"] == "system" and f"under {PROMPT_LIMIT} characters" in system["content"]
     assert "Keep the user's subject" in system["content"]
     assert all(w in system["content"] for w in ("composition", "lighting", "style", "detail"))
-    assert call.body["model"] == "gpt-4o-mini"
+    assert call.body["model"] == "gpt-6-luna"
+
+
+async def test_openai_text_lists_its_models_and_can_be_pinned(tmp_path: Path,
+                                                             fakes: tuple[FakeOpenAI, FakeGoogle]) -> None:
+    oai, _ = fakes
+    probe = build_openai_text(make_config(tmp_path, openai_env(oai.base_url)))
+    assert isinstance(probe, ListsModels) and probe.pinned == () and probe.model == "gpt-6-luna"
+    assert [f.prefix for f in probe.families][:3] == ["gpt-6-luna", "gpt-5.6-luna", "gpt-5.4-mini"]
+    try:
+        listed = {m.id: m.shutdown_date for m in await probe.list_models()}
+    finally:
+        await probe.aclose()
+    assert listed["gpt-4o-mini"] == "2027-01-14" and listed["gpt-6-luna"] is None
+    assert not any(f.matches("gpt-4o-mini-tts") for f in probe.families)  # not a chat model
+    toml = '[providers.openai]\ntext_model = "gpt-4.1-mini"\nvision_model = "gpt-5.4-mini"\n'
+    core = build_core(make_config(tmp_path, openai_env(oai.base_url), toml))
+    async with core:
+        assert core.registry.enhancer.model == "gpt-4.1-mini"
+        await core.enhance(CTX, "a cat")
+        await core.registry.enhancer.describe(png())
+    text, vision = oai.calls("chat")
+    assert text.body["model"] == "gpt-4.1-mini" and vision.body["model"] == "gpt-5.4-mini"
+
+
+async def test_a_pinned_unknown_text_model_is_its_own_family(tmp_path: Path) -> None:
+    toml = '[providers.openai]\ntext_model = "gpt-5.5"\n'
+    text = build_openai_text(make_config(tmp_path, openai_env("http://127.0.0.1:9/v1"), toml))
+    assert text is not None and text.pinned == ("gpt-5.5",) and text.families[-1].prefix == "gpt-5.5"
+    await text.aclose()
+
+
+async def test_a_retired_openai_text_model_stops_the_bot_at_start(tmp_path: Path) -> None:
+    toml = '[providers.openai]\ntext_model = "gpt-3.5-turbo"\n'
+    with pytest.raises(ConfigError, match="gpt-3.5-turbo has been shut down by OpenAI; use gpt-6-luna"):
+        build_core(make_config(tmp_path, openai_env("http://127.0.0.1:9/v1"), toml))
+
+
+async def test_a_text_model_gone_while_running_is_model_retired(tmp_path: Path,
+                                                                fakes: tuple[FakeOpenAI, FakeGoogle]) -> None:
+    oai, _ = fakes
+    text = build_openai_text(make_config(tmp_path, openai_env(oai.base_url)))
+    assert text is not None
+    oai.retired.add("gpt-6-luna")
+    try:
+        with pytest.raises(ModelRetired) as info:
+            await text.enhance("a cat", limit=500)
+    finally:
+        await text.aclose()
+    assert info.value.model == "gpt-6-luna" and info.value.retryable and info.value.provider == "openai"
 
 
 async def test_gemini_text_is_chosen_by_config(tmp_path: Path, fakes: tuple[FakeOpenAI, FakeGoogle]) -> None:
@@ -97,6 +148,26 @@ async def test_enhance_failures_are_refunded(tmp_path: Path, fakes: tuple[FakeOp
         assert info.value.code == code and (await core.credits(USER)).balance == 500
 
 
+async def test_gemini_enhancer_defaults_to_a_current_text_model(tmp_path: Path,
+                                                                fakes: tuple[FakeOpenAI, FakeGoogle]) -> None:
+    _, goo = fakes
+    core = build_core(make_config(tmp_path, google_env(goo.base_url)))
+    async with core:
+        assert core.registry.enhancer.model == "gemini-3.5-flash-lite"
+        result = await core.enhance(CTX, "a lighthouse")
+        assert result.enhancer == "google" and result.enhanced.startswith("a lighthouse, ")
+    [call] = goo.calls("text")
+    assert call.path.endswith("/models/gemini-3.5-flash-lite:generateContent")
+
+
+async def test_a_retired_gemini_text_model_stops_the_bot_at_start(tmp_path: Path,
+                                                                  fakes: tuple[FakeOpenAI, FakeGoogle]) -> None:
+    _, goo = fakes
+    toml = '[providers.google]\ntext_model = "gemini-2.5-flash"\n'
+    with pytest.raises(ConfigError, match="gemini-2.5-flash has been shut down by Google; use gemini-3.5-flash-lite"):
+        build_core(make_config(tmp_path, {**google_env(goo.base_url), "IMAGEBOT_ENHANCER": "google"}, toml))
+
+
 async def test_gemini_blocked_prompt_is_a_content_rejection(tmp_path: Path,
                                                             fakes: tuple[FakeOpenAI, FakeGoogle]) -> None:
     _, goo = fakes
@@ -112,13 +183,14 @@ async def test_reference_without_an_editing_model_is_described_by_gemini(
     tmp_path: Path, fakes: tuple[FakeOpenAI, FakeGoogle]
 ) -> None:
     oai, goo = fakes
-    env = {**openai_env(oai.base_url), **google_env(goo.base_url), "IMAGEBOT_ENHANCER": "google",
-           "IMAGEBOT_PROVIDERS": "openai"}
+    # xAI's images take no reference through this API: the enhancer describes it instead.
+    env = {"XAI_API_KEY": XAI_KEY, "XAI_BASE_URL": oai.base_url, **google_env(goo.base_url),
+           "IMAGEBOT_ENHANCER": "google", "IMAGEBOT_PROVIDERS": "xai"}
     core = build_core(make_config(tmp_path, env))
     reference = png(30, 20)
     async with core:
-        result = await core.imagine(CTX, ImagineOptions("a castle", model="dall-e-3", reference=reference))
-        assert result.provider == "openai"
+        result = await core.imagine(CTX, ImagineOptions("a castle", reference=reference))
+        assert result.provider == "xai"
     [describe] = goo.calls("text")
     parts = describe.body["contents"][0]["parts"]
     assert "inlineData" in parts[0] and "Describe this image" in parts[1]["text"]
