@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from providers.registry import build_registry
 from storage.images import ImageStore
-from storage.sqlite import SqliteStore
+from storage.ledger import Ledger, open_ledger
 
 from .config import Config
 from .core import Imagebot
 from .ratelimit import RateLimiter
 
 
-def build_core(config: Config) -> Imagebot:
-    """Wire storage, providers and limits. Call ``await core.start()`` (or ``async with``) to open."""
-    store = SqliteStore(config.database, starting_credits=config.starting_credits, instance=config.instance)
+def build_ledger(config: Config, *, read_only: bool = False) -> Ledger:
+    """The ledger the config names (SQLite by default); ``read_only`` for an operator's look."""
+    return open_ledger(config.database, starting_credits=config.starting_credits, read_only=read_only)
+
+
+def build_core(config: Config, *, read_only: bool = False) -> Imagebot:
+    """Wire storage, providers and limits. Call ``await core.start()`` (or ``async with``) to open.
+
+    ``read_only``: the ledger is opened for looking only (``imagebot credits show``, ``imagebot usage``)."""
+    store = build_ledger(config, read_only=read_only)
     images = ImageStore(config.data_dir)
     registry = build_registry(config)
     limiter = RateLimiter(config.limits.user_rate, config.limits.server_rate, config.limits.storage_uri)

@@ -66,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _with_core(config: Config, fn: Callable[[Imagebot], Awaitable[int]]) -> int:
-    core = build_core(config)
+async def _with_core(config: Config, fn: Callable[[Imagebot], Awaitable[int]], *, read_only: bool = False) -> int:
+    """An operator command: the core without the reservation sweep (an operator's command never
+    releases anything); ``read_only`` for looks, which write nothing at all."""
+    core = build_core(config, read_only=read_only)
     async with core:
         return await fn(core)
 
@@ -158,7 +160,8 @@ async def cmd_run(config: Config) -> int:
     from .platforms import platform_runners
 
     core = build_core(config)
-    async with core:
+    await core.start(sweep=True)  # only a running bot releases reservations whose lease expired
+    try:
         runners = platform_runners(core, config)
         if not runners:
             from .console import run_console
@@ -176,6 +179,8 @@ async def cmd_run(config: Config) -> int:
             await main
         except asyncio.CancelledError:
             log.info("shutting down")
+    finally:
+        await core.close()
     return 0
 
 
@@ -188,9 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return asyncio.run(cmd_run(config))
         if args.command == "credits":
-            return asyncio.run(_with_core(config, lambda core: cmd_credits(core, args)))
+            return asyncio.run(_with_core(config, lambda core: cmd_credits(core, args),
+                                          read_only=args.action == "show"))
         if args.command == "usage":
-            return asyncio.run(_with_core(config, lambda core: cmd_usage(core, args)))
+            return asyncio.run(_with_core(config, lambda core: cmd_usage(core, args), read_only=True))
         if args.command == "providers":
             return cmd_providers(config, args)
     except ConfigError as exc:

@@ -7,6 +7,7 @@ Secrets are kept out of ``repr`` so a logged config never leaks a key.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
@@ -62,7 +63,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class Config:
-    database: Path = Path("./data/imagebot.sqlite3")
+    #: A SQLite path, ``sqlite:///path``, or ``memory://`` (see ``storage.ledger.open_ledger``).
+    database: str = "./data/imagebot.sqlite3"
     data_dir: Path = Path("./data")
     starting_credits: int = 50
     default_size: str = "1024x1024"
@@ -70,8 +72,8 @@ class Config:
     server_provider_order: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     pricing: Pricing = field(default_factory=Pricing)
     limits: Limits = field(default_factory=Limits)
-    instance: str = "default"
-    reservation_ttl: float = 900.0
+    #: Seconds a reservation's lease lasts; the job's process renews it every third of that.
+    lease_seconds: float = 30.0
     enhancer: str = ""
     #: Per-provider tables from ``[providers.NAME]`` in the file (models, base_url, key_env...).
     provider_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -82,6 +84,15 @@ class Config:
 
     def providers_for(self, server_key: str) -> tuple[str, ...]:
         return self.server_provider_order.get(server_key, self.provider_order)
+
+
+#: Settings that were removed: (env key, file key, why). Set, they are ignored with a warning.
+RETIRED = (
+    ("IMAGEBOT_INSTANCE", "instance",
+     "each process now holds its reservations under its own random lease holder id"),
+    ("IMAGEBOT_RESERVATION_TTL", "reservation_ttl",
+     "reservations are held under leases their process renews; IMAGEBOT_LEASE_SECONDS sets the lease (default 30)"),
+)
 
 
 def _int(key: str, value: Any, lo: int, hi: int) -> int:
@@ -152,6 +163,11 @@ def load_config(env: Mapping[str, str] | None = None, path: str | Path | None = 
             return env[env_key]
         return (data if table is None else table).get(file_key, default)
 
+    for env_key, file_key, why in RETIRED:
+        if env.get(env_key, "").strip() or file_key in data:
+            logging.getLogger(__name__).warning("%s (%s in the file) is no longer used and is ignored: %s",
+                                                env_key, file_key, why)
+
     limits_t = data.get("limits", {})
     pricing_t = data.get("pricing", {})
     providers_t = data.get("providers", {})
@@ -196,7 +212,7 @@ def load_config(env: Mapping[str, str] | None = None, path: str | Path | None = 
     order = pick("IMAGEBOT_PROVIDERS", "order", (), providers_t)
     extra = {k: v for k, v in data.items() if k not in ("limits", "pricing", "providers", "servers")}
     return Config(
-        database=Path(str(pick("IMAGEBOT_DATABASE", "database", "./data/imagebot.sqlite3"))),
+        database=str(pick("IMAGEBOT_DATABASE", "database", "./data/imagebot.sqlite3")).strip(),
         data_dir=Path(str(pick("IMAGEBOT_DATA_DIR", "data_dir", "./data"))),
         starting_credits=_int(
             "IMAGEBOT_STARTING_CREDITS", pick("IMAGEBOT_STARTING_CREDITS", "starting_credits", 50), 0, MAX_AMOUNT
@@ -206,9 +222,8 @@ def load_config(env: Mapping[str, str] | None = None, path: str | Path | None = 
         server_provider_order=server_orders,
         pricing=pricing,
         limits=limits,
-        instance=str(pick("IMAGEBOT_INSTANCE", "instance", "default")).strip() or "default",
-        reservation_ttl=parse_number(
-            "IMAGEBOT_RESERVATION_TTL", pick("IMAGEBOT_RESERVATION_TTL", "reservation_ttl", 900), 10, 86400
+        lease_seconds=parse_number(
+            "IMAGEBOT_LEASE_SECONDS", pick("IMAGEBOT_LEASE_SECONDS", "lease_seconds", 30), 1, 3600
         ),
         enhancer=str(pick("IMAGEBOT_ENHANCER", "enhancer", "")).strip().lower(),
         provider_settings=provider_settings,

@@ -14,14 +14,16 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from providers.base import GeneratedImage, GenerationRequest, ImageProvider
 from providers.registry import ProviderRegistry
 from storage.images import ImageStore, inspect_image
-from storage.sqlite import GenerationRow, ImageRow, SqliteStore
+from storage.ledger import GenerationRow, ImageRow, Ledger, LedgerRefused
 
+from .billing import Bill, charge
 from .config import Config
 from .errors import (
     ContentRejected,
@@ -45,6 +47,7 @@ from .models import (
     UsageLine,
 )
 from .ratelimit import RateLimiter
+from .replies import refusal
 from .validation import PROMPT_LIMIT, Attempt, Plan, calls_needed, clean_prompt, parse_amount, plan_imagine
 
 log = logging.getLogger(__name__)
@@ -83,7 +86,7 @@ class Imagebot:
     def __init__(
         self,
         config: Config,
-        store: SqliteStore,
+        store: Ledger,
         images: ImageStore,
         registry: ProviderRegistry,
         limiter: RateLimiter,
@@ -102,18 +105,23 @@ class Imagebot:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, sweep: bool = False) -> None:
+        """Open storage. ``sweep`` (``imagebot run``): release reservations whose lease expired, now
+        and every third of a lease; operator commands never release anything."""
         await self.store.open()
-        released = await self.store.release_stale(orphaned_instance=self.config.instance)
-        if released:
-            log.warning("released %d reservation(s) left by an interrupted run", released)
-        self._sweeper = asyncio.create_task(self._sweep(), name="reservation-sweeper")
+        if sweep:
+            released = await self.store.release_expired()
+            if released:
+                log.warning("released %d reservation(s) whose lease expired (their process stopped)", released)
+            self._sweeper = asyncio.create_task(self._sweep(), name="reservation-sweeper")
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(min(60.0, self.config.reservation_ttl / 4))
+            await asyncio.sleep(self.config.lease_seconds / 3)
             try:
-                await self.store.release_stale()
+                released = await self.store.release_expired()
+                if released:
+                    log.warning("released %d reservation(s) whose lease expired", released)
             except Exception:  # noqa: BLE001 - keep sweeping
                 log.exception("reservation sweep failed")
 
@@ -165,32 +173,24 @@ class Imagebot:
         }
         if plan.reference is not None:
             recorded["reference_sha256"] = (await self.images.save(plan.reference)).sha256
-        await self.store.reserve(
-            ctx.identity, request_id, plan.total,
-            max_concurrent=self.config.limits.max_concurrent, ttl=self.config.reservation_ttl,
-            generation={
-                "command": command, "channel_id": ctx.channel_id, "prompt": plan.prompt,
-                "provider": primary.provider.name, "model": primary.model.name, "options": recorded,
-            },
-        )
-        started = time.perf_counter()
-        try:
+        async with self._charge(ctx, request_id, plan.total, {
+            "command": command, "channel_id": ctx.channel_id, "prompt": plan.prompt,
+            "provider": primary.provider.name, "model": primary.model.name, "options": recorded,
+        }) as bill:
             attempt, produced, failed_over, notes = await self._generate(plan, progress)
             stored = await self._store_images(produced[: plan.count])
             if not stored:
                 raise ProviderBadResponse("The provider returned no usable image.", provider=attempt.provider.name)
-        except BaseException as exc:
-            await self._refund(request_id, exc, started)
-            raise self._failure(exc, plan.total) from None
-        revised = next((g.revised_prompt for g in produced if g.revised_prompt), None)
+            revised = next((g.revised_prompt for g in produced if g.revised_prompt), None)
+            bill.produced(
+                plan.price_per_image * len(stored), provider=attempt.provider.name, model=attempt.model.name,
+                revised_prompt=revised,
+                images=[ImageRow(s.sha256, s.mime, s.size_bytes, s.width, s.height) for s in stored],
+            )
+        settled = bill.settlement
+        assert settled is not None
         if len(stored) < plan.count:
             notes.append(f"{len(stored)} of {plan.count} images were made; you paid only for those.")
-        settled = await self.store.settle(
-            request_id, plan.price_per_image * len(stored), status="COMPLETED",
-            provider=attempt.provider.name, model=attempt.model.name,
-            duration_ms=(time.perf_counter() - started) * 1000, revised_prompt=revised,
-            images=[ImageRow(s.sha256, s.mime, s.size_bytes, s.width, s.height) for s in stored],
-        )
         return ImagineResult(
             generation_id=request_id, prompt=plan.prompt, images=stored, provider=attempt.provider.name,
             model=attempt.model.name, size=plan.size, style=plan.style, quality=plan.quality,
@@ -199,16 +199,13 @@ class Imagebot:
             failed_over=failed_over,
         )
 
-    async def _refund(self, request_id: str, exc: BaseException, started: float) -> None:
-        code = exc.code if isinstance(exc, ImagebotError) else "IMG-INTERNAL-001"
-        if not isinstance(exc, ImagebotError | asyncio.CancelledError):
-            log.error("generation %s failed: %s", request_id, type(exc).__name__, exc_info=exc)
-        await asyncio.shield(
-            self.store.settle(
-                request_id, 0, status="FAILED", error_code=code,
-                duration_ms=(time.perf_counter() - started) * 1000,
-            )
-        )
+    def _charge(
+        self, ctx: Context, request_id: str, amount: int, generation: dict[str, Any]
+    ) -> AbstractAsyncContextManager[Bill]:
+        """The two-phase charge around a job (``bot.billing.charge``): reserve under a lease, heartbeat,
+        settle what the body reports, or refund everything and raise the user's failure."""
+        return charge(self.store, ctx.identity, request_id, amount, max_concurrent=self.config.limits.max_concurrent,
+                      lease=self.config.lease_seconds, generation=generation, failure=self._failure)
 
     @staticmethod
     def _failure(exc: BaseException, refunded: int) -> BaseException:
@@ -375,26 +372,17 @@ class Imagebot:
         price = self.config.pricing.per_image(size, "standard")
         await self.limiter.check(ctx.identity)
         request_id = self._ids.new()
-        await self.store.reserve(
-            ctx.identity, request_id, price, max_concurrent=self.config.limits.max_concurrent,
-            ttl=self.config.reservation_ttl,
-            generation={"command": "upscale", "channel_id": ctx.channel_id, "prompt": gen.prompt,
-                        "provider": provider.name, "model": gen.model,
-                        "options": {"source": generation_id, "index": index, "size": size}},
-        )
-        started = time.perf_counter()
-        try:
+        async with self._charge(ctx, request_id, price, {
+            "command": "upscale", "channel_id": ctx.channel_id, "prompt": gen.prompt, "provider": provider.name,
+            "model": gen.model, "options": {"source": generation_id, "index": index, "size": size},
+        }) as bill:
             await _notify(progress, "generating", {"provider": provider.name, "model": gen.model})
             image = await upscaler(source)
             stored = await self.images.save(image.data, drawn_size=image.drawn_size)
-        except BaseException as exc:
-            await self._refund(request_id, exc, started)
-            raise self._failure(exc, price) from None
-        settled = await self.store.settle(
-            request_id, price, status="COMPLETED", provider=provider.name, model=gen.model,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            images=[ImageRow(stored.sha256, stored.mime, stored.size_bytes, stored.width, stored.height)],
-        )
+            bill.produced(price, provider=provider.name, model=gen.model,
+                          images=[ImageRow(stored.sha256, stored.mime, stored.size_bytes, stored.width, stored.height)])
+        settled = bill.settlement
+        assert settled is not None
         return ImagineResult(
             generation_id=request_id, prompt=gen.prompt, images=[stored], provider=provider.name,
             model=gen.model or "", size=f"{stored.width}x{stored.height}", style=gen.options.get("style", ""),
@@ -439,26 +427,17 @@ class Imagebot:
         price = self.config.pricing.enhance
         request_id = self._ids.new()
         enhancer = self.registry.enhancer
-        await self.store.reserve(
-            ctx.identity, request_id, price, max_concurrent=self.config.limits.max_concurrent,
-            ttl=self.config.reservation_ttl,
-            generation={"command": "enhance", "channel_id": ctx.channel_id, "prompt": text,
-                        "provider": enhancer.name, "options": {}},
-        )
-        started = time.perf_counter()
-        try:
-            enhanced = clean_prompt(await enhancer.enhance(text, limit=PROMPT_LIMIT), PROMPT_LIMIT)
-        except ValidationError:
-            exc: BaseException = ProviderBadResponse("The enhancer returned an empty prompt.")
-            await self._refund(request_id, exc, started)
-            raise self._failure(exc, price) from None
-        except BaseException as exc:
-            await self._refund(request_id, exc, started)
-            raise self._failure(exc, price) from None
-        settled = await self.store.settle(
-            request_id, price, status="COMPLETED", provider=enhancer.name,
-            duration_ms=(time.perf_counter() - started) * 1000, result_text=enhanced,
-        )
+        async with self._charge(ctx, request_id, price, {
+            "command": "enhance", "channel_id": ctx.channel_id, "prompt": text, "provider": enhancer.name,
+            "options": {},
+        }) as bill:
+            try:
+                enhanced = clean_prompt(await enhancer.enhance(text, limit=PROMPT_LIMIT), PROMPT_LIMIT)
+            except ValidationError:
+                raise ProviderBadResponse("The enhancer returned an empty prompt.") from None
+            bill.produced(price, provider=enhancer.name, result_text=enhanced)
+        settled = bill.settlement
+        assert settled is not None
         return EnhanceResult(generation_id=request_id, original=text, enhanced=enhanced, credits_spent=settled.consumed,
                              balance=settled.balance, enhancer=enhancer.name)
 
@@ -485,8 +464,11 @@ class Imagebot:
             raise ValidationError(f"Unknown credits operation {kind!r}: use grant, revoke or set.",
                                   code="IMG-VALID-OP")
         value = parse_amount(amount, allow_zero=kind == "set")
-        old, new = await self.store.adjust(target, kind, value, actor=actor,
-                                           request_id=f"{kind}:{self._ids.new()}", note=note)
+        try:
+            old, new = await self.store.adjust(target, kind, value, actor=actor,
+                                               request_id=f"{kind}:{self._ids.new()}", note=note)
+        except LedgerRefused as exc:
+            raise refusal(exc) from None
         log.info("credits %s %d for %s by %s: %d -> %d", kind, value, target, actor, old, new)
         return AdjustResult(target, kind, value, old, new)
 

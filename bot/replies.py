@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
-from .core import AdjustResult
-from .errors import ImagebotError, RateLimited
+from storage.ledger import (
+    AboveMaxBalance,
+    DuplicateRequest,
+    LedgerRefused,
+    RevokeAboveBalance,
+    ShortBalance,
+    TooManyJobs,
+)
+
+from .errors import ImagebotError, InsufficientCredits, RateLimited, StorageError, UserError, ValidationError
 from .models import CreditsSummary, EnhanceResult, ImagineResult
+
+if TYPE_CHECKING:  # the core imports this module (through billing); only the type is needed here
+    from .core import AdjustResult
 
 
 def plural(n: int, word: str) -> str:
@@ -68,6 +80,35 @@ def usage_summary(rows: list[dict[str, object]]) -> str:
             f"{r['requests']}, {r['images']}, {r['credits']}"
         )
     return "\n".join(lines)
+
+
+def refusal(exc: LedgerRefused) -> ImagebotError:
+    """The user error, in words, for a movement the ledger refused (the ledger gives only numbers)."""
+    if isinstance(exc, ShortBalance):
+        return InsufficientCredits(
+            f"This needs {plural(exc.needed, 'credit')} and you have {exc.balance}. Ask a server admin for more.",
+            balance=exc.balance, needed=exc.needed,
+        )
+    if isinstance(exc, TooManyJobs):
+        return RateLimited(
+            f"You already have {plural(exc.running, 'job')} running (the limit is {exc.limit}). "
+            "Wait for one to finish.",
+            retry_after=5.0, code=exc.code,
+        )
+    if isinstance(exc, RevokeAboveBalance):
+        return ValidationError(
+            f"Cannot revoke {plural(exc.amount, 'credit')}: the balance is only {exc.balance}. Nothing was changed.",
+            code=exc.code,
+        )
+    if isinstance(exc, AboveMaxBalance):
+        return ValidationError(
+            f"That would take the balance above {exc.maximum:,} credits (it is {exc.balance:,}). "
+            "Nothing was changed.",
+            code=exc.code,
+        )
+    if isinstance(exc, DuplicateRequest):
+        return StorageError("That request was already started. Nothing was changed.", code=exc.code)
+    return UserError("The ledger refused that. Nothing was changed.", code=exc.code)
 
 
 def error_text(error: ImagebotError) -> str:

@@ -96,14 +96,56 @@ ALTER TABLE generations ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE generations ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0
 """
 
+# Leases instead of instance names: a held reservation names the process holding it (``holder``, a
+# random id per process) and its lease (``expires_at``, renewed by the holder's heartbeat). Rows held by
+# a named instance keep that name as their holder, so they are released when their old expiry passes.
+# And one ledger row per (request id, movement kind): a second settle, refund or release of a request
+# cannot move credits again. The ledger keeps every row it had.
+M003_LEASES = """
+CREATE TABLE reservations_leased (
+    id         TEXT    PRIMARY KEY,
+    platform   TEXT    NOT NULL,
+    server_id  TEXT    NOT NULL,
+    user_id    TEXT    NOT NULL,
+    amount     INTEGER NOT NULL CHECK (amount >= 0),
+    status     TEXT    NOT NULL CHECK (status IN ('held', 'settled', 'released')),
+    holder     TEXT    NOT NULL,
+    created_at REAL    NOT NULL,
+    expires_at REAL    NOT NULL,
+    settled_at REAL
+) WITHOUT ROWID;
+INSERT INTO reservations_leased (id, platform, server_id, user_id, amount, status, holder, created_at,
+                                 expires_at, settled_at)
+    SELECT id, platform, server_id, user_id, amount, status, instance, created_at, expires_at, settled_at
+    FROM reservations;
+DROP TABLE reservations;
+ALTER TABLE reservations_leased RENAME TO reservations;
+CREATE INDEX reservations_held ON reservations (status, platform, server_id, user_id);
+CREATE INDEX reservations_expiry ON reservations (status, expires_at);
+CREATE UNIQUE INDEX ledger_movement ON ledger (request_id, kind)
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", M001_INITIAL),
     ("m002_usage_tokens", M002_USAGE_TOKENS),
+    ("m003_leases", M003_LEASES),
 ]
 
 
+def missing_migrations(conn: sqlite3.Connection) -> list[str]:
+    """The names not applied yet, found by reading only (every name for a new database)."""
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone()
+    done = {r[0] for r in conn.execute("SELECT name FROM _migrations")} if exists else set()
+    return [name for name, _ in MIGRATIONS if name not in done]
+
+
 def apply_migrations(conn: sqlite3.Connection) -> list[str]:
-    """Apply the missing migrations in order; return the names applied."""
+    """Apply the missing migrations in order; return the names applied.
+
+    An up-to-date database is only read (no write lock is taken), so a process starting next to a
+    busy one does not queue behind it."""
+    if not missing_migrations(conn):
+        return []
     conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
     conn.commit()
     applied: list[str] = []

@@ -1,13 +1,17 @@
-"""The SQLite store: accounts, the credit ledger, reservations and the generation log.
+"""The SQLite ledger (``storage.ledger.Ledger``): accounts, credit movements, leased reservations and
+the generation log, on one file in WAL mode with ``synchronous=FULL`` (a committed movement survives a
+power cut).
 
 Every write is a plain function run whole on aiosqlite's connection thread (``_write``): there is
 no ``await`` inside a transaction, so two commands can never interleave a read-modify-write, and
 ``BEGIN IMMEDIATE`` plus a busy timeout keeps several processes on one file correct too. Balances
-only move by conditional updates (``WHERE balance >= ?``) under a ``CHECK (balance >= 0)``.
+only move by conditional updates (``WHERE balance >= ?``) under a ``CHECK (balance >= 0)``, and the
+schema holds one ledger row per (request id, movement kind).
 
 Group commit: writes that arrive while the connection is busy are queued and run together in the
 next transaction, each inside its own SAVEPOINT, so one refused write (short balance) rolls back
-alone while the batch pays for one commit and one thread hop instead of many.
+alone while the batch pays for one commit (one fsync, with ``synchronous=FULL``) and one thread hop
+instead of many.
 """
 
 from __future__ import annotations
@@ -17,73 +21,40 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.request import pathname2url
 
 import aiosqlite
 
-from bot.errors import InsufficientCredits, RateLimited, ValidationError
+from bot.errors import StorageError
 from bot.models import Identity
 
-from .migrations import apply_migrations
+from .ledger import (
+    MAX_BALANCE,
+    AboveMaxBalance,
+    Clock,
+    DuplicateRequest,
+    GenerationRow,
+    ImageRow,
+    ReadOnlyLedger,
+    RevokeAboveBalance,
+    Settlement,
+    ShortBalance,
+    TooManyJobs,
+)
+from .migrations import apply_migrations, missing_migrations
+
+__all__ = ["MAX_BALANCE", "GenerationRow", "ImageRow", "Settlement", "SqliteStore"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-#: No balance may exceed this: it keeps arithmetic and displays sane.
-MAX_BALANCE = 1_000_000_000
 #: At most this many writes share one transaction.
 MAX_BATCH = 200
 #: Pages of WAL after which a commit checkpoints by itself (the background task normally does it first).
 SAFETY_CHECKPOINT_PAGES = 20000
-
-
-@dataclass(frozen=True)
-class ImageRow:
-    sha256: str
-    mime: str
-    size_bytes: int
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class GenerationRow:
-    id: str
-    platform: str
-    server_id: str
-    user_id: str
-    channel_id: str
-    command: str
-    provider: str | None
-    model: str | None
-    prompt: str
-    options: dict[str, Any]
-    status: str
-    error_code: str | None
-    credits_reserved: int
-    credits_consumed: int
-    image_count: int
-    duration_ms: float | None
-    revised_prompt: str | None
-    result_text: str | None
-    created_at: float
-    finished_at: float | None
-    images: tuple[ImageRow, ...] = ()
-
-    @property
-    def identity(self) -> Identity:
-        return Identity(self.platform, self.server_id, self.user_id)
-
-
-@dataclass(frozen=True)
-class Settlement:
-    balance: int
-    consumed: int
-    released: int
-    #: False when the reservation had already been released (expired): nothing was charged.
-    charged: bool
 
 
 def _key(identity: Identity) -> tuple[str, str, str]:
@@ -93,10 +64,20 @@ def _key(identity: Identity) -> tuple[str, str, str]:
 class SqliteStore:
     """The ledger and the log, on one SQLite file in WAL mode."""
 
-    def __init__(self, path: Path, *, starting_credits: int = 50, instance: str = "default") -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        starting_credits: int = 50,
+        clock: Clock = time.time,
+        read_only: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.starting_credits = starting_credits
-        self.instance = instance
+        self.clock = clock
+        self.read_only = read_only
+        #: This process's holder id for the leases it takes: random, never configured.
+        self.holder = uuid.uuid4().hex
         self._db: aiosqlite.Connection | None = None
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -106,12 +87,39 @@ class SqliteStore:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def open(self) -> None:
+        if self.read_only:
+            await self._open_read_only()
+            return
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=30.0)
         await self._tx(self._setup)
         if str(self.path) != ":memory:":
             self._checkpointer = asyncio.create_task(self._checkpoints(), name="sqlite-checkpoints")
+
+    async def _open_read_only(self) -> None:
+        """Open for looking only: ``mode=ro``, no migration, no checkpoints. A file that does not exist
+        yet reads as an empty ledger (and is not created)."""
+        if str(self.path) == ":memory:" or not self.path.exists():
+            self._db = await aiosqlite.connect(":memory:", isolation_level=None)
+            await self._tx(apply_migrations)
+            await self._tx(lambda conn: conn.execute("PRAGMA query_only=ON"))
+            return
+        uri = f"file:{pathname2url(str(self.path.resolve()))}?mode=ro"
+        self._db = await aiosqlite.connect(uri, uri=True, isolation_level=None, timeout=30.0)
+
+        def check(conn: sqlite3.Connection) -> list[str]:
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA query_only=ON")
+            return missing_migrations(conn)
+
+        missing = await self._tx(check)
+        if missing:
+            await self.close()
+            raise StorageError(
+                f"The database {self.path.name} was written by an older imagebot (missing {', '.join(missing)}); "
+                "start `imagebot run` once to upgrade it, then look again."
+            )
 
     async def _checkpoints(self) -> None:
         """Copy the WAL back into the database from a second connection, off the command path.
@@ -133,7 +141,9 @@ class SqliteStore:
     @staticmethod
     def _setup(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        # FULL: the WAL is synced at every commit, so a credit movement that was answered survives a
+        # power cut (NORMAL may lose the last commits). Group commit keeps that to one sync per batch.
+        conn.execute("PRAGMA synchronous=FULL")
         # Checkpoints run in the background (``_checkpoints``); this is only a safety net.
         conn.execute(f"PRAGMA wal_autocheckpoint={SAFETY_CHECKPOINT_PAGES}")
         conn.execute("PRAGMA busy_timeout=30000")
@@ -164,6 +174,8 @@ class SqliteStore:
         """Run ``body`` in a write transaction, grouped with whatever other writes are waiting."""
         if self._db is None:
             raise RuntimeError("store is not open")
+        if self.read_only:
+            raise ReadOnlyLedger("this ledger was opened read-only")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((body, future))
         if self._flusher is None or self._flusher.done():
@@ -216,20 +228,22 @@ class SqliteStore:
         return int(row[0]) if row else 0
 
     async def balance(self, identity: Identity) -> int:
-        """The spendable balance, creating the account with its starting credits on first sight."""
+        """The spendable balance. A look never writes: an account not opened yet (no movement so far)
+        has the starting credits it will be opened with."""
         rows = await self._read(
             "SELECT balance FROM accounts WHERE platform = ? AND server_id = ? AND user_id = ?", _key(identity)
         )
-        if rows:
-            return int(rows[0][0])
+        return int(rows[0][0]) if rows else self.starting_credits
 
-        def run(conn: sqlite3.Connection) -> int:
-            self._ensure_account(conn, identity, time.time())
-            return self._balance(conn, identity)
+    def _credit(self, conn: sqlite3.Connection, identity: Identity, amount: int, now: float) -> int:
+        row = conn.execute(
+            "UPDATE accounts SET balance = balance + ?, updated_at = ?"
+            " WHERE platform = ? AND server_id = ? AND user_id = ? RETURNING balance",
+            (amount, now, *_key(identity)),
+        ).fetchone()
+        return int(row[0])
 
-        return await self._write(run)
-
-    # -- two-phase charges -----------------------------------------------------------------------
+    # -- two-phase charges, under leases ---------------------------------------------------------
 
     async def reserve(
         self,
@@ -238,30 +252,28 @@ class SqliteStore:
         amount: int,
         *,
         max_concurrent: int,
-        ttl: float,
-        generation: dict[str, Any],
+        lease: float,
+        generation: Mapping[str, Any],
     ) -> int:
-        """Hold ``amount`` credits and open a PENDING generation, atomically; return the balance left.
+        """Hold ``amount`` credits and open a PENDING generation, atomically, under this holder's
+        lease; return the balance left.
 
         Refuses (changing nothing) when the balance is short or the user already has
-        ``max_concurrent`` jobs held: the count is taken inside the same write transaction, so the
-        limit holds across processes too.
+        ``max_concurrent`` live reservations: the count is taken inside the same write transaction,
+        so the limit holds across processes too.
         """
 
         def run(conn: sqlite3.Connection) -> int:
-            now = time.time()
-            held = conn.execute(
-                "SELECT COUNT(*), MIN(created_at) FROM reservations WHERE status = 'held'"
+            now = self.clock()
+            if conn.execute("SELECT 1 FROM reservations WHERE id = ?", (request_id,)).fetchone():
+                raise DuplicateRequest(request_id=request_id)
+            running = conn.execute(
+                "SELECT COUNT(*) FROM reservations WHERE status = 'held' AND expires_at > ?"
                 " AND platform = ? AND server_id = ? AND user_id = ?",
-                _key(identity),
-            ).fetchone()
-            if held[0] >= max_concurrent:
-                raise RateLimited(
-                    f"You already have {held[0]} jobs running (the limit is {max_concurrent}). "
-                    "Wait for one to finish.",
-                    retry_after=5.0,
-                    code="IMG-RATE-003",
-                )
+                (now, *_key(identity)),
+            ).fetchone()[0]
+            if running >= max_concurrent:
+                raise TooManyJobs(running=int(running), limit=max_concurrent)
             charge = (
                 "UPDATE accounts SET balance = balance - ?, updated_at = ?"
                 " WHERE platform = ? AND server_id = ? AND user_id = ? AND balance >= ? RETURNING balance",
@@ -271,19 +283,14 @@ class SqliteStore:
             if row is None and self._ensure_account(conn, identity, now):  # a new user: charge again
                 row = conn.execute(*charge).fetchone()
             if row is None:
-                have = self._balance(conn, identity)
-                raise InsufficientCredits(
-                    f"This needs {amount} credits and you have {have}. Ask a server admin for more.",
-                    balance=have,
-                    needed=amount,
-                )
+                raise ShortBalance(balance=self._balance(conn, identity), needed=amount)
             balance = int(row[0])
             self._ledger(conn, identity, "reserve", -amount, amount, balance, request_id,
                          str(identity), generation.get("command"), now)
             conn.execute(
-                "INSERT INTO reservations (id, platform, server_id, user_id, amount, status, instance,"
+                "INSERT INTO reservations (id, platform, server_id, user_id, amount, status, holder,"
                 " created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'held', ?, ?, ?)",
-                (request_id, *_key(identity), amount, self.instance, now, now + ttl),
+                (request_id, *_key(identity), amount, self.holder, now, now + lease),
             )
             conn.execute(
                 "INSERT INTO generations (id, platform, server_id, user_id, channel_id, command, provider,"
@@ -297,6 +304,20 @@ class SqliteStore:
                 ),
             )
             return balance
+
+        return await self._write(run)
+
+    async def renew(self, request_id: str, *, lease: float) -> bool:
+        """The heartbeat: push this holder's live lease ``lease`` seconds ahead."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            now = self.clock()
+            cur = conn.execute(
+                "UPDATE reservations SET expires_at = ? WHERE id = ? AND status = 'held' AND holder = ?"
+                " AND expires_at > ?",
+                (now + lease, request_id, self.holder, now),
+            )
+            return cur.rowcount == 1
 
         return await self._write(run)
 
@@ -319,42 +340,37 @@ class SqliteStore:
         """Consume ``consumed`` of the hold, give back the rest, and close the generation record.
 
         With ``consumed == 0`` the give-back is a ``refund``; otherwise the unused part is a
-        ``release``. A reservation already released (expired) charges nothing.
+        ``release``. Fenced: unless the reservation is still held by this holder under a live lease
+        (it was settled already, or its lease expired and it was or may be released), nothing changes
+        and ``charged`` is False.
         """
         images = list(images)
 
         def run(conn: sqlite3.Connection) -> Settlement:
-            now = time.time()
+            now = self.clock()
             res = conn.execute(
-                "UPDATE reservations SET status = 'settled', settled_at = ? WHERE id = ? AND status = 'held'"
+                "UPDATE reservations SET status = 'settled', settled_at = ?"
+                " WHERE id = ? AND status = 'held' AND holder = ? AND expires_at > ?"
                 " RETURNING platform, server_id, user_id, amount",
-                (now, request_id),
+                (now, request_id, self.holder, now),
             ).fetchone()
-            charged = res is not None
-            spent = released = 0
-            if res is not None:
-                identity = Identity(res[0], res[1], res[2])
-                held = int(res[3])
-                spent = max(0, min(consumed, held))
-                released = held - spent
-                balance = self._balance(conn, identity)
-                if spent:
-                    self._ledger(conn, identity, "consume", 0, spent, balance, request_id,
-                                 str(identity), None, now)
-                if released:
-                    row = conn.execute(
-                        "UPDATE accounts SET balance = balance + ?, updated_at = ?"
-                        " WHERE platform = ? AND server_id = ? AND user_id = ? RETURNING balance",
-                        (released, now, *_key(identity)),
-                    ).fetchone()
-                    balance = int(row[0])
-                    self._ledger(conn, identity, "refund" if spent == 0 else "release", released,
-                                 released, balance, request_id, str(identity), error_code, now)
-            else:
+            if res is None:
                 gen = conn.execute(
                     "SELECT platform, server_id, user_id FROM generations WHERE id = ?", (request_id,)
                 ).fetchone()
                 balance = self._balance(conn, Identity(*gen)) if gen else 0
+                return Settlement(balance=balance, consumed=0, released=0, charged=False)
+            identity = Identity(res[0], res[1], res[2])
+            held = int(res[3])
+            spent = max(0, min(consumed, held))
+            released = held - spent
+            balance = self._balance(conn, identity)
+            if spent:
+                self._ledger(conn, identity, "consume", 0, spent, balance, request_id, str(identity), None, now)
+            if released:
+                balance = self._credit(conn, identity, released, now)
+                self._ledger(conn, identity, "refund" if spent == 0 else "release", released, released,
+                             balance, request_id, str(identity), error_code, now)
             conn.execute(
                 "UPDATE generations SET status = ?, error_code = ?, provider = COALESCE(?, provider),"
                 " model = COALESCE(?, model), credits_consumed = ?, image_count = ?, duration_ms = ?,"
@@ -369,36 +385,36 @@ class SqliteStore:
                 [(request_id, i, im.sha256, im.mime, im.size_bytes, im.width, im.height)
                  for i, im in enumerate(images)],
             )
-            return Settlement(balance=balance, consumed=spent, released=released, charged=charged)
+            return Settlement(balance=balance, consumed=spent, released=released, charged=True)
 
         return await self._write(run)
 
-    async def release_stale(self, *, orphaned_instance: str | None = None, now: float | None = None) -> int:
-        """Refund held reservations that expired, or that belong to ``orphaned_instance`` (this
-        instance's previous run, which crashed); mark their generations FAILED (interrupted)."""
+    async def refund(self, request_id: str, *, code: str, duration_ms: float | None = None) -> Settlement:
+        """Give the whole hold back and mark the generation FAILED (fenced like ``settle``)."""
+        return await self.settle(request_id, 0, status="FAILED", error_code=code, duration_ms=duration_ms)
+
+    async def release_expired(self) -> int:
+        """Refund held reservations whose lease has expired, whoever held them; mark their
+        generations FAILED (interrupted)."""
 
         def run(conn: sqlite3.Connection) -> int:
-            t = time.time() if now is None else now
+            now = self.clock()
             rows = conn.execute(
                 "UPDATE reservations SET status = 'released', settled_at = ?"
-                " WHERE status = 'held' AND (expires_at < ? OR instance = ?)"
+                " WHERE status = 'held' AND expires_at <= ?"
                 " RETURNING id, platform, server_id, user_id, amount",
-                (t, t, orphaned_instance if orphaned_instance is not None else "\x00"),
+                (now, now),
             ).fetchall()
             for rid, platform, server_id, user_id, amount in rows:
                 identity = Identity(platform, server_id, user_id)
-                bal = conn.execute(
-                    "UPDATE accounts SET balance = balance + ?, updated_at = ?"
-                    " WHERE platform = ? AND server_id = ? AND user_id = ? RETURNING balance",
-                    (amount, t, platform, server_id, user_id),
-                ).fetchone()
                 if amount:
-                    self._ledger(conn, identity, "refund", amount, amount, int(bal[0]), rid, "system",
-                                 "interrupted", t)
+                    balance = self._credit(conn, identity, int(amount), now)
+                    self._ledger(conn, identity, "refund", amount, amount, balance, rid, "system",
+                                 "lease expired", now)
                 conn.execute(
                     "UPDATE generations SET status = 'FAILED', error_code = 'IMG-INTERRUPTED',"
                     " finished_at = ? WHERE id = ? AND status = 'PENDING'",
-                    (t, rid),
+                    (now, rid),
                 )
             return len(rows)
 
@@ -410,7 +426,7 @@ class SqliteStore:
         Idempotent: the generation's status flips only once, and only then do credits move."""
 
         def run(conn: sqlite3.Connection) -> int:
-            now = time.time()
+            now = self.clock()
             gen = conn.execute(
                 "UPDATE generations SET status = 'FAILED', error_code = ?, finished_at = ?"
                 " WHERE id = ? AND status = 'COMPLETED' RETURNING platform, server_id, user_id, credits_consumed",
@@ -419,13 +435,8 @@ class SqliteStore:
             amount = int(gen[3]) if gen else 0
             if gen is not None and amount:
                 identity = Identity(gen[0], gen[1], gen[2])
-                row = conn.execute(
-                    "UPDATE accounts SET balance = balance + ?, updated_at = ?"
-                    " WHERE platform = ? AND server_id = ? AND user_id = ? RETURNING balance",
-                    (amount, now, *_key(identity)),
-                ).fetchone()
-                self._ledger(conn, identity, "refund", amount, amount, int(row[0]), request_id, "system",
-                             code, now)
+                balance = self._credit(conn, identity, amount, now)
+                self._ledger(conn, identity, "refund", amount, amount, balance, request_id, "system", code, now)
                 conn.execute("UPDATE generations SET credits_consumed = 0 WHERE id = ?", (request_id,))
             return amount
 
@@ -437,31 +448,34 @@ class SqliteStore:
                      note: str | None = None) -> tuple[int, int]:
         """Grant, revoke or set credits; return (old balance, new balance).
 
-        A revoke above the balance is refused, never clamped.
+        A revoke above the balance, or a grant or set above ``MAX_BALANCE``, is refused, never clamped.
+        A request id already applied changes nothing and returns what it did then.
         """
         if kind not in ("grant", "revoke", "set"):
             raise ValueError(kind)
 
         def run(conn: sqlite3.Connection) -> tuple[int, int]:
-            now = time.time()
-            self._ensure_account(conn, identity, now)
-            old = self._balance(conn, identity)
+            now = self.clock()
+            done = conn.execute(
+                "SELECT balance_after - delta, balance_after FROM ledger WHERE request_id = ? AND kind = ?",
+                (request_id, kind),
+            ).fetchone()
+            if done is not None:
+                return int(done[0]), int(done[1])
+            old = self._balance(conn, identity) if self._account_exists(conn, identity) else self.starting_credits
             if kind == "grant":
                 if old + amount > MAX_BALANCE:
-                    raise ValidationError(
-                        f"That grant would take the balance above {MAX_BALANCE:,} credits.",
-                        code="IMG-VALID-AMOUNT",
-                    )
+                    raise AboveMaxBalance(amount=amount, balance=old, maximum=MAX_BALANCE)
                 new, delta = old + amount, amount
             elif kind == "revoke":
                 if amount > old:
-                    raise ValidationError(
-                        f"Cannot revoke {amount} credits: the balance is only {old}. Nothing was changed.",
-                        code="IMG-VALID-AMOUNT",
-                    )
+                    raise RevokeAboveBalance(amount=amount, balance=old)
                 new, delta = old - amount, -amount
             else:
+                if amount > MAX_BALANCE:
+                    raise AboveMaxBalance(amount=amount, balance=old, maximum=MAX_BALANCE)
                 new, delta = amount, amount - old
+            self._ensure_account(conn, identity, now)
             row = conn.execute(
                 "UPDATE accounts SET balance = ?, updated_at = ?"
                 " WHERE platform = ? AND server_id = ? AND user_id = ? AND balance = ? RETURNING balance",
@@ -473,6 +487,12 @@ class SqliteStore:
             return old, new
 
         return await self._write(run)
+
+    @staticmethod
+    def _account_exists(conn: sqlite3.Connection, identity: Identity) -> bool:
+        return conn.execute(
+            "SELECT 1 FROM accounts WHERE platform = ? AND server_id = ? AND user_id = ?", _key(identity)
+        ).fetchone() is not None
 
     # -- reads -----------------------------------------------------------------------------------
 

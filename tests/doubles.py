@@ -91,7 +91,7 @@ def make_config(tmp: Path, **env: str) -> Config:
 
 
 def make_core(config: Config, providers: list, order: list[str] | None = None) -> Imagebot:  # type: ignore[type-arg]
-    store = SqliteStore(config.database, starting_credits=config.starting_credits, instance=config.instance)
+    store = SqliteStore(config.database, starting_credits=config.starting_credits)
     registry = ProviderRegistry(providers, order or [p.name for p in providers], LocalEnhancer())
     limiter = RateLimiter(config.limits.user_rate, config.limits.server_rate, config.limits.storage_uri)
     return Imagebot(config, store, ImageStore(config.data_dir), registry, limiter)

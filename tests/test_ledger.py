@@ -1,4 +1,7 @@
-"""The SQLite ledger on a real file: two-phase charges, admin movements, migrations, crash leftovers."""
+"""The SQLite ledger on a real file: two-phase charges, admin movements, migrations, expired leases.
+
+The cases every ledger must pass (SQLite and memory alike) are in ``test_ledger_contract.py``; these are
+the SQLite-specific ones and the original regression cases."""
 
 from __future__ import annotations
 
@@ -8,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import InsufficientCredits, RateLimited, ValidationError
 from bot.models import Identity
+from storage.ledger import RevokeAboveBalance, ShortBalance, TooManyJobs
 from storage.sqlite import SqliteStore
 
 ALICE = Identity("discord", "g1", "alice")
@@ -24,16 +27,17 @@ async def store(tmp_path: Path):
     await s.close()
 
 
-async def test_new_account_starts_with_its_credits_and_one_ledger_row(store: SqliteStore) -> None:
+async def test_a_new_account_opens_with_its_credits_on_its_first_movement_not_on_a_look(store: SqliteStore) -> None:
     assert await store.balance(ALICE) == 50
+    assert await store.ledger_rows(ALICE) == []  # a look writes nothing
+    await store.reserve(ALICE, "r1", 5, max_concurrent=2, lease=60, generation=GEN)
     rows = await store.ledger_rows(ALICE)
-    assert [(r["kind"], r["delta"]) for r in rows] == [("initial", 50)]
-    assert await store.balance(ALICE) == 50  # second look creates nothing
-    assert len(await store.ledger_rows(ALICE)) == 1
+    assert [(r["kind"], r["delta"]) for r in rows] == [("initial", 50), ("reserve", -5)]
+    assert await store.balance(ALICE) == 45  # the first movement opened the account, once
 
 
 async def test_reserve_then_consume_part_releases_the_rest(store: SqliteStore) -> None:
-    assert await store.reserve(ALICE, "r1", 30, max_concurrent=2, ttl=60, generation=GEN) == 20
+    assert await store.reserve(ALICE, "r1", 30, max_concurrent=2, lease=60, generation=GEN) == 20
     assert await store.held(ALICE) == 30
     settled = await store.settle("r1", 10, status="COMPLETED")
     assert (settled.balance, settled.consumed, settled.released) == (40, 10, 20)
@@ -46,7 +50,7 @@ async def test_reserve_then_consume_part_releases_the_rest(store: SqliteStore) -
 
 
 async def test_failure_refunds_everything(store: SqliteStore) -> None:
-    await store.reserve(ALICE, "r1", 30, max_concurrent=2, ttl=60, generation=GEN)
+    await store.reserve(ALICE, "r1", 30, max_concurrent=2, lease=60, generation=GEN)
     settled = await store.settle("r1", 0, status="FAILED", error_code="IMG-PROV-DOWN")
     assert settled.balance == 50 and settled.consumed == 0
     assert [r["kind"] for r in await store.ledger_rows(ALICE)][-1] == "refund"
@@ -55,7 +59,7 @@ async def test_failure_refunds_everything(store: SqliteStore) -> None:
 
 
 async def test_settling_twice_charges_once(store: SqliteStore) -> None:
-    await store.reserve(ALICE, "r1", 10, max_concurrent=2, ttl=60, generation=GEN)
+    await store.reserve(ALICE, "r1", 10, max_concurrent=2, lease=60, generation=GEN)
     await store.settle("r1", 10, status="COMPLETED")
     again = await store.settle("r1", 10, status="COMPLETED")
     assert again.charged is False and again.balance == 40
@@ -63,29 +67,32 @@ async def test_settling_twice_charges_once(store: SqliteStore) -> None:
 
 
 async def test_short_balance_is_refused_and_changes_nothing(store: SqliteStore) -> None:
-    with pytest.raises(InsufficientCredits) as err:
-        await store.reserve(ALICE, "r1", 51, max_concurrent=2, ttl=60, generation=GEN)
-    assert err.value.balance == 50 and err.value.needed == 51
-    assert await store.balance(ALICE) == 50
+    await store.adjust(ALICE, "grant", 1, actor="admin", request_id="a0")
+    with pytest.raises(ShortBalance) as err:
+        await store.reserve(ALICE, "r1", 52, max_concurrent=2, lease=60, generation=GEN)
+    assert err.value.balance == 51 and err.value.needed == 52
+    assert await store.balance(ALICE) == 51
     assert await store.generation("r1") is None
-    assert [r["kind"] for r in await store.ledger_rows(ALICE)] == ["initial"]
+    assert [r["kind"] for r in await store.ledger_rows(ALICE)] == ["initial", "grant"]
 
 
 async def test_concurrent_jobs_limit_counts_held_reservations(store: SqliteStore) -> None:
-    await store.reserve(ALICE, "r1", 1, max_concurrent=2, ttl=60, generation=GEN)
-    await store.reserve(ALICE, "r2", 1, max_concurrent=2, ttl=60, generation=GEN)
-    with pytest.raises(RateLimited):
-        await store.reserve(ALICE, "r3", 1, max_concurrent=2, ttl=60, generation=GEN)
+    await store.reserve(ALICE, "r1", 1, max_concurrent=2, lease=60, generation=GEN)
+    await store.reserve(ALICE, "r2", 1, max_concurrent=2, lease=60, generation=GEN)
+    with pytest.raises(TooManyJobs) as err:
+        await store.reserve(ALICE, "r3", 1, max_concurrent=2, lease=60, generation=GEN)
+    assert (err.value.running, err.value.limit) == (2, 2)
     assert await store.balance(ALICE) == 48
     await store.settle("r1", 1, status="COMPLETED")
-    await store.reserve(ALICE, "r3", 1, max_concurrent=2, ttl=60, generation=GEN)
+    await store.reserve(ALICE, "r3", 1, max_concurrent=2, lease=60, generation=GEN)
 
 
 async def test_admin_movements_and_refused_revoke(store: SqliteStore) -> None:
     assert await store.adjust(ALICE, "grant", 100, actor="admin", request_id="a1") == (50, 150)
     assert await store.adjust(ALICE, "revoke", 20, actor="admin", request_id="a2") == (150, 130)
-    with pytest.raises(ValidationError, match="only 130"):
+    with pytest.raises(RevokeAboveBalance) as err:
         await store.adjust(ALICE, "revoke", 131, actor="admin", request_id="a3")
+    assert (err.value.amount, err.value.balance) == (131, 130)
     assert await store.adjust(ALICE, "set", 0, actor="admin", request_id="a4") == (130, 0)
     rows = await store.ledger_rows(ALICE)
     assert [(r["kind"], r["delta"], r["actor"]) for r in rows[1:]] == [
@@ -95,24 +102,28 @@ async def test_admin_movements_and_refused_revoke(store: SqliteStore) -> None:
 
 
 async def test_the_database_itself_refuses_a_negative_balance(store: SqliteStore, tmp_path: Path) -> None:
-    await store.balance(ALICE)
+    await store.adjust(ALICE, "grant", 1, actor="admin", request_id="a1")
     conn = sqlite3.connect(tmp_path / "ledger.sqlite3")
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute("UPDATE accounts SET balance = -1")
     conn.close()
 
 
-async def test_expired_reservations_are_released(store: SqliteStore) -> None:
-    await store.reserve(ALICE, "r1", 20, max_concurrent=2, ttl=60, generation=GEN)
-    assert await store.release_stale(now=0) == 0  # not yet expired
-    import time
-
-    assert await store.release_stale(now=time.time() + 120) == 1
+async def test_expired_reservations_are_released(tmp_path: Path) -> None:
+    now = [1000.0]
+    store = SqliteStore(tmp_path / "ledger.sqlite3", starting_credits=50, clock=lambda: now[0])
+    await store.open()
+    await store.reserve(ALICE, "r1", 20, max_concurrent=2, lease=60, generation=GEN)
+    now[0] += 59
+    assert await store.release_expired() == 0  # not yet expired
+    now[0] += 2
+    assert await store.release_expired() == 1
     assert await store.balance(ALICE) == 50
     gen = await store.generation("r1")
     assert gen is not None and (gen.status, gen.error_code) == ("FAILED", "IMG-INTERRUPTED")
     late = await store.settle("r1", 20, status="COMPLETED")
     assert late.charged is False and await store.balance(ALICE) == 50
+    await store.close()
 
 
 async def test_migrations_are_recorded_and_run_once(tmp_path: Path) -> None:
@@ -122,14 +133,16 @@ async def test_migrations_are_recorded_and_run_once(tmp_path: Path) -> None:
         await s.open()
         await s.close()
     conn = sqlite3.connect(path)
-    assert [r[0] for r in conn.execute("SELECT name FROM _migrations")] == ["m001_initial", "m002_usage_tokens"]
+    assert [r[0] for r in conn.execute("SELECT name FROM _migrations")] == [
+        "m001_initial", "m002_usage_tokens", "m003_leases"
+    ]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
 
 
 async def test_prompts_are_stored_as_data_never_as_sql(store: SqliteStore) -> None:
     evil = "'); DROP TABLE accounts; --"
-    await store.reserve(ALICE, "r1", 1, max_concurrent=2, ttl=60, generation={**GEN, "prompt": evil})
+    await store.reserve(ALICE, "r1", 1, max_concurrent=2, lease=60, generation={**GEN, "prompt": evil})
     gen = await store.generation("r1")
     assert gen is not None and gen.prompt == evil
     assert await store.balance(ALICE) == 49
@@ -138,14 +151,14 @@ async def test_prompts_are_stored_as_data_never_as_sql(store: SqliteStore) -> No
 async def test_a_refused_write_in_a_group_commit_leaves_the_others_whole(store: SqliteStore) -> None:
     """Writes that arrive together share one transaction; a refused one must not undo or skew the rest."""
     users = [Identity("discord", "g1", f"u{i}") for i in range(6)]
-    for user in users:
-        await store.balance(user)  # 50 each
+    for i, user in enumerate(users):
+        await store.adjust(user, "set", 50, actor="admin", request_id=f"open{i}")  # 50 each
 
     async def attempt(i: int) -> int | Exception:
         amount = 60 if i % 3 == 1 else 20  # every third asks for more than it has
         try:
-            return await store.reserve(users[i], f"g{i}", amount, max_concurrent=2, ttl=60, generation=GEN)
-        except InsufficientCredits as exc:
+            return await store.reserve(users[i], f"g{i}", amount, max_concurrent=2, lease=60, generation=GEN)
+        except ShortBalance as exc:
             return exc
 
     outcomes = await asyncio.gather(*(attempt(i) for i in range(6)))
@@ -154,7 +167,7 @@ async def test_a_refused_write_in_a_group_commit_leaves_the_others_whole(store: 
         refused = i % 3 == 1
         assert await store.balance(user) == (50 if refused else 30)
         kinds = [r["kind"] for r in await store.ledger_rows(user)]
-        assert kinds == (["initial"] if refused else ["initial", "reserve"])
+        assert kinds == (["initial", "set"] if refused else ["initial", "set", "reserve"])
         gen = await store.generation(f"g{i}")
         assert (gen is None) == refused
     assert await store.audit() == []
@@ -162,10 +175,10 @@ async def test_a_refused_write_in_a_group_commit_leaves_the_others_whole(store: 
 
 async def test_a_new_user_charged_in_one_step_gets_the_starting_credits_first(store: SqliteStore) -> None:
     bob = Identity("slack", "T1", "bob")
-    assert await store.reserve(bob, "b1", 10, max_concurrent=2, ttl=60, generation=GEN) == 40
+    assert await store.reserve(bob, "b1", 10, max_concurrent=2, lease=60, generation=GEN) == 40
     kinds = [(r["kind"], r["delta"]) for r in await store.ledger_rows(bob)]
     assert kinds == [("initial", 50), ("reserve", -10)]
     carol = Identity("slack", "T1", "carol")
-    with pytest.raises(InsufficientCredits):
-        await store.reserve(carol, "c1", 80, max_concurrent=2, ttl=60, generation=GEN)
+    with pytest.raises(ShortBalance):
+        await store.reserve(carol, "c1", 80, max_concurrent=2, lease=60, generation=GEN)
     assert await store.ledger_rows(carol) == []  # a refusal changes nothing, not even an account

@@ -24,7 +24,7 @@ WORKER = textwrap.dedent(
         tmp, instance = Path(sys.argv[1]), sys.argv[2]
         flaky = ScriptedProvider(max_per_call=1, behaviour=random_failures(0.25, sum(map(ord, instance)),
                                                                           lambda: ProviderUnavailable("down")))
-        core = make_core(make_config(tmp, IMAGEBOT_INSTANCE=instance, IMAGEBOT_STARTING_CREDITS="60",
+        core = make_core(make_config(tmp, IMAGEBOT_STARTING_CREDITS="60",
                                      IMAGEBOT_MAX_CONCURRENT="10"), [flaky])
         rng = random.Random(instance)
         async with core:

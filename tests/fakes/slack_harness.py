@@ -57,7 +57,7 @@ def make_core(config: Config, providers: list[ImageProvider] | None) -> Imagebot
     """The real core; with ``providers``, a registry holding those doubles instead of the configured ones."""
     if providers is None:
         return build_core(config)
-    store = SqliteStore(config.database, starting_credits=config.starting_credits, instance=config.instance)
+    store = SqliteStore(config.database, starting_credits=config.starting_credits)
     registry = ProviderRegistry(providers, [p.name for p in providers], LocalEnhancer())
     limiter = RateLimiter(config.limits.user_rate, config.limits.server_rate, config.limits.storage_uri)
     return Imagebot(config, store, ImageStore(config.data_dir), registry, limiter)

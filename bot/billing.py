@@ -1,0 +1,162 @@
+"""The two-phase charge, written once: reserve -> (heartbeat while the job runs) -> settle or refund.
+
+    async with charge(ledger, identity, request_id, price, ...) as bill:
+        ...do the job...
+        bill.produced(credits, provider=..., images=[...])   # what to charge for
+    bill.settlement                                          # what was charged and given back
+
+- The reservation is taken before the body runs. A refusal (short balance, too many jobs) becomes the
+  user error ``bot.replies.refusal`` words, and the body never runs.
+- While the body runs, a heartbeat task renews the reservation's lease every ``lease / 3`` seconds, so
+  another process never mistakes a live job for an abandoned one. The heartbeat stops when the body
+  ends, however it ends.
+- The body ends normally: settle with what it reported (``produced``); the rest is released.
+- The body raises or is cancelled: refund everything (shielded from the cancellation) and raise
+  ``failure(exc, amount)`` (the core's wording: "you were not charged").
+- The settle finds the lease lost (this process was paused or starved past its lease and another
+  process released the reservation): nothing was charged, and the caller sees ``LeaseLost`` through
+  ``failure`` instead of a result it did not pay for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage.ledger import ImageRow, Ledger, LedgerRefused, Settlement
+
+from .errors import ImagebotError
+from .models import Identity
+from .replies import refusal
+
+log = logging.getLogger(__name__)
+
+Failure = Callable[[BaseException, int], BaseException]
+
+
+class LeaseLost(ImagebotError):
+    """The job outlived its reservation's lease and another process released it: nothing charged."""
+
+    code = "IMG-LEASE-LOST"
+
+
+@dataclass
+class Bill:
+    """Handed to the body of ``charge``: it reports what was produced; ``settlement`` after the block."""
+
+    request_id: str
+    amount: int
+    balance: int
+    consumed: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+    settlement: Settlement | None = None
+    #: Heartbeats that renewed the lease, and whether one found it lost.
+    renewals: int = 0
+    lost: bool = False
+
+    def produced(
+        self,
+        credits: int,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        revised_prompt: str | None = None,
+        result_text: str | None = None,
+        images: Iterable[ImageRow] = (),
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> None:
+        """Charge ``credits`` (at most the reservation) on success, and record these details."""
+        self.consumed = credits
+        self.details = {
+            "provider": provider, "model": model, "revised_prompt": revised_prompt, "result_text": result_text,
+            "images": list(images), "input_tokens": input_tokens, "output_tokens": output_tokens,
+        }
+
+
+def _code(exc: BaseException) -> str:
+    if isinstance(exc, ImagebotError):
+        return exc.code
+    if isinstance(exc, asyncio.CancelledError):
+        return "IMG-CANCELLED"
+    return "IMG-INTERNAL-001"
+
+
+def _as_is(exc: BaseException, amount: int) -> BaseException:
+    return exc
+
+
+@contextlib.asynccontextmanager
+async def charge(
+    ledger: Ledger,
+    identity: Identity,
+    request_id: str,
+    amount: int,
+    *,
+    max_concurrent: int,
+    lease: float,
+    generation: Mapping[str, Any],
+    failure: Failure = _as_is,
+) -> AsyncIterator[Bill]:
+    """Reserve ``amount`` for the body, keep its lease alive, then settle or refund (see the module)."""
+    try:
+        balance = await ledger.reserve(identity, request_id, amount, max_concurrent=max_concurrent, lease=lease,
+                                       generation=generation)
+    except LedgerRefused as exc:
+        raise refusal(exc) from None
+    bill = Bill(request_id, amount, balance)
+    heartbeat = asyncio.create_task(_heartbeat(ledger, bill, lease), name=f"lease-{request_id}")
+    started = time.perf_counter()
+    try:
+        yield bill
+    except BaseException as exc:
+        heartbeat.cancel()  # at once, without awaiting: nothing may come between a failure and its refund
+        if not isinstance(exc, ImagebotError | asyncio.CancelledError):
+            log.error("generation %s failed: %s", request_id, type(exc).__name__, exc_info=exc)
+        settled = await asyncio.shield(
+            ledger.refund(request_id, code=_code(exc), duration_ms=(time.perf_counter() - started) * 1000)
+        )
+        bill.settlement = settled
+        await _stop(heartbeat)
+        if not settled.charged:
+            log.warning("generation %s: its lease was lost before the refund; the lease sweep gave it back",
+                        request_id)
+        raise failure(exc, amount) from None
+    heartbeat.cancel()
+    settled = await asyncio.shield(
+        ledger.settle(request_id, bill.consumed, status="COMPLETED",
+                      duration_ms=(time.perf_counter() - started) * 1000, **bill.details)
+    )
+    bill.settlement = settled
+    await _stop(heartbeat)
+    if not settled.charged:
+        log.warning("generation %s finished after its lease was lost; nothing charged, result withheld", request_id)
+        raise failure(LeaseLost(
+            "This job ran past its reservation's lease (the bot was paused or overloaded) and the credits "
+            "were handed back, so its result was discarded. Please try again."
+        ), amount) from None
+
+
+async def _heartbeat(ledger: Ledger, bill: Bill, lease: float) -> None:
+    """Renew the lease every ``lease / 3`` s until cancelled; a lost lease ends the heartbeat."""
+    interval = max(0.05, lease / 3)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if not await ledger.renew(bill.request_id, lease=lease):
+                bill.lost = True
+                log.warning("generation %s lost its lease", bill.request_id)
+                return
+            bill.renewals += 1
+        except Exception:  # noqa: BLE001 - a failed renewal is retried at the next beat
+            log.exception("lease renewal for %s failed", bill.request_id)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

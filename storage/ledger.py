@@ -1,0 +1,323 @@
+"""The ledger interface: exactly the calls the core and the CLI make, whatever the engine.
+
+``Ledger`` is implemented by ``storage.sqlite.SqliteStore`` (one file, WAL, ``synchronous=FULL``) and
+``storage.memory.MemoryLedger`` (the executable specification and test double); one contract suite
+(``tests/test_ledger_contract.py``) runs every case against each. ``open_ledger`` picks the engine from
+the database URL, so nothing above this module names SQLite.
+
+Reservations and leases. ``reserve`` holds credits for a request under a *lease*: the holder id of the
+ledger object that reserved (random per process, ``Ledger.holder``) and an expiry ``lease`` seconds
+ahead. While the job runs its holder renews the lease (``renew``, a heartbeat). ``settle`` and
+``refund`` are fenced: they move credits only while the reservation is still held, by this holder,
+under a live lease; otherwise they change nothing and say so (``Settlement.charged is False``).
+``release_expired`` (any process may call it; ``imagebot run`` does) refunds reservations whose lease
+ran out, which is how a job whose process died gives its credits back. Liveness is a lease, never a
+process or instance name.
+
+Every movement is idempotent: a second settle, refund or release of a request changes nothing, and
+the schema holds one ledger row per (request id, movement kind).
+
+Refusals carry numbers, never sentences: ``bot/replies.py`` words them for people.
+
+    LedgerRefused                  the movement was refused; nothing changed
+     +-- ShortBalance              balance below the amount            (balance, needed)
+     +-- TooManyJobs               live reservations at the limit      (running, limit)
+     +-- RevokeAboveBalance        revoke more than the balance        (amount, balance)
+     +-- AboveMaxBalance           a grant or set past MAX_BALANCE     (amount, balance, maximum)
+     +-- DuplicateRequest          the request id was already reserved (request_id)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from bot.errors import ConfigError
+from bot.models import Identity
+
+#: No balance may exceed this: it keeps arithmetic and displays sane.
+MAX_BALANCE = 1_000_000_000
+#: How long a reservation's lease lasts unless the caller says otherwise (seconds).
+DEFAULT_LEASE = 30.0
+
+Clock = Callable[[], float]
+
+
+# -- rows --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    sha256: str
+    mime: str
+    size_bytes: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class GenerationRow:
+    id: str
+    platform: str
+    server_id: str
+    user_id: str
+    channel_id: str
+    command: str
+    provider: str | None
+    model: str | None
+    prompt: str
+    options: dict[str, Any]
+    status: str
+    error_code: str | None
+    credits_reserved: int
+    credits_consumed: int
+    image_count: int
+    duration_ms: float | None
+    revised_prompt: str | None
+    result_text: str | None
+    created_at: float
+    finished_at: float | None
+    images: tuple[ImageRow, ...] = ()
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.platform, self.server_id, self.user_id)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    balance: int
+    consumed: int
+    released: int
+    #: False when this holder no longer held the reservation (settled already, or its lease expired
+    #: and it was released): nothing moved.
+    charged: bool
+
+
+#: The movement kinds a ledger row may have.
+KINDS = ("initial", "grant", "revoke", "set", "reserve", "consume", "release", "refund")
+
+
+# -- refusals ----------------------------------------------------------------------------------------
+
+
+class LedgerRefused(Exception):
+    """A movement the ledger refused. Nothing changed. Carries numbers; ``bot.replies`` words it."""
+
+    code: ClassVar[str] = "IMG-STORE-001"
+
+    def __init__(self, **fields: object) -> None:
+        super().__init__(", ".join(f"{k}={v!r}" for k, v in fields.items()))
+        self.fields = fields
+
+
+class ShortBalance(LedgerRefused):
+    code = "IMG-CREDITS-001"
+
+    def __init__(self, *, balance: int, needed: int) -> None:
+        super().__init__(balance=balance, needed=needed)
+        self.balance = balance
+        self.needed = needed
+
+
+class TooManyJobs(LedgerRefused):
+    code = "IMG-RATE-003"
+
+    def __init__(self, *, running: int, limit: int) -> None:
+        super().__init__(running=running, limit=limit)
+        self.running = running
+        self.limit = limit
+
+
+class RevokeAboveBalance(LedgerRefused):
+    code = "IMG-VALID-AMOUNT"
+
+    def __init__(self, *, amount: int, balance: int) -> None:
+        super().__init__(amount=amount, balance=balance)
+        self.amount = amount
+        self.balance = balance
+
+
+class AboveMaxBalance(LedgerRefused):
+    code = "IMG-VALID-AMOUNT"
+
+    def __init__(self, *, amount: int, balance: int, maximum: int) -> None:
+        super().__init__(amount=amount, balance=balance, maximum=maximum)
+        self.amount = amount
+        self.balance = balance
+        self.maximum = maximum
+
+
+class DuplicateRequest(LedgerRefused):
+    code = "IMG-STORE-DUP"
+
+    def __init__(self, *, request_id: str) -> None:
+        super().__init__(request_id=request_id)
+        self.request_id = request_id
+
+
+class ReadOnlyLedger(RuntimeError):
+    """A write was asked of a ledger opened read-only (an operator's look): a programming error."""
+
+
+# -- the interface -----------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """Accounts, the credit ledger, reservations under leases, and the generation log."""
+
+    #: This ledger object's holder id: random, one per process (never a configured name).
+    holder: str
+    #: Users the ledger has never seen start with this many credits (their ``initial`` row is
+    #: written on their first movement, never by a look).
+    starting_credits: int
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    # two-phase charges, under a lease
+
+    async def reserve(
+        self,
+        identity: Identity,
+        request_id: str,
+        amount: int,
+        *,
+        max_concurrent: int,
+        lease: float,
+        generation: Mapping[str, Any],
+    ) -> int:
+        """Hold ``amount`` and open a PENDING generation, atomically, under a lease held by
+        ``self.holder`` for ``lease`` seconds; return the balance left.
+
+        Raises ``ShortBalance``, ``TooManyJobs`` (live reservations at ``max_concurrent``) or
+        ``DuplicateRequest``; a refusal changes nothing (not even opening the account)."""
+        ...
+
+    async def renew(self, request_id: str, *, lease: float) -> bool:
+        """Extend this holder's live lease to ``lease`` seconds from now. False (and nothing changed)
+        when the reservation is not held by this holder under a live lease any more."""
+        ...
+
+    async def settle(
+        self,
+        request_id: str,
+        consumed: int,
+        *,
+        status: str,
+        error_code: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        duration_ms: float | None = None,
+        revised_prompt: str | None = None,
+        result_text: str | None = None,
+        images: Iterable[ImageRow] = (),
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> Settlement:
+        """Consume ``consumed`` of the hold (at most the hold), give back the rest, close the
+        generation. Fenced: changes nothing unless this holder's lease is live."""
+        ...
+
+    async def refund(self, request_id: str, *, code: str, duration_ms: float | None = None) -> Settlement:
+        """Give the whole hold back and mark the generation FAILED with ``code``. Fenced like settle."""
+        ...
+
+    async def refund_completed(self, request_id: str, *, code: str) -> int:
+        """Refund what a COMPLETED generation consumed (its images reached nobody); return the amount,
+        0 when there was nothing (left) to refund."""
+        ...
+
+    async def release_expired(self) -> int:
+        """Refund every held reservation whose lease has expired, whoever held it; mark their
+        generations FAILED (``IMG-INTERRUPTED``). Return how many were released."""
+        ...
+
+    # admin movements
+
+    async def adjust(
+        self, identity: Identity, kind: str, amount: int, *, actor: str, request_id: str, note: str | None = None
+    ) -> tuple[int, int]:
+        """Grant, revoke or set; return (old balance, new balance). Raises ``RevokeAboveBalance`` or
+        ``AboveMaxBalance`` (never clamps). A request id already applied changes nothing and returns
+        what it did the first time."""
+        ...
+
+    # reads (never write)
+
+    async def balance(self, identity: Identity) -> int: ...
+
+    async def held(self, identity: Identity) -> int: ...
+
+    async def spent(self, identity: Identity) -> tuple[int, int]:
+        """(credits consumed, images made) over the user's whole history."""
+        ...
+
+    async def recent_generations(self, identity: Identity, limit: int = 5) -> list[GenerationRow]: ...
+
+    async def generation(self, generation_id: str) -> GenerationRow | None: ...
+
+    async def ledger_rows(self, identity: Identity) -> list[dict[str, Any]]:
+        """Rows as dicts: kind, delta, amount, balance_after, request_id, actor, note, created_at."""
+        ...
+
+    async def usage(self, since: float, server_key: str | None = None) -> list[dict[str, Any]]:
+        """Per user, provider and status since ``since``: requests, images, credits, tokens."""
+        ...
+
+    async def audit(self) -> list[tuple[str, str, str, int, int]]:
+        """Accounts whose balance differs from the sum of their ledger deltas (should be none)."""
+        ...
+
+
+# -- choosing the engine -----------------------------------------------------------------------------
+
+
+def open_ledger(
+    url: str | Path,
+    *,
+    starting_credits: int = 50,
+    clock: Clock = time.time,
+    read_only: bool = False,
+) -> Ledger:
+    """The ledger for a database URL (call ``await ledger.open()`` before use).
+
+    - a plain path, or ``sqlite:///relative/path`` / ``sqlite:////absolute/path``: SQLite;
+    - ``memory://``: in memory, this process only (tests, demos);
+    - ``postgresql://...``: not yet (a ConfigError says so).
+
+    ``read_only`` opens for looking only (``imagebot credits show``, ``imagebot usage``): nothing is
+    written, not even a migration; a SQLite file that does not exist yet reads as an empty ledger.
+    """
+    text = str(url).strip()
+    if not text:
+        raise ConfigError("IMAGEBOT_DATABASE is empty: give a SQLite path, sqlite:///path or memory://")
+    scheme, sep, rest = text.partition("://")
+    scheme = scheme.lower() if sep else ""
+    if scheme == "memory":
+        from .memory import MemoryLedger
+
+        return MemoryLedger(starting_credits=starting_credits, clock=clock, read_only=read_only)
+    if scheme in ("postgresql", "postgres") or scheme.startswith(("postgresql+", "postgres+")):
+        raise ConfigError(
+            "IMAGEBOT_DATABASE: PostgreSQL is not supported yet (it comes with the multi-machine work). "
+            "Use a SQLite path, sqlite:///path, or memory://."
+        )
+    if scheme == "sqlite":
+        path = rest[1:] if rest.startswith("/") else rest  # sqlite:///rel -> rel, sqlite:////abs -> /abs
+        if not path:
+            raise ConfigError("IMAGEBOT_DATABASE: sqlite:/// needs a file path, e.g. sqlite:///data/imagebot.sqlite3")
+    elif sep:
+        raise ConfigError(
+            f"IMAGEBOT_DATABASE: unknown database scheme {scheme!r}; use a SQLite path, sqlite:///path or memory://"
+        )
+    else:
+        path = text
+    from .sqlite import SqliteStore
+
+    return SqliteStore(Path(path), starting_credits=starting_credits, clock=clock, read_only=read_only)
