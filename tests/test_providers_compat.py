@@ -23,7 +23,8 @@ DEFAULT = "grok-imagine-image-quality"
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
+    server = FakeOpenAI()
+    async with server:
         yield server
 
 
@@ -242,3 +243,21 @@ async def test_a_keyless_local_server_works_and_a_missing_key_skips_the_entry(tm
 def test_bad_entries_are_config_errors_naming_the_key(tmp_path: Path, table: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_core(make_config(tmp_path, {}, table))
+
+
+@pytest.mark.parametrize("behaviour", ["ok", "badurl", "bigurl"])
+async def test_url_answers_are_downloaded_within_bounds(tmp_path: Path, fake: FakeOpenAI, behaviour: str) -> None:
+    toml = (f'[providers.lan]\nbase_url = "{fake.base_url}"\nmodels = ["flux"]\nresponse_format = "url"\n'
+            "download_max_mb = 1\ntimeout = 0.5\nmax_retries = 0\n")
+    [lan] = build_compat(make_config(tmp_path, {}, toml))
+    fake.queue("generations", behaviour)
+    try:
+        if behaviour == "ok":
+            [image] = await lan.generate(GenerationRequest("a tree", "flux", "1024x1024"))
+            assert image.mime == "image/png" and len(fake.files) == 1
+        else:
+            with pytest.raises(ProviderBadResponse) as info:
+                await lan.generate(GenerationRequest("a tree", "flux", "1024x1024"))
+            assert behaviour != "bigurl" or "larger than the 1 MB limit" in info.value.message
+    finally:
+        await lan.aclose()

@@ -280,7 +280,7 @@ class FakeOpenAI(FakeServer):
             out["usage"] = {"cost_in_usd_ticks": 200000000}
         return out
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], mode: str, kind: str) -> web.StreamResponse:
+    async def _sse(self, request: web.Request, body: dict[str, Any], mode: str, kind: str) -> web.StreamResponse:
         """Server-sent events of ``{kind}.partial_image`` then ``{kind}.completed`` per image."""
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
@@ -331,7 +331,7 @@ class FakeOpenAI(FakeServer):
         if refused is not None:
             return refused
         if body.get("stream") and is_gpt_image(str(body.get("model") or "")):
-            return await self._stream(request, body, mode, "image_generation")
+            return await self._sse(request, body, mode, "image_generation")
         return web.json_response(self._answer(body, mode))
 
     async def _edits(self, request: web.Request) -> web.StreamResponse:
@@ -354,7 +354,7 @@ class FakeOpenAI(FakeServer):
         if refused is not None:
             return refused
         if typed["stream"] and is_gpt_image(str(body.get("model") or "")):
-            return await self._stream(request, typed, mode, "image_edit")
+            return await self._sse(request, typed, mode, "image_edit")
         return web.json_response(self._answer(typed, mode))
 
     async def _models(self, request: web.Request) -> web.Response:
