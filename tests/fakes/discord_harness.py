@@ -9,6 +9,7 @@ never leak into each other.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,48 @@ import discord.http
 
 from bot.core import Imagebot
 from bot.discord_app import run_discord
-from tests.doubles import make_config, make_core
+from providers.base import (
+    FORMATS,
+    QUALITIES,
+    Capabilities,
+    FreeSizes,
+    GeneratedImage,
+    GenerationRequest,
+    ModelInfo,
+)
+from tests.doubles import ScriptedProvider, make_config, make_core, tiny_png
 
 from .discord_api import Call, FakeDiscord, Payloads
+
+
+class StreamingProvider(ScriptedProvider):
+    """A vendor double whose model streams like OpenAI's image streaming: ``previews`` partial images,
+    ``gap`` seconds apart, then the final images ``delay`` seconds later. Its model takes every format,
+    background and quality tier, and any size (free sizes), so the options arrive as the user gave them.
+    Shared by the Discord, Slack and console tests. Records each request (``requests``) and when the final
+    images were handed back (``finished``, ``time.perf_counter``)."""
+
+    def __init__(self, name: str = "stream", *, previews: int = 2, gap: float = 0.05, delay: float = 0.0,
+                 concurrency: int = 4) -> None:
+        super().__init__(name, delay=delay, concurrency=concurrency)
+        model = ModelInfo(name=f"{name}-model", sizes=("1024x1024", "256x256"), max_per_call=4, streaming=True,
+                          qualities=QUALITIES, formats=FORMATS, backgrounds=("transparent", "opaque"),
+                          free_sizes=FreeSizes(multiple=16, max_edge=2048, max_pixels=2048 * 2048))
+        self.capabilities = Capabilities(models=(model,), default_model=model.name, concurrency=concurrency)
+        self.previews = previews
+        self.gap = gap
+        self.requests: list[GenerationRequest] = []
+        self.finished: list[float] = []
+
+    async def generate(self, request: GenerationRequest) -> list[GeneratedImage]:
+        self.requests.append(request)
+        if request.on_preview is not None:
+            for i in range(request.previews):
+                await asyncio.sleep(self.gap)
+                await request.on_preview(tiny_png(900 + i), i)
+        images = await super().generate(request)  # small drawings (256x256) whatever the size
+        self.finished.append(time.perf_counter())
+        return images
 
 
 def is_preview(call: Call) -> bool:
