@@ -13,8 +13,8 @@ from providers.base import GenerationRequest, parse_size
 from providers.google_images import FAMILIES, GoogleImages, build_google
 from storage.images import inspect_image
 from tests.fakes.google_api import FakeGoogle
-from tests.fakes.harness import make_config
 from tests.fakes.harness import google_env as _google_env
+from tests.fakes.harness import make_config
 
 FAST = "[providers.google]\ntimeout = 2\nmax_retries = 0\n"
 
@@ -42,7 +42,8 @@ def documented(aspect: str, tier: str) -> str:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeGoogle]:
-    async with FakeGoogle() as server:
+    server = FakeGoogle()
+    async with server:
         yield server
     assert server.calls("imagen") == []
 
