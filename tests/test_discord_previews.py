@@ -54,7 +54,7 @@ async def test_the_synced_command_offers_every_option_as_choices_or_autocomplete
 async def test_format_background_quality_and_a_ratio_reach_the_provider_and_come_back_on_reroll(
         tmp_path: Path) -> None:
     stream = StreamingProvider(previews=0)
-    async with DiscordHarness(tmp_path, providers=[stream]) as h:
+    async with DiscordHarness(tmp_path, providers=[stream], IMAGEBOT_STARTING_CREDITS="500") as h:
         token = await h.imagine("a glass bottle", size="16:9", quality="high", format="webp",
                                 background="transparent")
         result = await h.result(token)
