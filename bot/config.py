@@ -8,6 +8,7 @@ Secrets are kept out of ``repr`` so a logged config never leaks a key.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import tomllib
@@ -22,34 +23,55 @@ MAX_AMOUNT = 1_000_000
 RATE_RE = re.compile(r"^\s*\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?\s*$", re.I)
 
 DEFAULT_PRICES = {"256x256": 3, "512x512": 5, "1024x1024": 10}
+#: Price factor per quality tier (``hd`` is ``high``, ``standard`` is ``medium``).
+DEFAULT_QUALITY_FACTORS = {"low": 0.5, "medium": 1.0, "high": 2.0, "max": 4.0}
+QUALITY_ALIASES = {"standard": "medium", "hd": "high"}
+TWO_MEGAPIXELS = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Pricing:
-    """Credits per image. Sizes not listed are priced by pixel count like the nearest listed tier."""
+    """Credits per image, by size (pixel count), quality tier and model.
+
+    Sizes priced exactly in ``per_size`` cost that; otherwise up to 256x256, 512x512 and 1024x1024 pixels
+    cost like those, up to two megapixels cost ``large``, and beyond that ``large`` per two megapixels.
+    The quality factor and a model's factor (``models``, matched by the longest id prefix) multiply it;
+    the result is rounded up, and an image costs at least 1 unless its price is set to 0.
+    """
 
     per_size: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PRICES))
     large: int = 15
-    hd_multiplier: int = 2
+    qualities: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_QUALITY_FACTORS))
+    models: Mapping[str, float] = field(default_factory=dict)
     enhance: int = 1
 
-    def per_image(self, size: str, quality: str) -> int:
-        base = self.per_size.get(size)
-        if base is None:
-            w, h = (int(v) for v in size.split("x"))
-            pixels = w * h
-            if pixels <= 256 * 256:
-                base = self.per_size.get("256x256", 3)
-            elif pixels <= 512 * 512:
-                base = self.per_size.get("512x512", 5)
-            elif pixels <= 1024 * 1024:
-                base = self.per_size.get("1024x1024", 10)
-            else:
-                base = self.large
-        # hd is a premium on the large model sizes only (dall-e-2's small sizes have no hd).
-        if quality == "hd" and size not in ("256x256", "512x512"):
-            base *= self.hd_multiplier
-        return base
+    def base(self, size: str) -> int:
+        exact = self.per_size.get(size)
+        if exact is not None:
+            return exact
+        w, h = (int(v) for v in size.split("x"))
+        pixels = w * h
+        if pixels <= 256 * 256:
+            return self.per_size.get("256x256", 3)
+        if pixels <= 512 * 512:
+            return self.per_size.get("512x512", 5)
+        if pixels <= 1024 * 1024:
+            return self.per_size.get("1024x1024", 10)
+        if pixels <= TWO_MEGAPIXELS:
+            return self.large
+        return math.ceil(self.large * pixels / TWO_MEGAPIXELS)
+
+    def model_factor(self, model: str) -> float:
+        fits = [k for k in self.models if model == k or model.startswith(k)]
+        return self.models[max(fits, key=len)] if fits else 1.0
+
+    def per_image(self, size: str, quality: str, model: str = "") -> int:
+        base = self.base(size)
+        if base == 0:
+            return 0
+        tier = QUALITY_ALIASES.get(quality, quality)
+        price = base * self.qualities.get(tier, 1.0) * self.model_factor(model)
+        return max(1, math.ceil(price - 1e-9))
 
 
 @dataclass(frozen=True)
@@ -75,6 +97,8 @@ class Config:
     #: Seconds a reservation's lease lasts; the job's process renews it every third of that.
     lease_seconds: float = 30.0
     enhancer: str = ""
+    #: Seconds between asks of each vendor for its model list (lifecycle, new models).
+    catalogue_refresh: float = 6 * 3600.0
     #: Per-provider tables from ``[providers.NAME]`` in the file (models, base_url, key_env...).
     provider_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: The environment as read at start; providers and adapters take their keys from here.
@@ -181,10 +205,27 @@ def load_config(env: Mapping[str, str] | None = None, path: str | Path | None = 
     per_size = dict(DEFAULT_PRICES)
     for size, price in sizes.items():
         per_size[_size("pricing.sizes", size)] = _int(f"pricing.sizes.{size}", price, 0, MAX_AMOUNT)
+    qualities = dict(DEFAULT_QUALITY_FACTORS)
+    if "hd_multiplier" in pricing_t:  # the older name of the high tier's factor
+        qualities["high"] = parse_number("pricing.hd_multiplier", pricing_t["hd_multiplier"], 1, 100)
+    quality_t = pricing_t.get("qualities", {})
+    if not isinstance(quality_t, dict):
+        raise ConfigError("pricing.qualities must be a table like {low = 0.5, medium = 1, high = 2, max = 4}")
+    for tier, factor in quality_t.items():
+        if tier not in DEFAULT_QUALITY_FACTORS:
+            raise ConfigError(f"pricing.qualities.{tier}: unknown quality tier; use "
+                              f"{', '.join(DEFAULT_QUALITY_FACTORS)}")
+        qualities[tier] = parse_number(f"pricing.qualities.{tier}", factor, 0, 100)
+    models_t = pricing_t.get("models", {})
+    if not isinstance(models_t, dict):
+        raise ConfigError("pricing.models must be a table like {\"gpt-image-2\" = 1.5}")
+    model_factors = {str(k).strip().lower(): parse_number(f"pricing.models.{k}", v, 0, 100)
+                     for k, v in models_t.items()}
     pricing = Pricing(
         per_size=per_size,
         large=_int("pricing.large", pricing_t.get("large", 15), 0, MAX_AMOUNT),
-        hd_multiplier=_int("pricing.hd_multiplier", pricing_t.get("hd_multiplier", 2), 1, 100),
+        qualities=qualities,
+        models=model_factors,
         enhance=_int("pricing.enhance", pricing_t.get("enhance", 1), 0, MAX_AMOUNT),
     )
     limits = Limits(
@@ -226,6 +267,9 @@ def load_config(env: Mapping[str, str] | None = None, path: str | Path | None = 
             "IMAGEBOT_LEASE_SECONDS", pick("IMAGEBOT_LEASE_SECONDS", "lease_seconds", 30), 1, 3600
         ),
         enhancer=str(pick("IMAGEBOT_ENHANCER", "enhancer", "")).strip().lower(),
+        catalogue_refresh=parse_number(
+            "IMAGEBOT_CATALOGUE_REFRESH", pick("IMAGEBOT_CATALOGUE_REFRESH", "catalogue_refresh", 6 * 3600), 60, 7 * 86400
+        ),
         provider_settings=provider_settings,
         env=env,
         extra=extra,

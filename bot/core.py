@@ -8,6 +8,7 @@ the reservation refunds it in full. Adapters acknowledge the platform first, the
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import secrets
@@ -18,7 +19,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from providers.base import GeneratedImage, GenerationRequest, ImageProvider
+from providers.base import GeneratedImage, GenerationRequest, ImageProvider, PreviewSink
 from providers.registry import ProviderRegistry
 from storage.images import ImageStore, inspect_image
 from storage.ledger import GenerationRow, ImageRow, Ledger, LedgerRefused
@@ -29,6 +30,7 @@ from .errors import (
     ContentRejected,
     GenerationFailed,
     ImagebotError,
+    ModelRetired,
     NotFound,
     PermissionDenied,
     ProviderBadResponse,
@@ -48,7 +50,16 @@ from .models import (
 )
 from .ratelimit import RateLimiter
 from .replies import refusal
-from .validation import PROMPT_LIMIT, Attempt, Plan, calls_needed, clean_prompt, parse_amount, plan_imagine
+from .validation import (
+    PROMPT_LIMIT,
+    Attempt,
+    Plan,
+    calls_needed,
+    clean_prompt,
+    fitting_model,
+    parse_amount,
+    plan_imagine,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,6 +91,11 @@ class RequestIds:
         return f"{self._prefix}{next(self._counter):016x}"
 
 
+def safety_id(identity: Identity) -> str:
+    """A stable, non-reversible id of a user for the vendors' abuse monitoring (never the raw id)."""
+    return hashlib.sha256(f"imagebot-user:{identity}".encode()).hexdigest()[:32]
+
+
 class Imagebot:
     """The core service. Built once in ``bot.app`` and handed to every adapter."""
 
@@ -101,19 +117,39 @@ class Imagebot:
         }
         self._waiting: dict[str, int] = dict.fromkeys(registry.providers, 0)
         self._sweeper: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
         self._ids = RequestIds()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self, *, sweep: bool = False) -> None:
-        """Open storage. ``sweep`` (``imagebot run``): release reservations whose lease expired, now
-        and every third of a lease; operator commands never release anything."""
+        """Open storage and the catalogue. ``sweep`` (``imagebot run``): release reservations whose
+        lease expired, now and every third of a lease; operator commands never release anything."""
         await self.store.open()
+        try:
+            await self._start_catalogue()
+        except BaseException:
+            await self.store.close()
+            raise
         if sweep:
             released = await self.store.release_expired()
             if released:
                 log.warning("released %d reservation(s) whose lease expired (their process stopped)", released)
             self._sweeper = asyncio.create_task(self._sweep(), name="reservation-sweeper")
+
+    async def _start_catalogue(self) -> None:
+        """Ask the vendors for their models now (a pinned model they dropped stops the start), then
+        every ``catalogue_refresh`` seconds."""
+        await self.registry.refresh(strict=True)
+        self._refresher = asyncio.create_task(self._refresh_catalogue(), name="catalogue-refresh")
+
+    async def _refresh_catalogue(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.catalogue_refresh)
+            try:
+                await self.registry.refresh(strict=False)
+            except Exception:  # noqa: BLE001 - keep the rotation we have
+                log.exception("model catalogue refresh failed")
 
     async def _sweep(self) -> None:
         while True:
@@ -126,6 +162,10 @@ class Imagebot:
                 log.exception("reservation sweep failed")
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+            self._refresher = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
@@ -170,6 +210,7 @@ class Imagebot:
         recorded = {
             "size": plan.size, "style": plan.style, "quality": plan.quality, "count": plan.count,
             "provider": options.provider or None, "model": options.model or None, "seed": plan.seed,
+            "format": plan.output_format, "background": plan.background,
         }
         if plan.reference is not None:
             recorded["reference_sha256"] = (await self.images.save(plan.reference)).sha256
@@ -177,7 +218,8 @@ class Imagebot:
             "command": command, "channel_id": ctx.channel_id, "prompt": plan.prompt,
             "provider": primary.provider.name, "model": primary.model.name, "options": recorded,
         }) as bill:
-            attempt, produced, failed_over, notes = await self._generate(plan, progress)
+            attempt, produced, failed_over, notes = await self._generate(
+                plan, progress, request_id=request_id, user=safety_id(ctx.identity))
             stored = await self._store_images(produced[: plan.count])
             if not stored:
                 raise ProviderBadResponse("The provider returned no usable image.", provider=attempt.provider.name)
@@ -186,6 +228,7 @@ class Imagebot:
                 plan.price_per_image * len(stored), provider=attempt.provider.name, model=attempt.model.name,
                 revised_prompt=revised,
                 images=[ImageRow(s.sha256, s.mime, s.size_bytes, s.width, s.height) for s in stored],
+                input_tokens=sum(g.input_tokens for g in produced), output_tokens=sum(g.output_tokens for g in produced),
             )
         settled = bill.settlement
         assert settled is not None
@@ -223,19 +266,35 @@ class Imagebot:
                                 refunded=refunded)
 
     async def _generate(
-        self, plan: Plan, progress: Progress | None
+        self, plan: Plan, progress: Progress | None, *, request_id: str = "", user: str = ""
     ) -> tuple[Attempt, list[GeneratedImage], list[str], list[str]]:
-        """Try each provider that can serve the plan, in order, until one delivers."""
+        """Try each provider that can serve the plan, in order, until one delivers. A model the vendor
+        has retired leaves the rotation at once, and the same provider's next fitting model is tried
+        before the next provider."""
         failed: list[str] = []
         last: ProviderError | None = None
-        for attempt in plan.attempts:
+        attempts = list(plan.attempts)
+        i = 0
+        while i < len(attempts):
+            attempt = attempts[i]
+            i += 1
             if failed:
                 await _notify(progress, "failover", {"from": failed[-1], "to": attempt.provider.name})
             try:
-                produced, notes = await self._run_attempt(attempt, plan, progress)
+                produced, notes = await self._run_attempt(attempt, plan, progress, request_id, user)
                 return attempt, produced, failed, notes
             except ContentRejected:
                 raise
+            except ModelRetired as exc:
+                self.registry.retire(attempt.provider.name, exc.model or attempt.model.name)
+                tried = tuple(a.model.name for a in attempts[:i] if a.provider is attempt.provider)
+                other = fitting_model(attempt.provider, plan.size, len(plan.prompt), plan.reference is not None,
+                                      quality=plan.quality, output_format=plan.output_format,
+                                      background=plan.background, exclude=tried)
+                if other is not None:
+                    attempts.insert(i, Attempt(attempt.provider, other))
+                last = exc
+                failed.append(f"{attempt.provider.name}/{attempt.model.name}")
             except ProviderError as exc:
                 log.warning("provider %s failed (%s); %s", attempt.provider.name, exc.code,
                             "trying the next" if exc.retryable else "not retrying")
@@ -250,7 +309,7 @@ class Imagebot:
         raise last
 
     async def _run_attempt(
-        self, attempt: Attempt, plan: Plan, progress: Progress | None
+        self, attempt: Attempt, plan: Plan, progress: Progress | None, request_id: str = "", user: str = ""
     ) -> tuple[list[GeneratedImage], list[str]]:
         provider, model = attempt.provider, attempt.model
         prompt = plan.prompt
@@ -262,9 +321,12 @@ class Imagebot:
         batches = calls_needed(plan.count, model.max_per_call)
         style = model.map_style(plan.style)
         seed = plan.seed
+        previews = int(getattr(provider, "previews", 0) or 0) if model.streaming and progress is not None else 0
         requests = [
             GenerationRequest(prompt=prompt, model=model.name, size=plan.size, style=style, quality=plan.quality,
-                              count=n, reference=reference, seed=seed + i)
+                              count=n, reference=reference, seed=seed + i, output_format=plan.output_format,
+                              background=plan.background, safety_id=user, previews=previews,
+                              on_preview=self._preview_sink(request_id, i, attempt, progress) if previews else None)
             for i, n in enumerate(batches)
         ]
         results = await _outcomes([self._call(provider, r, progress) for r in requests])
@@ -280,7 +342,8 @@ class Imagebot:
                 raise err
         if not produced:
             policy = next((e for e in errors if isinstance(e, ContentRejected)), None)
-            first = policy or next((e for e in errors if isinstance(e, ProviderError)), None)
+            retired = next((e for e in errors if isinstance(e, ModelRetired)), None)
+            first = policy or retired or next((e for e in errors if isinstance(e, ProviderError)), None)
             if first is not None:
                 raise first
             raise ProviderBadResponse("The provider returned no image.", provider=provider.name)
@@ -288,6 +351,20 @@ class Imagebot:
         if errors:
             notes.append(f"{len(errors)} of {len(batches)} calls to {provider.name} failed.")
         return produced, notes
+
+    def _preview_sink(self, request_id: str, batch: int, attempt: Attempt, progress: Progress | None) -> PreviewSink:
+        """Partial images are saved under ``previews/`` and shown; they are free and never a result."""
+
+        async def sink(data: bytes, index: int) -> None:
+            try:
+                path, mime = await self.images.save_preview(f"{request_id}-{batch}-{index}", data)
+            except Exception:  # noqa: BLE001 - a bad preview must not fail the generation
+                log.info("preview %d of %s was not a readable image; skipped", index, request_id)
+                return
+            await _notify(progress, "preview", {"index": index + 1, "path": path, "data": data, "mime": mime,
+                                                "provider": attempt.provider.name, "model": attempt.model.name})
+
+        return sink
 
     async def _call(
         self, provider: ImageProvider, request: GenerationRequest, progress: Progress | None
@@ -405,6 +482,7 @@ class Imagebot:
         return ImagineOptions(
             prompt=gen.prompt, size=o.get("size"), style=o.get("style"), quality=o.get("quality"),
             count=o.get("count"), provider=o.get("provider"), model=o.get("model"), reference=reference, seed=seed,
+            output_format=o.get("format"), background=o.get("background"),
         )
 
     async def generation(self, generation_id: str) -> GenerationRow | None:

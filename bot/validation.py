@@ -9,7 +9,18 @@ import math
 import re
 from dataclasses import dataclass
 
-from providers.base import ASPECTS, QUALITIES, STYLES, ImageProvider, ModelInfo
+from providers.base import (
+    ASPECTS,
+    BACKGROUNDS,
+    DEFAULT_QUALITY,
+    FORMATS,
+    QUALITIES,
+    QUALITY_ALIASES,
+    RATIOS,
+    STYLES,
+    ImageProvider,
+    ModelInfo,
+)
 from providers.registry import ProviderRegistry
 
 from .config import MAX_AMOUNT, Config
@@ -19,11 +30,11 @@ from .models import ImagineOptions
 PROMPT_LIMIT = 4000
 COUNT_LIMIT = 10
 ASPECT_ALIASES = {
-    "square": "square", "1:1": "square",
-    "landscape": "landscape", "wide": "landscape", "16:9": "landscape", "3:2": "landscape",
-    "portrait": "portrait", "tall": "portrait", "9:16": "portrait", "2:3": "portrait",
+    "square": "square", "landscape": "landscape", "wide": "landscape", "portrait": "portrait", "tall": "portrait",
 }
 SIZE_RE = re.compile(r"^\s*(\d{2,5})\s*[x×*]\s*(\d{2,5})\s*$", re.I)
+RATIO_RE = re.compile(r"^\s*(\d{1,2})\s*:\s*(\d{1,2})\s*$")
+FORMAT_ALIASES = {"jpg": "jpeg"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,8 @@ class Plan:
     attempts: tuple[Attempt, ...]
     reference: bytes | None = None
     seed: int = 0
+    output_format: str | None = None
+    background: str | None = None
 
     @property
     def total(self) -> int:
@@ -108,22 +121,95 @@ def parse_amount(value: object, *, allow_zero: bool = False) -> int:
 
 
 def resolve_size(value: str | None, model: ModelInfo, default: str) -> str:
-    """``WxH`` or an aspect name -> one of the model's sizes, or a ValidationError naming them."""
+    """``WxH``, a ratio (``16:9``) or an aspect name -> a size the model makes, or a ValidationError
+    naming what it can make."""
     if value is None or not str(value).strip():
-        return default if default in model.sizes else model.size_for_aspect("square")
+        return default if model.size_problem(default) is None else model.size_for_aspect("square")
     text = str(value).strip().lower()
     if text in ASPECT_ALIASES:
         return model.size_for_aspect(ASPECT_ALIASES[text])
+    ratio = RATIO_RE.match(text)
+    if ratio:
+        label = f"{int(ratio[1])}:{int(ratio[2])}"
+        size = model.size_for_ratio(label) if label in RATIOS else None
+        if size is not None:
+            return size
+        raise ValidationError(
+            f"aspect {label} is not available for {model.name}; it makes {', '.join(model.ratios()) or 'none'}"
+            f" (or {', '.join(ASPECTS)}).",
+            code="IMG-VALID-SIZE",
+        )
     match = SIZE_RE.match(text)
+    why = ""
     if match:
         size = f"{int(match[1])}x{int(match[2])}"
-        if size in model.sizes:
+        problem = model.size_problem(size)
+        if problem is None:
             return size
+        why = f" ({problem})" if model.free_sizes is not None else ""
     raise ValidationError(
-        f"size {value!r} is not available for {model.name}; choose one of {', '.join(model.sizes)}"
-        f" or an aspect ({', '.join(ASPECTS)}).",
+        f"size {value!r} is not available for {model.name}{why}; choose {model.describe_sizes()},"
+        f" or an aspect ({', '.join(ASPECTS)}, {', '.join(model.ratios()[:6])}...).",
         code="IMG-VALID-SIZE",
     )
+
+
+def parse_quality(value: str | None, model: ModelInfo) -> str:
+    """A quality tier the model makes (``standard``/``hd`` are medium/high); default medium, or the
+    model's own tier when it makes only one."""
+    if value is None or not str(value).strip():
+        return DEFAULT_QUALITY if DEFAULT_QUALITY in model.qualities else model.qualities[0]
+    text = str(value).strip().lower()
+    tier = QUALITY_ALIASES.get(text, text)
+    if tier not in QUALITIES:
+        raise ValidationError(
+            f"quality must be one of {', '.join(QUALITIES)} (standard and hd mean medium and high); got {value!r}.",
+            code="IMG-VALID-QUALITY",
+        )
+    if tier not in model.qualities:
+        raise ValidationError(
+            f"quality {tier} is not available for {model.name}; it makes {', '.join(model.qualities)}.",
+            code="IMG-VALID-QUALITY",
+        )
+    return tier
+
+
+def parse_format(value: str | None, model: ModelInfo) -> str | None:
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip().lower().lstrip(".")
+    fmt = FORMAT_ALIASES.get(text, text)
+    if fmt not in FORMATS:
+        raise ValidationError(f"format must be one of {', '.join(FORMATS)}; got {value!r}.", code="IMG-VALID-FORMAT")
+    if fmt not in model.formats:
+        raise ValidationError(
+            f"format {fmt} is not available for {model.name}; it makes {', '.join(model.formats)}.",
+            code="IMG-VALID-FORMAT",
+        )
+    return fmt
+
+
+def parse_background(value: str | None, model: ModelInfo, fmt: str | None) -> str | None:
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip().lower()
+    if text not in BACKGROUNDS:
+        raise ValidationError(
+            f"background must be one of {', '.join(BACKGROUNDS)}; got {value!r}.", code="IMG-VALID-BACKGROUND"
+        )
+    if text == "auto":
+        return None
+    if text not in model.backgrounds:
+        can = ", ".join(model.backgrounds) or "only its automatic background"
+        raise ValidationError(
+            f"a {text} background is not available for {model.name}; it makes {can}.", code="IMG-VALID-BACKGROUND"
+        )
+    if text == "transparent" and (fmt or model.formats[0]) == "jpeg":
+        raise ValidationError(
+            "A transparent background needs --format png or webp (JPEG has no transparency).",
+            code="IMG-VALID-BACKGROUND",
+        )
+    return text
 
 
 def split_provider(value: str | None) -> tuple[str | None, str | None]:
@@ -144,16 +230,21 @@ def plan_imagine(options: ImagineOptions, registry: ProviderRegistry, config: Co
                 f"provider {wanted!r} is not configured; choose one of {', '.join(registry.names())}.",
                 code="IMG-VALID-PROVIDER",
             )
-        candidates = [provider]
+        candidates = [provider] if provider.capabilities.models else []
     else:
         candidates = registry.ordered(config.providers_for(server_key))
+    if not candidates:
+        raise ValidationError(
+            f"{wanted or 'No provider'} has no model available right now (its models were retired); "
+            "an operator must check `imagebot providers`. Nothing was charged.",
+            code="IMG-VALID-MODEL",
+        )
     primary = candidates[0]
     model = primary.capabilities.model(model_name)
     if model is None:
         names = ", ".join(m.name for m in primary.capabilities.models)
-        # A provider may know why a model is missing (Imagen needs Vertex AI): say so, not just "unknown".
-        hint = getattr(primary, "model_hint", None)
-        why = hint(model_name or "") if callable(hint) else None
+        # The catalogue may know why a model is missing (shut down, retired): say so, not just "unknown".
+        why = registry.model_hint(primary.name, model_name or "")
         raise ValidationError(
             f"model {model_name!r} is not offered by {primary.name}; choose one of {names}."
             + (f" {why}" if why else ""),
@@ -162,13 +253,16 @@ def plan_imagine(options: ImagineOptions, registry: ProviderRegistry, config: Co
     prompt = clean_prompt(options.prompt, min(PROMPT_LIMIT, model.prompt_limit))
     size = resolve_size(options.size, model, config.default_size)
     style = parse_choice("style", options.style, STYLES, "natural")
-    quality = parse_choice("quality", options.quality, QUALITIES, "standard")
+    quality = parse_quality(options.quality, model)
+    output_format = parse_format(options.output_format, model)
+    background = parse_background(options.background, model, output_format)
     count = parse_count(options.count, min(COUNT_LIMIT, config.limits.max_count))
     seed = options.seed if isinstance(options.seed, int) else 0
 
     attempts = [Attempt(primary, model)]
     for other in candidates[1:]:
-        fit = _fitting_model(other, size, len(prompt), options.reference is not None)
+        fit = fitting_model(other, size, len(prompt), options.reference is not None, quality=quality,
+                            output_format=output_format, background=background)
         if fit is not None:
             attempts.append(Attempt(other, fit))
     return Plan(
@@ -177,18 +271,28 @@ def plan_imagine(options: ImagineOptions, registry: ProviderRegistry, config: Co
         style=style,
         quality=quality,
         count=count,
-        price_per_image=config.pricing.per_image(size, quality),
+        price_per_image=config.pricing.per_image(size, quality, model.name),
         attempts=tuple(attempts),
         reference=options.reference,
         seed=seed,
+        output_format=output_format,
+        background=background,
     )
 
 
-def _fitting_model(provider: ImageProvider, size: str, prompt_len: int, reference: bool) -> ModelInfo | None:
+def fitting_model(
+    provider: ImageProvider, size: str, prompt_len: int, reference: bool, *, quality: str = DEFAULT_QUALITY,
+    output_format: str | None = None, background: str | None = None, exclude: tuple[str, ...] = (),
+) -> ModelInfo | None:
     """The provider's model that can serve the same request, for failover: the default model first,
     and with a reference image, one that takes references before one that would only read a description."""
     caps = provider.capabilities
-    fits = [m for m in caps.models if size in m.sizes and prompt_len <= m.prompt_limit]
+    fits = [
+        m for m in caps.models
+        if m.name not in exclude and m.size_problem(size) is None and prompt_len <= m.prompt_limit
+        and quality in m.qualities and (output_format is None or output_format in m.formats)
+        and (background is None or background in m.backgrounds)
+    ]
     fits.sort(key=lambda m: (reference and not m.supports_reference, m.name != caps.default_model))
     return fits[0] if fits else None
 

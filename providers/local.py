@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from bot.workers import WorkerThreads
 
-from .base import Capabilities, GeneratedImage, GenerationRequest, ModelInfo
+from .base import QUALITIES, Capabilities, GeneratedImage, GenerationRequest, ModelInfo
 
 LOCAL_SIZES = (
     "1024x1024",
@@ -126,6 +126,11 @@ class LocalRenderer:
                     max_per_call=10,
                     supports_reference=True,
                     supports_upscale=True,
+                    family="local-sketch",
+                    # A sketch has no quality knob, but it takes every tier so the offline bot prices and
+                    # answers like a real provider.
+                    qualities=QUALITIES,
+                    max_references=1,
                 ),
             ),
             default_model="local-sketch",

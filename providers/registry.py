@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from bot.errors import ConfigError
 
 from .base import ImageProvider, TextProvider
+from .catalogue import Catalogue
 from .compat import build_compat
 from .google_images import build_google
 from .google_text import build_google_text
@@ -54,6 +55,30 @@ class ProviderRegistry:
         self.providers = {p.name: p for p in providers}
         self.order = [name for name in order if name in self.providers]
         self.enhancer = enhancer
+        self.catalogue = Catalogue()
+
+    async def refresh(self, *, strict: bool = True) -> None:
+        """Ask every vendor which models this account may use (at start strictly, then every few hours)."""
+        await self.catalogue.refresh([*self.providers.values(), self.enhancer], strict=strict)
+
+    def retire(self, provider: str, model: str, reason: str = "the vendor no longer serves it") -> bool:
+        """A model vanished while running: it leaves the rotation now (True the first time)."""
+        target = self.providers.get(provider)
+        if target is None and self.enhancer.name == provider:
+            return self.catalogue.retire(self.enhancer, model, reason)
+        return self.catalogue.retire(target, model, reason) if target is not None else False
+
+    def model_hint(self, provider: str, model: str) -> str | None:
+        """Why ``model`` is not offered by ``provider``, when the catalogue knows (retired, shut down)."""
+        listing = self.catalogue.listings.get(provider)
+        if listing is None or not model:
+            return None
+        if model in listing.dropped:
+            return f"{model} was retired by the vendor ({listing.dropped[model]})."
+        known = next((m for m in listing.models if m.name == model), None)
+        if known is not None and known.shutdown_date:
+            return f"{model} was shut down on {known.shutdown_date}."
+        return None
 
     def get(self, name: str) -> ImageProvider | None:
         return self.providers.get(name)
@@ -64,7 +89,8 @@ class ProviderRegistry:
 
     def ordered(self, order: tuple[str, ...] | list[str] | None = None) -> list[ImageProvider]:
         names = [n for n in (order or self.order) if n in self.providers] or self.order
-        return [self.providers[n] for n in names]
+        # A provider whose every model has been retired has nothing to offer until the next refresh.
+        return [self.providers[n] for n in names if self.providers[n].capabilities.models]
 
     async def aclose(self) -> None:
         for provider in reversed(list(self.providers.values())):

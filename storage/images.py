@@ -5,6 +5,7 @@ Writes are atomic (temporary file, then rename), and the same bytes are stored o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import io
@@ -88,6 +89,8 @@ class ImageStore:
 
     def __init__(self, data_dir: Path) -> None:
         self.root = Path(data_dir) / "images"
+        #: Partial images shown while a model draws: free, not results, safe to delete at any time.
+        self.previews = Path(data_dir) / "previews"
         self._root = str(self.root)
         self._writer = WorkerThreads("image-store", threads=2)
         self._folders: set[str] = set()
@@ -143,6 +146,20 @@ class ImageStore:
     async def save(self, data: bytes, *, drawn_size: tuple[int, int] | None = None) -> StoredImage:
         """Store ``data`` once by its hash. ``drawn_size``: see ``GeneratedImage.drawn_size``."""
         return await self._writer.run(self._save, data, drawn_size)
+
+    async def save_preview(self, name: str, data: bytes) -> tuple[Path, str]:
+        """Write a preview as ``previews/NAME.ext`` (``name`` is built by the core from ids, never typed)."""
+
+        def write() -> tuple[Path, str]:
+            mime, _, _ = inspect_image(data)
+            self.previews.mkdir(parents=True, exist_ok=True)
+            path = self.previews / f"{name}.{EXTENSIONS[mime]}"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+            return path, mime
+
+        return await asyncio.to_thread(write)
 
     def close(self) -> None:
         self._writer.close()

@@ -11,7 +11,7 @@ from bot.config import Config, load_config
 from bot.core import Imagebot
 from bot.models import Context, Identity
 from bot.ratelimit import RateLimiter
-from providers.base import Capabilities, GeneratedImage, GenerationRequest, ModelInfo
+from providers.base import QUALITIES, Capabilities, GeneratedImage, GenerationRequest, ModelInfo
 from providers.local import LOCAL_SIZES, render
 from providers.local_text import LocalEnhancer
 from providers.registry import ProviderRegistry
@@ -40,7 +40,7 @@ class ScriptedProvider:
     ) -> None:
         self.name = name
         self.capabilities = Capabilities(
-            models=(ModelInfo(name=f"{name}-model", sizes=sizes, max_per_call=max_per_call),),
+            models=(ModelInfo(name=f"{name}-model", sizes=sizes, max_per_call=max_per_call, qualities=QUALITIES),),
             default_model=f"{name}-model",
             concurrency=concurrency,
         )
