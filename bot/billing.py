@@ -30,19 +30,13 @@ from typing import Any
 
 from storage.ledger import ImageRow, Ledger, LedgerRefused, Settlement
 
-from .errors import ImagebotError
+from .errors import ImagebotError, LeaseLost
 from .models import Identity
 from .replies import refusal
 
 log = logging.getLogger(__name__)
 
 Failure = Callable[[BaseException, int], BaseException]
-
-
-class LeaseLost(ImagebotError):
-    """The job outlived its reservation's lease and another process released it: nothing charged."""
-
-    code = "IMG-LEASE-LOST"
 
 
 @dataclass

@@ -23,6 +23,11 @@ Every error a person can see derives from ``ImagebotError`` and carries a stable
      |                              rotation, the request fails over uncharged             (IMG-PROV-RETIRED)
      +-- ConfigError                bad configuration at start                             (IMG-CONFIG-001)
      +-- StorageError               the database refused a write                           (IMG-STORE-001)
+     +-- LeaseLost                  a job outlived its reservation's lease and another process
+                                    released it: nothing charged, result withheld         (IMG-LEASE-LOST)
+
+The ledger's own refusals (``storage.ledger.LedgerRefused``: short balance, too many jobs...) carry
+numbers only; ``bot.replies.refusal`` turns them into the user errors above.
 """
 
 from __future__ import annotations
@@ -152,3 +157,7 @@ class ConfigError(ImagebotError):
 
 class StorageError(ImagebotError):
     code = "IMG-STORE-001"
+
+
+class LeaseLost(ImagebotError):
+    code = "IMG-LEASE-LOST"
