@@ -6,7 +6,12 @@ by this process. Sends N concurrent signed /imagine requests (default 200, one p
 ack latency p50/p99/max and the time until every image is uploaded.
 Target: ack p99 < 300 ms.
 
-Run: python tests/bench/bench_slack.py [--requests 200] [--delay 2.0] [--provider-concurrency 50]
+First, on the idle bot, a burst of 40 concurrent /imagine (``--burst``) measures how soon results follow the
+provider: the time from sending a command to its upload completing, as a multiple of the provider's latency
+(the last of the 40 is the headline). Progress notes must never delay a result.
+Target: command -> last image <= 1.1x the provider latency.
+
+Run: python tests/bench/bench_slack.py [--requests 200] [--burst 40] [--delay 2.0] [--provider-concurrency 50]
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from tests.fakes.slack_api import FakeSlack, command_payload, form_body, signed_
 from tests.fakes.slack_harness import BOT_TOKEN, SECRET, make_core  # noqa: E402
 
 TARGET_P99 = 0.300
+TARGET_RATIO = 1.10
 
 
 class SlowProvider:
@@ -108,7 +114,31 @@ async def timed_ack(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return seconds
 
 
-async def run(requests: int, delay: float, concurrency: int, workdir: Path) -> bool:
+async def result_ratios(fake: FakeSlack, http: aiohttp.ClientSession, url: str, burst: int,
+                        delay: float) -> list[float]:
+    """``burst`` concurrent signed /imagine; for each, the seconds from sending it to its upload completing
+    (``files.completeUploadExternal`` accepted by the fake), divided by the provider latency."""
+    sent: dict[str, float] = {}
+    before = len(fake.uploads)
+
+    async def send(i: int) -> None:
+        user = f"UB{i:07d}"
+        body = form_body(command_payload(fake, "/imagine", f"burst fox {i} --size 256x256", user=user, key=f"b{i}"))
+        sent[user] = time.monotonic()
+        async with http.post(f"{url}/slack/events", data=body, headers=signed_headers(SECRET, body)) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"burst command {i} answered {resp.status}")
+
+    await asyncio.gather(*(send(i) for i in range(burst)))
+    await fake.until(lambda: len(fake.uploads) >= before + burst, timeout=60 + burst * delay)
+    ratios = []
+    for upload in fake.uploads[before:]:
+        user = next(u for u in sent if f"<@{u}>" in upload.initial_comment)
+        ratios.append((upload.at - sent[user]) / delay)
+    return ratios
+
+
+async def run(requests: int, delay: float, concurrency: int, workdir: Path, burst: int = 40) -> bool:
     fake = await FakeSlack().start()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -135,6 +165,8 @@ async def run(requests: int, delay: float, concurrency: int, workdir: Path) -> b
 
             await one(-1, "U0WARM001")  # Bolt calls auth.test on its first request: keep it out of the figures
             await fake.until(lambda: fake.uploads, timeout=60)
+            fake.uploads.clear()
+            ratios = await result_ratios(fake, http, url, burst, delay)
             fake.uploads.clear()
             # Slack's requests come from many machines: prepare, sign and connect all of them first, so the
             # figures measure the bot's answer, not this one client process building 200 requests.
@@ -172,7 +204,13 @@ async def run(requests: int, delay: float, concurrency: int, workdir: Path) -> b
     print(f"ledger audit: {'balanced' if not audit else f'{len(audit)} accounts off'}")
     ok = p99 < TARGET_P99 and not audit
     print(f"target ack p99 < {TARGET_P99 * 1000:.0f} ms: {'met' if ok else 'MISSED'}")
-    return ok
+    last = max(ratios)
+    print(f"results, {burst} concurrent /imagine on the idle bot: command -> last image {last * delay:.2f} s = "
+          f"{last:.2f}x the provider's {delay:.1f} s (per command p50 {percentile(ratios, 50):.2f}x, "
+          f"min {min(ratios):.2f}x)")
+    fast = last <= TARGET_RATIO
+    print(f"target command -> last image <= {TARGET_RATIO:.1f}x: {'met' if fast else 'MISSED'}")
+    return ok and fast
 
 
 def main() -> int:
@@ -184,13 +222,14 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--delay", type=float, default=2.0, help="provider seconds per image")
     parser.add_argument("--provider-concurrency", type=int, default=50)
+    parser.add_argument("--burst", type=int, default=40, help="concurrent commands for the result-latency figure")
     parser.add_argument("--dir", type=Path, default=None, help="where the SQLite file goes (default: a temp dir)")
     args = parser.parse_args()
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
-        return 0 if asyncio.run(run(args.requests, args.delay, args.provider_concurrency, args.dir)) else 1
+        return 0 if asyncio.run(run(args.requests, args.delay, args.provider_concurrency, args.dir, args.burst)) else 1
     with tempfile.TemporaryDirectory() as tmp:
-        return 0 if asyncio.run(run(args.requests, args.delay, args.provider_concurrency, Path(tmp))) else 1
+        return 0 if asyncio.run(run(args.requests, args.delay, args.provider_concurrency, Path(tmp), args.burst)) else 1
 
 
 if __name__ == "__main__":
