@@ -181,3 +181,16 @@ async def test_close_cancels_a_waiting_edit_at_once_and_waits_only_for_one_on_th
     assert progress.previews_shown == 1
     await asyncio.sleep(0.3)
     assert len(slow.edits) == 1, "an edit was sent after close()"
+
+
+async def test_a_preview_never_stands_in_for_a_result_delivered_elsewhere(tmp_path: Path) -> None:
+    stream = StreamingProvider(previews=1, gap=0.01, delay=0.8)
+    async with DiscordHarness(tmp_path, providers=[stream]) as h:
+        # The channel refuses the result's upload (missing permissions): it goes privately instead.
+        h.fake.fail("PATCH", r"/messages/@original$", 50013, when=lambda c: bool(c.files) and not is_preview(c))
+        token = await h.imagine("a heron", size="256x256")
+        result = await h.result(token)
+        assert h.previews(token) and result.method == "POST" and result.ephemeral
+        await h.fake.wait_for(lambda: "sent them to you in a private reply" in (h.texts(token) or [""])[-1])
+        original = h.fake.messages[h.fake.originals[token]]
+        assert original["attachments"] == [], "the preview is still shown where the result should be"

@@ -155,9 +155,9 @@ async def deliver(interaction: discord.Interaction, out: Outgoing,
                 break
             if target != HERE and alive:
                 where = "in a private reply" if target == PRIVATE else "by direct message"
-                await _quiet(interaction.edit_original_response(
+                await _quiet(interaction.edit_original_response(  # no preview left standing in for the result
                     content=f"I couldn't post the images here ({REASONS[reason]}), so I sent them to you {where}.",
-                    allowed_mentions=NO_MENTIONS))
+                    attachments=[], allowed_mentions=NO_MENTIONS))
             return target
     refunded = await refund()
     credits = f" Your {refunded} credits were refunded." if refunded else " You were not charged."

@@ -317,11 +317,16 @@ class FakeDiscord:
              "proxy_url": f"http://cdn/{name}", "content_type": "image/" + name.rsplit(".", 1)[-1]}
             for name, data in call.files
         ]
+        if "attachments" in body:  # an edit lists the old attachments it keeps; the rest are removed
+            keep = {str(a.get("id")) for a in body["attachments"] or []}
+            attachments = [a for a in old.get("attachments", []) if a["id"] in keep] + attachments
+        elif not attachments:
+            attachments = old.get("attachments", [])
         message = {
             "id": msg_id, "channel_id": channel_id or str(CHANNEL_ID), "author": BOT_USER,
             "content": body.get("content", old.get("content", "")) or "",
             "timestamp": TIMESTAMP, "edited_timestamp": None, "tts": False, "mention_everyone": False,
-            "mentions": [], "mention_roles": [], "attachments": attachments or old.get("attachments", []),
+            "mentions": [], "mention_roles": [], "attachments": attachments,
             "embeds": body.get("embeds", old.get("embeds", [])) or [],
             "components": body.get("components", old.get("components", [])) or [],
             "pinned": False, "type": 0, "flags": int(body.get("flags") or 0), "webhook_id": str(APP_ID),
