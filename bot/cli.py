@@ -70,8 +70,11 @@ async def _with_core(config: Config, fn: Callable[[Imagebot], Awaitable[int]], *
     """An operator command: the core without the reservation sweep (an operator's command never
     releases anything); ``read_only`` for looks, which write nothing at all."""
     core = build_core(config, read_only=read_only)
-    async with core:
+    await core.start(catalogue=False)
+    try:
         return await fn(core)
+    finally:
+        await core.close()
 
 
 async def cmd_credits(core: Imagebot, args: argparse.Namespace) -> int:
@@ -118,42 +121,98 @@ async def cmd_usage(core: Imagebot, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_providers(config: Config, args: argparse.Namespace) -> int:
+async def cmd_providers(config: Config, args: argparse.Namespace) -> int:
+    """Each provider's models as its vendor lists them today: active, deprecated (shutdown date, days
+    left) or retired, with a warning for any model shutting down within 30 days."""
+    from providers.catalogue import WARN_DAYS, key_of, today
     from providers.registry import build_registry
 
     registry = build_registry(config)
-    out = []
-    for name in registry.names():
-        p = registry.providers[name]
-        out.append({
-            "name": name,
-            "default_model": p.capabilities.default_model,
-            "concurrency": p.capabilities.concurrency,
-            "notes": list(getattr(p, "notes", ())),
-            "models": [
-                {"name": m.name, "sizes": list(m.sizes), "max_per_call": m.max_per_call,
-                 "reference_images": m.supports_reference, "upscale": m.supports_upscale,
-                 "prompt_limit": m.prompt_limit}
-                for m in p.capabilities.models
-            ],
-        })
+    try:
+        await registry.refresh(strict=True)
+        now = today()
+        out = []
+        for name in registry.names():
+            p = registry.providers[name]
+            listing = registry.catalogue.listings.get(key_of(p))
+            out.append({
+                "name": name,
+                "default_model": p.capabilities.default_model,
+                "concurrency": p.capabilities.concurrency,
+                "source": listing.source if listing else "fixed",
+                "notes": list(getattr(p, "notes", ())),
+                "models": [_model_entry(m, listing.status_of(m, now) if listing else m.status(now), now)
+                           for m in (listing.models if listing else p.capabilities.models)],
+            })
+        enhancer = registry.enhancer
+        text_listing = registry.catalogue.listings.get(key_of(enhancer))
+        text = {
+            "name": enhancer.name, "model": getattr(enhancer, "model", ""),
+            "source": text_listing.source if text_listing else "fixed",
+            "models": [_model_entry(m, text_listing.status_of(m, now), now, image=False)
+                       for m in (text_listing.models if text_listing else [])],
+        }
+        warnings = [w for listing in registry.catalogue.listings.values() for w in listing.warnings(now)]
+    finally:
+        await registry.aclose()
     if args.json:
-        print(json.dumps({"providers": out, "order": registry.order, "enhancer": registry.enhancer.name}))
-    else:
-        for entry in out:
-            print(f"{entry['name']} (default model {entry['default_model']})")
-            for m in entry["models"]:
-                extras = [f"{m['max_per_call']} per call"]
-                if m["reference_images"]:
-                    extras.append("reference images")
-                if m["upscale"]:
-                    extras.append("upscale")
-                print(f"  {m['name']}: {', '.join(m['sizes'])} ({', '.join(extras)})")
-            for note in entry["notes"]:
-                print(f"  note: {note}")
-        print(f"failover order: {' -> '.join(registry.order)}")
-        print(f"prompt enhancer: {registry.enhancer.name}")
+        print(json.dumps({"providers": out, "order": registry.order, "enhancer": text, "warnings": warnings,
+                          "warn_days": WARN_DAYS}))
+        return 0
+    for entry in out:
+        where = " (built-in defaults: the vendor could not be asked)" if entry["source"] == "built-in" else ""
+        print(f"{entry['name']} (default model {entry['default_model']}){where}")
+        for m in entry["models"]:
+            print(f"  {m['name']}: {_lifecycle_text(m)}; {m['sizes_text']} ({', '.join(_extras(m))})")
+        for note in entry["notes"]:
+            print(f"  note: {note}")
+    print(f"failover order: {' -> '.join(registry.order)}")
+    print(f"prompt enhancer: {text['name']} ({text['model'] or 'built in'})")
+    for m in text["models"]:
+        print(f"  {m['name']}: {_lifecycle_text(m)}")
+    for warning in warnings:
+        print(f"warning: {warning}")
     return 0
+
+
+def _model_entry(model: Any, status: str, now: str, *, image: bool = True) -> dict[str, Any]:
+    from providers.catalogue import days_left
+
+    entry: dict[str, Any] = {"name": model.name, "status": status, "shutdown_date": model.shutdown_date,
+                             "days_left": days_left(model.shutdown_date, now) if model.shutdown_date else None}
+    if image:
+        entry.update({
+            "family": model.family, "sizes": list(model.sizes), "sizes_text": model.describe_sizes(),
+            "ratios": list(model.ratios()), "qualities": list(model.qualities), "formats": list(model.formats),
+            "backgrounds": list(model.backgrounds), "max_per_call": model.max_per_call,
+            "reference_images": model.supports_reference, "streaming": model.streaming,
+            "upscale": model.supports_upscale, "prompt_limit": model.prompt_limit,
+        })
+    return entry
+
+
+def _lifecycle_text(m: dict[str, Any]) -> str:
+    if m["status"] == "deprecated":
+        return f"deprecated, shuts down {m['shutdown_date']} ({m['days_left']} days left)"
+    if m["status"] == "retired":
+        since = f" since {m['shutdown_date']}" if m["shutdown_date"] else ""
+        return f"retired{since}"
+    return "active"
+
+
+def _extras(m: dict[str, Any]) -> list[str]:
+    extras = [f"{m['max_per_call']} per call", "quality " + "/".join(m["qualities"])]
+    if m["formats"]:
+        extras.append("/".join(m["formats"]))
+    if m["backgrounds"]:
+        extras.append("background " + "/".join(m["backgrounds"]))
+    if m["reference_images"]:
+        extras.append("reference images")
+    if m["streaming"]:
+        extras.append("previews")
+    if m["upscale"]:
+        extras.append("upscale")
+    return extras
 
 
 async def cmd_run(config: Config) -> int:
@@ -198,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "usage":
             return asyncio.run(_with_core(config, lambda core: cmd_usage(core, args), read_only=True))
         if args.command == "providers":
-            return cmd_providers(config, args)
+            return asyncio.run(cmd_providers(config, args))
     except ConfigError as exc:
         print(f"imagebot: configuration error: {exc.message}", file=sys.stderr)
         return 2

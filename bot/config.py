@@ -27,6 +27,7 @@ DEFAULT_PRICES = {"256x256": 3, "512x512": 5, "1024x1024": 10}
 DEFAULT_QUALITY_FACTORS = {"low": 0.5, "medium": 1.0, "high": 2.0, "max": 4.0}
 QUALITY_ALIASES = {"standard": "medium", "hd": "high"}
 TWO_MEGAPIXELS = 2 * 1024 * 1024
+SLACK = 1.05
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Pricing:
     """Credits per image, by size (pixel count), quality tier and model.
 
     Sizes priced exactly in ``per_size`` cost that; otherwise up to 256x256, 512x512 and 1024x1024 pixels
-    cost like those, up to two megapixels cost ``large``, and beyond that ``large`` per two megapixels.
+    (with 5% to spare) cost like those, up to two megapixels cost ``large``, and beyond that ``large`` per two megapixels.
     The quality factor and a model's factor (``models``, matched by the longest id prefix) multiply it;
     the result is rounded up, and an image costs at least 1 unless its price is set to 0.
     """
@@ -50,14 +51,16 @@ class Pricing:
         if exact is not None:
             return exact
         w, h = (int(v) for v in size.split("x"))
+        # A vendor's "1K" shapes run a few percent over 1024x1024 (Gemini's 16:9 is 1376x768): same tier.
         pixels = w * h
-        if pixels <= 256 * 256:
+        tier = pixels / SLACK
+        if tier <= 256 * 256:
             return self.per_size.get("256x256", 3)
-        if pixels <= 512 * 512:
+        if tier <= 512 * 512:
             return self.per_size.get("512x512", 5)
-        if pixels <= 1024 * 1024:
+        if tier <= 1024 * 1024:
             return self.per_size.get("1024x1024", 10)
-        if pixels <= TWO_MEGAPIXELS:
+        if tier <= TWO_MEGAPIXELS:
             return self.large
         return math.ceil(self.large * pixels / TWO_MEGAPIXELS)
 

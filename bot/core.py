@@ -122,15 +122,17 @@ class Imagebot:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self, *, sweep: bool = False) -> None:
+    async def start(self, *, sweep: bool = False, catalogue: bool = True) -> None:
         """Open storage and the catalogue. ``sweep`` (``imagebot run``): release reservations whose
-        lease expired, now and every third of a lease; operator commands never release anything."""
+        lease expired, now and every third of a lease; operator commands never release anything, and
+        ask no vendor for its models (``catalogue=False``)."""
         await self.store.open()
-        try:
-            await self._start_catalogue()
-        except BaseException:
-            await self.store.close()
-            raise
+        if catalogue:
+            try:
+                await self._start_catalogue()
+            except BaseException:
+                await self.store.close()
+                raise
         if sweep:
             released = await self.store.release_expired()
             if released:

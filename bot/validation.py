@@ -182,8 +182,9 @@ def parse_format(value: str | None, model: ModelInfo) -> str | None:
     if fmt not in FORMATS:
         raise ValidationError(f"format must be one of {', '.join(FORMATS)}; got {value!r}.", code="IMG-VALID-FORMAT")
     if fmt not in model.formats:
+        makes = f"it makes {', '.join(model.formats)}" if model.formats else "it does not let you choose a format"
         raise ValidationError(
-            f"format {fmt} is not available for {model.name}; it makes {', '.join(model.formats)}.",
+            f"format {fmt} is not available for {model.name}; {makes}.",
             code="IMG-VALID-FORMAT",
         )
     return fmt
@@ -204,7 +205,7 @@ def parse_background(value: str | None, model: ModelInfo, fmt: str | None) -> st
         raise ValidationError(
             f"a {text} background is not available for {model.name}; it makes {can}.", code="IMG-VALID-BACKGROUND"
         )
-    if text == "transparent" and (fmt or model.formats[0]) == "jpeg":
+    if text == "transparent" and (fmt or (model.formats or ("png",))[0]) == "jpeg":
         raise ValidationError(
             "A transparent background needs --format png or webp (JPEG has no transparency).",
             code="IMG-VALID-BACKGROUND",

@@ -84,8 +84,10 @@ def family_of(families: Sequence[ModelFamily], model_id: str) -> ModelFamily | N
 
 
 def _model(family: ModelFamily, entry: ListedModel) -> ModelInfo:
+    # A shutdown the SDK announces for the template model itself holds until the vendor lists another date.
+    known = family.template.shutdown_date if entry.id == family.template.name else None
     return dataclasses.replace(family.template, name=entry.id, family=family.prefix, created=entry.created,
-                               shutdown_date=entry.shutdown_date)
+                               shutdown_date=entry.shutdown_date or known)
 
 
 def resolve(
@@ -196,8 +198,8 @@ class Catalogue:
             self.listings[key] = listing
             self._families[key] = tuple(provider.families)
             self._pinned[key] = tuple(provider.pinned)
-            if listed is None:
-                offline.append(provider.name)
+            if listed is None and key not in offline:
+                offline.append(key)
             self._apply(provider, now)
             for warning in listing.warnings(now):
                 log.warning("model lifecycle: %s", warning)

@@ -38,13 +38,17 @@ if TYPE_CHECKING:
 NOT_CHAT = ("audio", "realtime", "search", "tts", "transcribe", "codex", "chat-latest", "deep-research")
 
 
-def text_family(prefix: str) -> ModelFamily:
-    return ModelFamily(prefix, ModelInfo(prefix, sizes=(), family=prefix),
+def text_family(prefix: str, shutdown_date: str | None = None) -> ModelFamily:
+    return ModelFamily(prefix, ModelInfo(prefix, sizes=(), family=prefix, shutdown_date=shutdown_date),
                        excludes=tuple(f"{prefix}-{word}" for word in NOT_CHAT))
 
 
-TEXT_FAMILIES: tuple[ModelFamily, ...] = tuple(
-    text_family(p) for p in ("gpt-6-luna", "gpt-5.6-luna", "gpt-5.4-mini", "gpt-4.1-mini", "gpt-4o-mini"))
+#: The SDK's chat_model.py announces 2027-01-14 for both older minis: shown even when the list can't be read.
+TEXT_FAMILIES: tuple[ModelFamily, ...] = (
+    *(text_family(p) for p in ("gpt-6-luna", "gpt-5.6-luna", "gpt-5.4-mini")),
+    text_family("gpt-4.1-mini", "2027-01-14"),
+    text_family("gpt-4o-mini", "2027-01-14"),
+)
 TEXT_MODEL = TEXT_FAMILIES[0].template.name
 _SUCCESSOR = "gpt-6-luna or gpt-5.4-mini"
 #: Text models already shut down (SDK docstrings; today 2026-12-01) -> a replacement.

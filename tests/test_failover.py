@@ -49,7 +49,7 @@ async def test_next_provider_delivers_and_is_named(tmp_path: Path, fakes: tuple[
     async with core:
         oai.queue("generations", failure)
         result = await core.imagine(CTX, ImagineOptions("a fox", count=2), progress=progress)
-        assert result.provider == "google" and result.model == "gemini-2.5-flash-image"
+        assert result.provider == "google" and result.model == "gemini-nano-banana-2.1"
         assert result.failed_over == ["openai"] and len(result.images) == 2
         assert all(i.path.exists() for i in result.images)
         assert result.credits_spent == 20 and (await core.credits(USER)).balance == 480
@@ -80,13 +80,13 @@ async def test_partial_success_above_the_per_call_maximum_is_priced_by_what_was_
     oai, goo = fakes
     core = build_core(make_config(tmp_path, both(oai, goo)))
     async with core:
-        oai.queue("generations", "ok", "down", "ok")  # dall-e-3 makes one image per call: 3 calls
-        result = await core.imagine(CTX, ImagineOptions("a lighthouse", model="dall-e-3", count=3))
-        assert result.provider == "openai" and len(result.images) == 2
+        goo.queue("gemini", "ok", "down", "ok")  # Gemini makes one image per call: 3 calls
+        result = await core.imagine(CTX, ImagineOptions("a lighthouse", provider="google", count=3))
+        assert result.provider == "google" and len(result.images) == 2
         assert result.credits_spent == 20 and result.credits_refunded == 10
         assert result.partial_note and "2 of 3" in result.partial_note
         assert (await core.credits(USER)).balance == 480
-    assert len(oai.calls("generations")) == 3 and goo.calls("gemini") == []
+    assert len(goo.calls("gemini")) == 3 and oai.calls("generations") == []
 
 
 async def test_every_provider_failing_refunds_everything(tmp_path: Path,
@@ -108,23 +108,24 @@ async def test_a_provider_that_cannot_serve_the_size_is_skipped(tmp_path: Path,
     core = build_core(make_config(tmp_path, both(oai, goo)))
     async with core:
         oai.queue("generations", "down")
-        result = await core.imagine(CTX, ImagineOptions("an owl", model="dall-e-2", size="256x256"))
+        result = await core.imagine(CTX, ImagineOptions("an owl", size="1024x1536"))
         assert result.provider == "local" and result.failed_over == ["openai"]
-        assert result.credits_spent == 3
-    assert goo.calls("gemini") == []  # Gemini has no 256x256
+        assert result.credits_spent == 15
+    assert goo.calls("gemini") == []  # Gemini makes 848x1264 for 2:3, not 1024x1536
 
 
-async def test_imagen_takes_over_a_dall_e_3_landscape(tmp_path: Path, fakes: tuple[FakeOpenAI, FakeGoogle]) -> None:
+async def test_gemini_takes_over_a_landscape_in_its_own_shape(tmp_path: Path,
+                                                             fakes: tuple[FakeOpenAI, FakeGoogle]) -> None:
     oai, goo = fakes
-    toml = FAST + '\nmodels = ["imagen-4.0-generate-001", "gemini-2.5-flash-image"]\n'
-    core = build_core(make_config(tmp_path, both(oai, goo, vertex=True), toml))
+    core = build_core(make_config(tmp_path, both(oai, goo)))
     async with core:
-        oai.queue("generations", "down", "down")
-        result = await core.imagine(CTX, ImagineOptions("a valley", model="dall-e-3", size="1792x1024", count=2))
-        assert (result.provider, result.model, len(result.images)) == ("google", "imagen-4.0-generate-001", 2)
-        assert result.credits_spent == 30
-    [call] = goo.calls("imagen")
-    assert call.body["parameters"] == {"sampleCount": 2, "aspectRatio": "16:9", "includeRaiReason": True}
+        oai.queue("generations", "down")
+        result = await core.imagine(CTX, ImagineOptions("a valley", size="1376x768", count=2))
+        assert (result.provider, result.model, len(result.images)) == ("google", "gemini-nano-banana-2.1", 2)
+        assert result.credits_spent == 20  # 1376x768 is Gemini's 1K 16:9: priced like 1024x1024
+    config = goo.calls("gemini")[0].body["generationConfig"]
+    assert config["imageConfig"] == {"aspectRatio": "16:9", "imageSize": "1K"}
+    assert goo.calls("imagen") == []
 
 
 async def test_per_server_order_overrides_the_global_one(tmp_path: Path,
