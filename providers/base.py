@@ -158,15 +158,18 @@ class ModelInfo:
         return max(fits, key=lambda s: parse_size(s)[0] * parse_size(s)[1]) if fits else None
 
     def size_for_aspect(self, aspect: str) -> str:
-        """Map ``square``/``landscape``/``portrait`` (or a ratio) to this model's size of that shape."""
-        for label in NAMED_ASPECTS.get(aspect, (aspect,)):
-            size = self.size_for_ratio(label)
-            if size is not None:
-                return size
-        # A model with no size of that shape: the old behaviour, the closest shape it has.
+        """Map ``square``/``landscape``/``portrait`` (or a ratio) to this model's size of that shape.
+
+        A model that takes a ratio (or any size) gets the usual photo shapes (3:2, then 4:3, 16:9); a
+        plain list of sizes gives its largest square, its widest or its tallest size."""
+        if self.free_sizes is not None or self.aspect_of or aspect not in NAMED_ASPECTS:
+            for label in NAMED_ASPECTS.get(aspect, (aspect,)):
+                size = self.size_for_ratio(label)
+                if size is not None:
+                    return size
         dims = [(s, *parse_size(s)) for s in self.sizes]
         if aspect == SQUARE:
-            return min(dims, key=lambda d: abs(d[1] / d[2] - 1))[0]
+            return min(dims, key=lambda d: (abs(d[1] / d[2] - 1), -d[1] * d[2]))[0]
         if aspect == LANDSCAPE:
             return max(dims, key=lambda d: (d[1] / d[2], d[1] * d[2]))[0]
         return max(dims, key=lambda d: (d[2] / d[1], d[1] * d[2]))[0]
