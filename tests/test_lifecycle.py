@@ -194,3 +194,20 @@ async def _imagebot(cwd: Path, env: dict[str, str], *args: str) -> dict[str, Any
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return {"rc": proc.returncode, "stdout": out.decode(), "stderr": err.decode()}
+
+
+async def test_the_vendors_reported_usage_is_recorded_and_shown_by_imagebot_usage(
+    tmp_path: Path, fakes: tuple[FakeOpenAI, FakeGoogle]
+) -> None:
+    oai, _ = fakes
+    env = openai_env(oai.base_url)
+    config = make_config(tmp_path, {**env, "IMAGEBOT_DATABASE": str(tmp_path / "cli.sqlite3")}, "")
+    core = build_core(config)
+    async with core:
+        await core.imagine(CTX, ImagineOptions("a fox", count=2))
+    shown = await _imagebot(tmp_path, env, "usage", "--json")
+    [row] = json.loads(shown["stdout"])["rows"]
+    assert (row["images"], row["credits"]) == (2, 20)
+    assert (row["input_tokens"], row["output_tokens"]) == (oai.usage["input_tokens"], oai.usage["output_tokens"])
+    text = (await _imagebot(tmp_path, env, "usage"))["stdout"]
+    assert f"tokens={oai.usage['input_tokens']} in/{oai.usage['output_tokens']} out" in text
