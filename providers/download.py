@@ -1,7 +1,7 @@
 """Bounded image downloads: provider result URLs (dall-e-3, xAI) and reference images from chat.
 
 A download is capped in bytes and in seconds, and what arrives must decode as an image
-(``storage.images.inspect_image``: Pillow, decompression-bomb safe) before anyone keeps it. A vendor URL
+(``bot.imaging.inspect_image``: Pillow, decompression-bomb safe) before anyone keeps it. A vendor URL
 expires within the hour, so images are fetched at once and stored by content hash by the core.
 """
 
@@ -21,7 +21,7 @@ from bot.errors import (
     ProviderUnavailable,
     ValidationError,
 )
-from storage.images import inspect_image
+from bot.imaging import inspect_image
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.config import parse_number
 from bot.errors import ConfigError, ContentRejected, ProviderBadResponse, ProviderError
-from storage.images import inspect_image
+from bot.imaging import inspect_image
 
 from .base import Capabilities, GeneratedImage, GenerationRequest, ListedModel, ModelFamily, ModelInfo
 from .errors_map import POLICY_TEXT, from_google

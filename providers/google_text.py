@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import ContentRejected, ProviderBadResponse, ProviderError
-from storage.images import inspect_image
+from bot.imaging import inspect_image
 
 from .base import ListedModel, ModelFamily, ModelInfo
 from .errors_map import POLICY_TEXT, from_google

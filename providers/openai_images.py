@@ -59,7 +59,7 @@ import aiohttp
 
 from bot.config import parse_number
 from bot.errors import ConfigError, ProviderBadResponse, ProviderError, ProviderUnavailable
-from storage.images import EXTENSIONS, inspect_image
+from bot.imaging import EXTENSIONS, inspect_image
 
 from .base import (
     Capabilities,

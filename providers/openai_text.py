@@ -21,7 +21,7 @@ import base64
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import ConfigError, ContentRejected, ProviderBadResponse, ProviderError
-from storage.images import inspect_image
+from bot.imaging import inspect_image
 
 from .base import ListedModel, ModelFamily, ModelInfo
 from .errors_map import POLICY_TEXT, from_openai

@@ -8,47 +8,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import itertools
 import os
 import secrets
 import struct
 import sys
-import warnings
 from pathlib import Path
 
-from PIL import Image
-
-from bot.errors import ProviderBadResponse
+# The inspection helpers live in ``bot.imaging`` (providers use them without importing storage);
+# re-exported here for the store and for existing callers.
+from bot.imaging import EXTENSIONS, inspect_image
 from bot.models import StoredImage
 from bot.workers import WorkerThreads
-
-EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
-FORMAT_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
-#: Decompression-bomb guard: no image we accept may exceed this many pixels.
-MAX_PIXELS = 40_000_000
-
-
-def inspect_image(data: bytes) -> tuple[str, int, int]:
-    """Return (mime, width, height) or raise ``ProviderBadResponse`` if ``data`` is not a sane image."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                fmt = img.format or ""
-                width, height = img.size
-                if width * height > MAX_PIXELS:
-                    raise ProviderBadResponse("The image is too large to accept.")
-                img.verify()
-    except ProviderBadResponse:
-        raise
-    except (Exception, Image.DecompressionBombWarning):
-        raise ProviderBadResponse("The data is not a readable image.") from None
-    mime = FORMAT_MIME.get(fmt)
-    if mime is None:
-        raise ProviderBadResponse(f"Unsupported image format {fmt or 'unknown'}.")
-    return mime, width, height
-
 
 #: ext2/3/4 inode flag (``chattr +T``): "top of a directory hierarchy" for the Orlov allocator.
 FS_TOPDIR_FL = 0x00020000
