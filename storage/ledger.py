@@ -1,7 +1,8 @@
 """The ledger interface: exactly the calls the core and the CLI make, whatever the engine.
 
 ``Ledger`` is implemented by ``storage.sqlite.SqliteStore`` (one file, WAL, ``synchronous=FULL``) and
-``storage.memory.MemoryLedger`` (the executable specification and test double); one contract suite
+``storage.memory.MemoryLedger`` (the executable specification and test double) and
+``storage.postgres.PostgresLedger`` (several processes on several machines); one contract suite
 (``tests/test_ledger_contract.py``) runs every case against each. ``open_ledger`` picks the engine from
 the database URL, so nothing above this module names SQLite.
 
@@ -289,24 +290,31 @@ def open_ledger(
 
     - a plain path, or ``sqlite:///relative/path`` / ``sqlite:////absolute/path``: SQLite;
     - ``memory://``: in memory, this process only (tests, demos);
-    - ``postgresql://...``: not yet (a ConfigError says so).
+    - ``postgresql://user@host/db`` (or ``postgres://``): PostgreSQL through psycopg 3, with imagebot's
+      own query parameters ``schema=``, ``pgbouncer=true`` and ``pool_size=`` (``storage.postgres``).
 
     ``read_only`` opens for looking only (``imagebot credits show``, ``imagebot usage``): nothing is
     written, not even a migration; a SQLite file that does not exist yet reads as an empty ledger.
     """
     text = str(url).strip()
     if not text:
-        raise ConfigError("IMAGEBOT_DATABASE is empty: give a SQLite path, sqlite:///path or memory://")
+        raise ConfigError(
+            "IMAGEBOT_DATABASE is empty: give a SQLite path, sqlite:///path, postgresql://... or memory://"
+        )
     scheme, sep, rest = text.partition("://")
     scheme = scheme.lower() if sep else ""
     if scheme == "memory":
         from .memory import MemoryLedger
 
         return MemoryLedger(starting_credits=starting_credits, clock=clock, read_only=read_only)
-    if scheme in ("postgresql", "postgres") or scheme.startswith(("postgresql+", "postgres+")):
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresLedger
+
+        return PostgresLedger(text, starting_credits=starting_credits, clock=clock, read_only=read_only)
+    if scheme.startswith(("postgresql+", "postgres+")):
         raise ConfigError(
-            "IMAGEBOT_DATABASE: PostgreSQL is not supported yet (it comes with the multi-machine work). "
-            "Use a SQLite path, sqlite:///path, or memory://."
+            f"IMAGEBOT_DATABASE: {scheme}:// is not a driver imagebot uses; for PostgreSQL write "
+            "postgresql://user@host/db (psycopg 3)."
         )
     if scheme == "sqlite":
         path = rest[1:] if rest.startswith("/") else rest  # sqlite:///rel -> rel, sqlite:////abs -> /abs
@@ -314,7 +322,8 @@ def open_ledger(
             raise ConfigError("IMAGEBOT_DATABASE: sqlite:/// needs a file path, e.g. sqlite:///data/imagebot.sqlite3")
     elif sep:
         raise ConfigError(
-            f"IMAGEBOT_DATABASE: unknown database scheme {scheme!r}; use a SQLite path, sqlite:///path or memory://"
+            f"IMAGEBOT_DATABASE: unknown database scheme {scheme!r}; use a SQLite path, sqlite:///path, "
+            "postgresql://user@host/db or memory://"
         )
     else:
         path = text

@@ -1,4 +1,5 @@
-"""The Ledger contract: every case runs against every implementation (SQLite on a real file, memory).
+"""The Ledger contract: every case runs against every implementation (SQLite on a real file, memory,
+PostgreSQL on the real server in a schema of its own).
 
 Two ledger objects on one storage are two processes (two lease holders) on one database. Time is an
 injectable clock, so leases expire when a case says so.
@@ -32,6 +33,7 @@ from storage.ledger import (
 )
 from storage.memory import MemoryDatabase, MemoryLedger
 from storage.migrations import MIGRATIONS, apply_migrations
+from storage.postgres import PostgresLedger
 from storage.sqlite import SqliteStore
 
 ALICE = Identity("discord", "g1", "alice")
@@ -61,11 +63,16 @@ class World:
     path: Path
     memory: MemoryDatabase = field(default_factory=MemoryDatabase)
     opened: list[Ledger] = field(default_factory=list)
+    #: The PostgreSQL URL (its own schema) when ``kind`` is "postgres".
+    url: str = ""
 
     async def ledger(self, *, read_only: bool = False, starting_credits: int = 50) -> Ledger:
         ledger: Ledger
         if self.kind == "sqlite":
             ledger = SqliteStore(self.path, starting_credits=starting_credits, clock=self.clock, read_only=read_only)
+        elif self.kind == "postgres":
+            ledger = PostgresLedger(self.url, starting_credits=starting_credits, clock=self.clock,
+                                    read_only=read_only)
         else:
             ledger = MemoryLedger(starting_credits=starting_credits, clock=self.clock, read_only=read_only,
                                   database=self.memory)
@@ -74,9 +81,11 @@ class World:
         return ledger
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
     w = World(request.param, Clock(), tmp_path / "contract.sqlite3")
+    if request.param == "postgres":
+        w.url = request.getfixturevalue("postgres_url")
     yield w
     for ledger in reversed(w.opened):
         await ledger.close()
@@ -382,8 +391,10 @@ def test_open_ledger_picks_the_engine_from_the_url(tmp_path: Path) -> None:
     relative = open_ledger("sqlite:///data/c.sqlite3")
     assert isinstance(relative, SqliteStore) and relative.path == Path("data/c.sqlite3")
     assert isinstance(open_ledger("memory://", starting_credits=3), MemoryLedger)
-    for url, words in (("postgresql://u@db/imagebot", "PostgreSQL is not supported yet"),
-                       ("postgresql+asyncpg://db/x", "PostgreSQL"), ("mysql://db", "unknown database scheme"),
+    postgres = open_ledger("postgresql://u@db/imagebot?pgbouncer=true&schema=bot", starting_credits=3)
+    assert isinstance(postgres, PostgresLedger) and (postgres.schema, postgres.pgbouncer) == ("bot", True)
+    assert isinstance(open_ledger("postgres://u@db/imagebot"), PostgresLedger)
+    for url, words in (("postgresql+asyncpg://db/x", "PostgreSQL"), ("mysql://db", "unknown database scheme"),
                        ("sqlite:///", "needs a file path"), ("  ", "empty")):
         with pytest.raises(ConfigError, match=words):
             open_ledger(url)

@@ -1,0 +1,693 @@
+"""The PostgreSQL ledger (``storage.ledger.Ledger``) on psycopg 3 and ``psycopg_pool``, for several
+processes on several machines sharing one ledger.
+
+Same semantics as ``storage.sqlite`` exactly (one contract suite runs against both). How it stays
+correct with many writers:
+
+- Every movement is one transaction on one pooled connection. Balances only move by conditional
+  updates (``UPDATE ... WHERE balance >= %s``) under ``CHECK (balance >= 0)``; nothing is read, changed
+  in Python and written back unless the account row is locked (``SELECT ... FOR UPDATE``) first.
+- ``reserve`` locks the account row before counting the user's live reservations, so two processes
+  reserving for one user queue on that row and the concurrent-jobs limit holds across processes.
+- Settle, refund and renew are fenced by one conditional ``UPDATE`` on the reservation (status,
+  holder, live lease); ``release_expired`` claims expired rows with ``FOR UPDATE SKIP LOCKED``, so two
+  sweepers never release one reservation twice. The unique (request id, movement kind) index backs it.
+- ``synchronous_commit`` is ``on``: an answered movement is on disk (and on a synchronous standby,
+  where one is configured), whatever the server's default.
+- A refusal raises inside the transaction, which rolls back: it changes nothing, not even the opening
+  of a new account. A deadlock or serialization failure is retried whole.
+
+The URL is a libpq URL plus imagebot's own query parameters, which are removed before connecting:
+
+- ``schema=NAME``: keep imagebot's tables in schema NAME (created if missing; ``search_path``);
+- ``pgbouncer=true``: behind PgBouncer in transaction mode: no prepared statements
+  (``prepare_threshold=None``) and the session settings sent with every transaction (``SET LOCAL``),
+  since a pooled server connection keeps no session state of ours;
+- ``pool_size=N``: at most N connections from this process (default 10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import AsyncConnection, AsyncCursor, errors, sql
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from bot.errors import ConfigError, StorageError
+from bot.models import Identity
+
+from .ledger import (
+    MAX_BALANCE,
+    AboveMaxBalance,
+    Clock,
+    DuplicateRequest,
+    GenerationRow,
+    ImageRow,
+    ReadOnlyLedger,
+    RevokeAboveBalance,
+    Settlement,
+    ShortBalance,
+    TooManyJobs,
+)
+from .migrations_pg import LOCK_CLASS, MIGRATIONS, apply_migrations, missing_migrations
+
+__all__ = ["PostgresLedger", "parse_url"]
+
+T = TypeVar("T")
+Cursor = AsyncCursor[tuple[Any, ...]]
+log = logging.getLogger(__name__)
+
+#: Transactions aborted by a deadlock or a serialization failure are run again this many times.
+RETRIES = 5
+#: How long ``open`` waits for the server before giving up (seconds).
+CONNECT_TIMEOUT = 10.0
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _key(identity: Identity) -> tuple[str, str, str]:
+    return (identity.platform, identity.server_id, identity.user_id)
+
+
+def parse_url(url: str) -> tuple[str, dict[str, str]]:
+    """Split imagebot's own query parameters (schema, pgbouncer, pool_size) off a PostgreSQL URL;
+    return (the URL libpq gets, imagebot's options)."""
+    parts = urlsplit(url)
+    ours: dict[str, str] = {}
+    theirs: list[tuple[str, str]] = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in ("schema", "pgbouncer", "pool_size"):
+            ours[name] = value
+        else:
+            theirs.append((name, value))
+    scheme = "postgresql" if parts.scheme.lower() in ("postgresql", "postgres") else parts.scheme
+    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(theirs), parts.fragment)), ours
+
+
+def _where(url: str) -> str:
+    """Host, port and database of a URL, for messages: never the user's password."""
+    parts = urlsplit(url)
+    host = parts.hostname or "the local socket"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{host}{port}{parts.path or '/'}"
+
+
+class PostgresLedger:
+    """The ledger and the generation log in one PostgreSQL schema, through a connection pool."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        starting_credits: int = 50,
+        clock: Clock = time.time,
+        read_only: bool = False,
+    ) -> None:
+        self.url = url
+        self.starting_credits = starting_credits
+        self.clock = clock
+        self.read_only = read_only
+        #: This process's holder id for the leases it takes: random, never configured.
+        self.holder = uuid.uuid4().hex
+        self.conninfo, options = parse_url(url)
+        self.schema = options.get("schema") or None
+        if self.schema is not None and not _SCHEMA_NAME.match(self.schema):
+            raise ConfigError(
+                f"IMAGEBOT_DATABASE: schema={self.schema!r} is not a plain SQL name (letters, digits, _)"
+            )
+        self.pgbouncer = options.get("pgbouncer", "").lower() in _TRUE
+        try:
+            self.pool_size = max(1, int(options.get("pool_size", "10")))
+        except ValueError:
+            raise ConfigError("IMAGEBOT_DATABASE: pool_size must be a whole number") from None
+        self._pool: AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]] | None = None
+        #: Read-only look at a database imagebot never migrated: every read answers as an empty ledger.
+        self._empty = False
+        #: The migrations this object applied when it opened (others may have been applied elsewhere).
+        self.applied: list[str] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _settings(self) -> list[tuple[str, str]]:
+        settings = [("synchronous_commit", "on")]
+        if self.schema is not None:
+            settings.append(("search_path", self.schema))
+        if self.read_only:
+            settings.append(("default_transaction_read_only", "on"))
+        return settings
+
+    def _settings_sql(self, *, local: bool) -> sql.Composed:
+        verb = sql.SQL("SET LOCAL " if local else "SET ")
+        return sql.SQL("; ").join(
+            verb + sql.Identifier(name) + sql.SQL(" TO ") + sql.Literal(value) for name, value in self._settings()
+        )
+
+    async def _configure(self, conn: AsyncConnection[Any]) -> None:
+        """Each new connection's session settings (direct connections only; behind PgBouncer they go
+        with every transaction instead)."""
+        await conn.execute(self._settings_sql(local=False))
+
+    async def open(self) -> None:
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if self.pgbouncer:
+            kwargs["prepare_threshold"] = None
+        pool: AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]] = AsyncConnectionPool(
+            self.conninfo,
+            min_size=1,
+            max_size=self.pool_size,
+            kwargs=kwargs,
+            configure=None if self.pgbouncer else self._configure,
+            open=False,
+            name="imagebot-ledger",
+        )
+        try:
+            await pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        except PoolTimeout:
+            await pool.close()
+            raise StorageError(
+                f"Cannot reach the PostgreSQL ledger at {_where(self.conninfo)} within {CONNECT_TIMEOUT:g} s: "
+                "is the server running, and do IMAGEBOT_DATABASE's user and database exist?"
+            ) from None
+        self._pool = pool
+        try:
+            if self.read_only:
+                await self._check_schema()
+            else:
+                await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _migrate(self) -> None:
+        async with self._connection() as conn:
+            if self.schema is not None:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_CLASS, self.schema))
+                    await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+            self.applied = await apply_migrations(conn)
+        if self.applied:
+            log.info("PostgreSQL ledger at %s: applied %s", _where(self.conninfo), ", ".join(self.applied))
+
+    async def _check_schema(self) -> None:
+        async with self._connection() as conn:
+            missing = await missing_migrations(conn)
+        if missing and len(missing) == len(MIGRATIONS):
+            self._empty = True  # nothing there yet: an empty ledger, as a missing SQLite file reads
+        elif missing:
+            raise StorageError(
+                f"The PostgreSQL ledger at {_where(self.conninfo)} was written by an older imagebot "
+                f"(missing {', '.join(missing)}); start `imagebot run` once to upgrade it, then look again."
+            )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    def _connection(self) -> Any:
+        """A pooled connection (an async context manager); behind PgBouncer every use is a transaction
+        that first sends the session settings."""
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        return self._pool.connection()
+
+    # -- running transactions --------------------------------------------------------------------
+
+    async def _transaction(self, body: Callable[[Cursor], Awaitable[T]]) -> T:
+        """Run ``body`` in one transaction; again, whole, after a deadlock or serialization failure."""
+        for attempt in range(RETRIES):
+            try:
+                async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+                    if self.pgbouncer:
+                        await cur.execute(self._settings_sql(local=True))
+                    return await body(cur)
+            except (errors.DeadlockDetected, errors.SerializationFailure):
+                if attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(random.uniform(0.001, 0.01) * (attempt + 1))
+            except psycopg.OperationalError as exc:
+                raise StorageError(f"The PostgreSQL ledger failed: {type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
+
+    async def _write(self, body: Callable[[Cursor], Awaitable[T]]) -> T:
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        if self.read_only:
+            raise ReadOnlyLedger("this ledger was opened read-only")
+        return await self._transaction(body)
+
+    async def _read(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """One query; autocommit on a direct connection (one round trip), a transaction behind PgBouncer."""
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        if self._empty:
+            return []
+
+        async def run(cur: Cursor) -> list[tuple[Any, ...]]:
+            await cur.execute(query, params)  # type: ignore[arg-type]  # our own constant SQL
+            return [tuple(r) for r in await cur.fetchall()]
+
+        if self.pgbouncer:
+            return await self._transaction(run)
+        try:
+            async with self._connection() as conn, conn.cursor() as cur:
+                return await run(cur)
+        except psycopg.OperationalError as exc:
+            raise StorageError(f"The PostgreSQL ledger failed: {type(exc).__name__}") from exc
+
+    # -- accounts --------------------------------------------------------------------------------
+
+    async def _lock_account(self, cur: Cursor, identity: Identity, now: float) -> tuple[int, bool]:
+        """Lock the account row for this transaction, opening the account (with its starting credits
+        and their ``initial`` row) if it is new; return (balance, opened now). A refusal later in the
+        transaction rolls the opening back with everything else."""
+        select = ("SELECT balance FROM accounts WHERE platform = %s AND server_id = %s AND user_id = %s"
+                  " FOR UPDATE")
+        await cur.execute(select, _key(identity))
+        row = await cur.fetchone()
+        if row is not None:
+            return int(row[0]), False
+        await cur.execute(
+            "INSERT INTO accounts (platform, server_id, user_id, balance, created_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (*_key(identity), self.starting_credits, now, now),
+        )
+        opened = cur.rowcount == 1
+        if opened and self.starting_credits > 0:
+            await self._ledger(cur, identity, "initial", self.starting_credits, self.starting_credits,
+                               self.starting_credits, f"initial:{identity}", "system", "starting credits", now)
+        await cur.execute(select, _key(identity))  # opened by us, or by a racer that committed first
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0]), opened
+
+    @staticmethod
+    async def _ledger(cur: Cursor, identity: Identity, kind: str, delta: int, amount: int, balance_after: int,
+                      request_id: str, actor: str, note: str | None, now: float) -> None:
+        await cur.execute(
+            "INSERT INTO ledger (platform, server_id, user_id, kind, delta, amount, balance_after,"
+            " request_id, actor, note, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (*_key(identity), kind, delta, amount, balance_after, request_id, actor, note, now),
+        )
+
+    @staticmethod
+    async def _credit(cur: Cursor, identity: Identity, amount: int, now: float) -> int:
+        await cur.execute(
+            "UPDATE accounts SET balance = balance + %s, updated_at = %s"
+            " WHERE platform = %s AND server_id = %s AND user_id = %s RETURNING balance",
+            (amount, now, *_key(identity)),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    @staticmethod
+    async def _balance_of(cur: Cursor, identity: Identity) -> int:
+        await cur.execute(
+            "SELECT balance FROM accounts WHERE platform = %s AND server_id = %s AND user_id = %s", _key(identity)
+        )
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def balance(self, identity: Identity) -> int:
+        """The spendable balance. A look never writes: an account not opened yet has the starting
+        credits it will be opened with."""
+        rows = await self._read(
+            "SELECT balance FROM accounts WHERE platform = %s AND server_id = %s AND user_id = %s", _key(identity)
+        )
+        return int(rows[0][0]) if rows else self.starting_credits
+
+    # -- two-phase charges, under leases ---------------------------------------------------------
+
+    async def reserve(
+        self,
+        identity: Identity,
+        request_id: str,
+        amount: int,
+        *,
+        max_concurrent: int,
+        lease: float,
+        generation: Mapping[str, Any],
+    ) -> int:
+        """Hold ``amount`` credits and open a PENDING generation, atomically, under this holder's
+        lease; return the balance left.
+
+        The account row is locked before the live reservations are counted, so no other process can
+        pass the concurrent-jobs limit (or spend the same credits) between the count and the charge.
+        """
+
+        async def run(cur: Cursor) -> int:
+            now = self.clock()
+            balance, _ = await self._lock_account(cur, identity, now)
+            await cur.execute(
+                "SELECT EXISTS (SELECT 1 FROM reservations WHERE id = %s),"
+                " (SELECT COUNT(*) FROM reservations WHERE status = 'held' AND expires_at > %s"
+                "  AND platform = %s AND server_id = %s AND user_id = %s)",
+                (request_id, now, *_key(identity)),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            if row[0]:
+                raise DuplicateRequest(request_id=request_id)
+            if int(row[1]) >= max_concurrent:
+                raise TooManyJobs(running=int(row[1]), limit=max_concurrent)
+            # One statement: the conditional charge, and the ledger row, the reservation and the
+            # generation only if the charge happened.
+            await cur.execute(
+                "WITH charged AS ("
+                "  UPDATE accounts SET balance = balance - %(amount)s, updated_at = %(now)s"
+                "  WHERE platform = %(platform)s AND server_id = %(server)s AND user_id = %(user)s"
+                "  AND balance >= %(amount)s RETURNING balance"
+                "), moved AS ("
+                "  INSERT INTO ledger (platform, server_id, user_id, kind, delta, amount, balance_after,"
+                "   request_id, actor, note, created_at)"
+                "  SELECT %(platform)s, %(server)s, %(user)s, 'reserve', -%(amount)s, %(amount)s, balance,"
+                "   %(rid)s, %(actor)s, %(note)s, %(now)s FROM charged"
+                "), held AS ("
+                "  INSERT INTO reservations (id, platform, server_id, user_id, amount, status, holder,"
+                "   created_at, expires_at)"
+                "  SELECT %(rid)s, %(platform)s, %(server)s, %(user)s, %(amount)s, 'held', %(holder)s,"
+                "   %(now)s, %(expires)s FROM charged"
+                "), opened AS ("
+                "  INSERT INTO generations (id, platform, server_id, user_id, channel_id, command, provider,"
+                "   model, prompt, options, status, credits_reserved, created_at)"
+                "  SELECT %(rid)s, %(platform)s, %(server)s, %(user)s, %(channel)s, %(command)s, %(provider)s,"
+                "   %(model)s, %(prompt)s, %(options)s, 'PENDING', %(amount)s, %(now)s FROM charged"
+                ") SELECT balance FROM charged",
+                {
+                    "amount": amount, "now": now, "platform": identity.platform, "server": identity.server_id,
+                    "user": identity.user_id, "rid": request_id, "actor": str(identity),
+                    "note": generation.get("command"), "holder": self.holder, "expires": now + lease,
+                    "channel": generation.get("channel_id", ""), "command": generation["command"],
+                    "provider": generation.get("provider"), "model": generation.get("model"),
+                    "prompt": generation["prompt"],
+                    "options": json.dumps(generation.get("options", {}), sort_keys=True),
+                },
+            )
+            charged = await cur.fetchone()
+            if charged is None:
+                raise ShortBalance(balance=balance, needed=amount)
+            return int(charged[0])
+
+        try:
+            return await self._write(run)
+        except errors.UniqueViolation:  # the same request id reserved at the same moment elsewhere
+            raise DuplicateRequest(request_id=request_id) from None
+
+    async def renew(self, request_id: str, *, lease: float) -> bool:
+        """The heartbeat: push this holder's live lease ``lease`` seconds ahead."""
+
+        async def run(cur: Cursor) -> bool:
+            now = self.clock()
+            await cur.execute(
+                "UPDATE reservations SET expires_at = %s WHERE id = %s AND status = 'held' AND holder = %s"
+                " AND expires_at > %s",
+                (now + lease, request_id, self.holder, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(run)
+
+    async def settle(
+        self,
+        request_id: str,
+        consumed: int,
+        *,
+        status: str,
+        error_code: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        duration_ms: float | None = None,
+        revised_prompt: str | None = None,
+        result_text: str | None = None,
+        images: Iterable[ImageRow] = (),
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> Settlement:
+        """Consume ``consumed`` of the hold, give back the rest, and close the generation record.
+
+        Fenced by one conditional update: unless the reservation is still held by this holder under a
+        live lease, nothing changes and ``charged`` is False."""
+        images = list(images)
+
+        async def run(cur: Cursor) -> Settlement:
+            now = self.clock()
+            await cur.execute(
+                "UPDATE reservations SET status = 'settled', settled_at = %s"
+                " WHERE id = %s AND status = 'held' AND holder = %s AND expires_at > %s"
+                " RETURNING platform, server_id, user_id, amount",
+                (now, request_id, self.holder, now),
+            )
+            res = await cur.fetchone()
+            if res is None:
+                await cur.execute("SELECT platform, server_id, user_id FROM generations WHERE id = %s", (request_id,))
+                gen = await cur.fetchone()
+                balance = await self._balance_of(cur, Identity(*gen)) if gen else 0
+                return Settlement(balance=balance, consumed=0, released=0, charged=False)
+            identity = Identity(res[0], res[1], res[2])
+            held = int(res[3])
+            spent = max(0, min(consumed, held))
+            released = held - spent
+            if released:
+                balance = await self._credit(cur, identity, released, now)  # locks the account row
+            else:
+                await cur.execute(
+                    "SELECT balance FROM accounts WHERE platform = %s AND server_id = %s AND user_id = %s"
+                    " FOR UPDATE",
+                    _key(identity),
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                balance = int(row[0])
+            if spent:
+                await self._ledger(cur, identity, "consume", 0, spent, balance - released, request_id,
+                                   str(identity), None, now)
+            if released:
+                await self._ledger(cur, identity, "refund" if spent == 0 else "release", released, released,
+                                   balance, request_id, str(identity), error_code, now)
+            await cur.execute(
+                "UPDATE generations SET status = %s, error_code = %s, provider = COALESCE(%s, provider),"
+                " model = COALESCE(%s, model), credits_consumed = %s, image_count = %s, duration_ms = %s,"
+                " revised_prompt = %s, result_text = %s, input_tokens = %s, output_tokens = %s, finished_at = %s"
+                " WHERE id = %s",
+                (status, error_code, provider, model, spent, len(images), duration_ms, revised_prompt,
+                 result_text, max(0, int(input_tokens)), max(0, int(output_tokens)), now, request_id),
+            )
+            if images:
+                await cur.executemany(
+                    "INSERT INTO generation_images (generation_id, idx, sha256, mime, bytes, width, height)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    [(request_id, i, im.sha256, im.mime, im.size_bytes, im.width, im.height)
+                     for i, im in enumerate(images)],
+                )
+            return Settlement(balance=balance, consumed=spent, released=released, charged=True)
+
+        return await self._write(run)
+
+    async def refund(self, request_id: str, *, code: str, duration_ms: float | None = None) -> Settlement:
+        """Give the whole hold back and mark the generation FAILED (fenced like ``settle``)."""
+        return await self.settle(request_id, 0, status="FAILED", error_code=code, duration_ms=duration_ms)
+
+    async def release_expired(self) -> int:
+        """Refund held reservations whose lease has expired, whoever held them; mark their generations
+        FAILED (interrupted). Rows another sweeper is releasing right now are skipped, not waited for."""
+
+        async def run(cur: Cursor) -> int:
+            now = self.clock()
+            await cur.execute(
+                "UPDATE reservations SET status = 'released', settled_at = %s WHERE id IN ("
+                " SELECT id FROM reservations WHERE status = 'held' AND expires_at <= %s"
+                " FOR UPDATE SKIP LOCKED)"
+                " RETURNING id, platform, server_id, user_id, amount",
+                (now, now),
+            )
+            rows = await cur.fetchall()
+            # Accounts in one order, so two sweepers (or a sweeper and a settle) cannot deadlock.
+            for rid, platform, server_id, user_id, amount in sorted(rows, key=lambda r: (r[1], r[2], r[3], r[0])):
+                identity = Identity(platform, server_id, user_id)
+                if amount:
+                    balance = await self._credit(cur, identity, int(amount), now)
+                    await self._ledger(cur, identity, "refund", int(amount), int(amount), balance, rid, "system",
+                                       "lease expired", now)
+                await cur.execute(
+                    "UPDATE generations SET status = 'FAILED', error_code = 'IMG-INTERRUPTED',"
+                    " finished_at = %s WHERE id = %s AND status = 'PENDING'",
+                    (now, rid),
+                )
+            return len(rows)
+
+        return await self._write(run)
+
+    async def refund_completed(self, request_id: str, *, code: str) -> int:
+        """Refund what a COMPLETED generation consumed (its images reached nobody); mark it FAILED.
+        Idempotent: the status flips only once, and only then do credits move."""
+
+        async def run(cur: Cursor) -> int:
+            now = self.clock()
+            await cur.execute(
+                "UPDATE generations SET status = 'FAILED', error_code = %s, finished_at = %s"
+                " WHERE id = %s AND status = 'COMPLETED'"
+                " RETURNING platform, server_id, user_id, credits_consumed",
+                (code, now, request_id),
+            )
+            gen = await cur.fetchone()
+            amount = int(gen[3]) if gen else 0
+            if gen is not None and amount:
+                identity = Identity(gen[0], gen[1], gen[2])
+                balance = await self._credit(cur, identity, amount, now)
+                await self._ledger(cur, identity, "refund", amount, amount, balance, request_id, "system", code, now)
+                await cur.execute("UPDATE generations SET credits_consumed = 0 WHERE id = %s", (request_id,))
+            return amount
+
+        return await self._write(run)
+
+    # -- admin movements -------------------------------------------------------------------------
+
+    async def adjust(self, identity: Identity, kind: str, amount: int, *, actor: str, request_id: str,
+                     note: str | None = None) -> tuple[int, int]:
+        """Grant, revoke or set credits; return (old balance, new balance).
+
+        The account row is locked first, so the old balance cannot move before the new one is
+        written. A request id already applied changes nothing and returns what it did then."""
+        if kind not in ("grant", "revoke", "set"):
+            raise ValueError(kind)
+
+        async def run(cur: Cursor) -> tuple[int, int]:
+            now = self.clock()
+            await cur.execute(
+                "SELECT balance_after - delta, balance_after FROM ledger WHERE request_id = %s AND kind = %s",
+                (request_id, kind),
+            )
+            done = await cur.fetchone()
+            if done is not None:
+                return int(done[0]), int(done[1])
+            old, _ = await self._lock_account(cur, identity, now)
+            if kind == "grant":
+                if old + amount > MAX_BALANCE:
+                    raise AboveMaxBalance(amount=amount, balance=old, maximum=MAX_BALANCE)
+                new, delta = old + amount, amount
+            elif kind == "revoke":
+                if amount > old:
+                    raise RevokeAboveBalance(amount=amount, balance=old)
+                new, delta = old - amount, -amount
+            else:
+                if amount > MAX_BALANCE:
+                    raise AboveMaxBalance(amount=amount, balance=old, maximum=MAX_BALANCE)
+                new, delta = amount, amount - old
+            await cur.execute(
+                "UPDATE accounts SET balance = %s, updated_at = %s"
+                " WHERE platform = %s AND server_id = %s AND user_id = %s AND balance = %s",
+                (new, now, *_key(identity), old),
+            )
+            assert cur.rowcount == 1  # the row is locked by us: the balance cannot have moved
+            await self._ledger(cur, identity, kind, delta, abs(delta) if kind == "set" else amount, new,
+                               request_id, actor, note, now)
+            return old, new
+
+        for attempt in range(2):
+            try:
+                return await self._write(run)
+            except errors.UniqueViolation:  # the same request applied at the same moment elsewhere
+                if attempt == 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def held(self, identity: Identity) -> int:
+        rows = await self._read(
+            "SELECT COALESCE(SUM(amount), 0)::bigint FROM reservations WHERE status = 'held'"
+            " AND platform = %s AND server_id = %s AND user_id = %s",
+            _key(identity),
+        )
+        return int(rows[0][0]) if rows else 0
+
+    async def spent(self, identity: Identity) -> tuple[int, int]:
+        rows = await self._read(
+            "SELECT COALESCE(SUM(credits_consumed), 0)::bigint, COALESCE(SUM(image_count), 0)::bigint"
+            " FROM generations WHERE platform = %s AND server_id = %s AND user_id = %s",
+            _key(identity),
+        )
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+    async def recent_generations(self, identity: Identity, limit: int = 5) -> list[GenerationRow]:
+        rows = await self._read(
+            f"SELECT {_GEN_COLUMNS} FROM generations WHERE platform = %s AND server_id = %s AND user_id = %s"
+            ' ORDER BY created_at DESC, id COLLATE "C" DESC LIMIT %s',
+            (*_key(identity), limit),
+        )
+        return [_generation(r) for r in rows]
+
+    async def generation(self, generation_id: str) -> GenerationRow | None:
+        rows = await self._read(f"SELECT {_GEN_COLUMNS} FROM generations WHERE id = %s", (generation_id,))
+        if not rows:
+            return None
+        images = await self._read(
+            "SELECT sha256, mime, bytes, width, height FROM generation_images WHERE generation_id = %s"
+            " ORDER BY idx",
+            (generation_id,),
+        )
+        gen = _generation(rows[0])
+        return GenerationRow(**{**gen.__dict__, "images": tuple(ImageRow(*i) for i in images)})
+
+    async def ledger_rows(self, identity: Identity) -> list[dict[str, Any]]:
+        rows = await self._read(
+            "SELECT kind, delta, amount, balance_after, request_id, actor, note, created_at FROM ledger"
+            " WHERE platform = %s AND server_id = %s AND user_id = %s ORDER BY id",
+            _key(identity),
+        )
+        keys = ("kind", "delta", "amount", "balance_after", "request_id", "actor", "note", "created_at")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    async def usage(self, since: float, server_key: str | None = None) -> list[dict[str, Any]]:
+        """Per user, provider and status since ``since`` (a unix time), in SQLite's (bytewise) order."""
+        params: list[Any] = [since]
+        where = "created_at >= %s"
+        if server_key:
+            platform, _, server = server_key.partition(":")
+            where += " AND platform = %s AND server_id = %s"
+            params += [platform, server]
+        rows = await self._read(
+            "SELECT platform, server_id, user_id, COALESCE(provider, ''), status, COUNT(*),"
+            " COALESCE(SUM(image_count), 0)::bigint, COALESCE(SUM(credits_consumed), 0)::bigint,"
+            " COALESCE(SUM(input_tokens), 0)::bigint, COALESCE(SUM(output_tokens), 0)::bigint"
+            f" FROM generations WHERE {where} GROUP BY 1, 2, 3, 4, 5"
+            ' ORDER BY platform COLLATE "C", server_id COLLATE "C", user_id COLLATE "C",'
+            ' COALESCE(provider, \'\') COLLATE "C", status COLLATE "C"',
+            tuple(params),
+        )
+        keys = ("platform", "server_id", "user_id", "provider", "status", "requests", "images", "credits",
+                "input_tokens", "output_tokens")
+        return [dict(zip(keys, (*r[:5], *(int(v) for v in r[5:])), strict=True)) for r in rows]
+
+    async def audit(self) -> list[tuple[str, str, str, int, int]]:
+        """Accounts whose balance differs from the sum of their ledger deltas (should be none)."""
+        rows = await self._read(
+            "SELECT a.platform, a.server_id, a.user_id, a.balance, COALESCE(SUM(l.delta), 0)::bigint"
+            " FROM accounts a LEFT JOIN ledger l ON l.platform = a.platform AND l.server_id = a.server_id"
+            " AND l.user_id = a.user_id GROUP BY 1, 2, 3, 4 HAVING a.balance != COALESCE(SUM(l.delta), 0)"
+        )
+        return [(str(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+
+_GEN_COLUMNS = (
+    "id, platform, server_id, user_id, channel_id, command, provider, model, prompt, options, status,"
+    " error_code, credits_reserved, credits_consumed, image_count, duration_ms, revised_prompt, result_text,"
+    " created_at, finished_at"
+)
+
+
+def _generation(row: tuple[Any, ...]) -> GenerationRow:
+    values = list(row)
+    values[9] = json.loads(values[9] or "{}")
+    return GenerationRow(*values)
