@@ -16,6 +16,9 @@
 - The settle finds the lease lost (this process was paused or starved past its lease and another
   process released the reservation): nothing was charged, and the caller sees ``LeaseLost`` through
   ``failure`` instead of a result it did not pay for.
+
+``not_charged`` is the product's wording of a failure (the core passes it as ``failure``), and
+``image_rows`` turns stored images into the ledger's rows for ``Bill.produced``.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from typing import Any
 
 from storage.ledger import ImageRow, Ledger, LedgerRefused, Settlement
 
-from .errors import ImagebotError, LeaseLost
-from .models import Identity
+from .errors import ContentRejected, GenerationFailed, ImagebotError, LeaseLost
+from .models import Identity, StoredImage
 from .replies import refusal
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,28 @@ def _code(exc: BaseException) -> str:
 
 def _as_is(exc: BaseException, amount: int) -> BaseException:
     return exc
+
+
+def not_charged(exc: BaseException, refunded: int) -> BaseException:
+    """What the user hears when a charged job failed: the reason, and that the credits came back.
+    A cancellation stays a cancellation; a bug never shows its text."""
+    if isinstance(exc, asyncio.CancelledError):
+        return exc
+    back = f" You were not charged ({refunded} credits returned)." if refunded else " You were not charged."
+    if isinstance(exc, ContentRejected):
+        return GenerationFailed(
+            f"{exc.message} Try rewording the prompt, or run /enhance on it.{back}",
+            code=exc.code, refunded=refunded, cause=exc,
+        )
+    if isinstance(exc, ImagebotError):
+        return GenerationFailed(exc.message + back, code=exc.code, refunded=refunded, cause=exc)
+    return GenerationFailed(f"Something went wrong while generating.{back}", code="IMG-INTERNAL-001",
+                            refunded=refunded)
+
+
+def image_rows(stored: Iterable[StoredImage]) -> list[ImageRow]:
+    """The ledger's record of each stored image (hash, type, bytes, pixels)."""
+    return [ImageRow(s.sha256, s.mime, s.size_bytes, s.width, s.height) for s in stored]
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from providers.base import (
     ASPECTS,
@@ -303,3 +305,25 @@ def calls_needed(count: int, per_call: int) -> list[int]:
     per_call = max(1, per_call)
     n = math.ceil(count / per_call)
     return [min(per_call, count - i * per_call) for i in range(n)]
+
+
+def recorded_options(plan: Plan, options: ImagineOptions) -> dict[str, Any]:
+    """What a generation row keeps of the request, so a button can replay it after a restart
+    (``repeat_options``). The provider and model are kept only when the user named them: a replay
+    then follows the rotation as it is at that time."""
+    return {
+        "size": plan.size, "style": plan.style, "quality": plan.quality, "count": plan.count,
+        "provider": options.provider or None, "model": options.model or None, "seed": plan.seed,
+        "format": plan.output_format, "background": plan.background,
+    }
+
+
+def repeat_options(prompt: str, recorded: Mapping[str, Any], *, seed: int,
+                   reference: bytes | None = None) -> ImagineOptions:
+    """The request a generation row recorded, again (Re-roll: a new seed; Variations: a reference)."""
+    o = recorded
+    return ImagineOptions(
+        prompt=prompt, size=o.get("size"), style=o.get("style"), quality=o.get("quality"),
+        count=o.get("count"), provider=o.get("provider"), model=o.get("model"), reference=reference, seed=seed,
+        output_format=o.get("format"), background=o.get("background"),
+    )

@@ -1,0 +1,348 @@
+"""Generation: a validated ``Plan`` in, stored images out, whichever provider and model serve it.
+
+    generator = Generator(registry, images)
+    outcome = await generator.imagine(plan, progress, request_id=..., user=...)
+
+Money is not this module's business: the core runs all of this inside one charge (``bot.billing``), so
+every way out of here that is not an ``Outcome`` is refunded.
+
+- **Failover.** ``plan.attempts`` holds each provider that can serve the plan with the model it would
+  use, in the server's order; each is tried until one delivers. A content refusal is never retried
+  elsewhere (the next vendor would be asked the same thing), a non-retryable error (a bad key) stops.
+- **Retired models.** ``ModelRetired``: the model leaves the rotation at once (``registry.retire``; the
+  catalogue logs it once) and the same provider's next fitting model (``fitting_model``) is tried
+  before the next provider. The text model follows the same rule (``enhance``, ``describe``): retired,
+  the catalogue moves the text provider to its next model, which is tried once.
+- **Fan-out.** A count above the model's ``max_per_call`` becomes per-call batches (``calls_needed``)
+  run concurrently; images of the calls that succeeded are kept (and only those are paid for), the
+  failed calls are noted for the user.
+- **Slots.** A provider's ``capabilities.concurrency`` caps its calls in flight across every user; a
+  call that must wait is told its position in that provider's queue.
+- **Previews.** A streaming model's partial images are saved under ``previews/`` and shown: free, never
+  a result, and a bad one never fails the generation.
+- **Storing.** Results are stored by content hash; bytes that are not an image are dropped.
+
+The progress protocol (stages and their detail keys) is drawn at the top of ``bot.core``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from providers.base import GeneratedImage, GenerationRequest, ImageProvider, PreviewSink, TextProvider
+from providers.registry import ProviderRegistry
+from storage.images import ImageStore
+
+from .errors import (
+    ContentRejected,
+    ImagebotError,
+    ModelRetired,
+    NotFound,
+    ProviderBadResponse,
+    ProviderError,
+    ProviderUnavailable,
+    ProviderUnsupported,
+    ValidationError,
+)
+from .models import StoredImage
+from .validation import PROMPT_LIMIT, Attempt, Plan, calls_needed, clean_prompt, fitting_model
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: ``await progress(stage, details)``: see the top of ``bot.core`` for the stages and their keys.
+Progress = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class Outcome:
+    """What a plan produced: the attempt that delivered, its stored images, and what to tell the user."""
+
+    attempt: Attempt
+    images: list[StoredImage]
+    #: ``provider`` or ``provider/model`` of each attempt that failed before ``attempt`` delivered.
+    failed_over: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    revised_prompt: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def provider(self) -> str:
+        return self.attempt.provider.name
+
+    @property
+    def model(self) -> str:
+        return self.attempt.model.name
+
+
+class Generator:
+    """Runs plans against the providers: failover, fan-out, per-provider slots and queues, previews."""
+
+    def __init__(self, registry: ProviderRegistry, images: ImageStore) -> None:
+        self.registry = registry
+        self.images = images
+        self._slots = {
+            name: asyncio.Semaphore(p.capabilities.concurrency) for name, p in registry.providers.items()
+        }
+        self._waiting: dict[str, int] = dict.fromkeys(registry.providers, 0)
+
+    # -- images ----------------------------------------------------------------------------------
+
+    async def imagine(self, plan: Plan, progress: Progress | None, *, request_id: str, user: str) -> Outcome:
+        """Generate with failover, then store the first ``plan.count`` images (at least one, or raise)."""
+        attempt, produced, failed, notes = await self._failover(plan, progress, request_id, user)
+        stored = await self._store(produced[: plan.count])
+        if not stored:
+            raise ProviderBadResponse("The provider returned no usable image.", provider=attempt.provider.name)
+        return Outcome(
+            attempt, stored, failed, notes,
+            revised_prompt=next((g.revised_prompt for g in produced if g.revised_prompt), None),
+            input_tokens=sum(g.input_tokens for g in produced), output_tokens=sum(g.output_tokens for g in produced),
+        )
+
+    async def _failover(
+        self, plan: Plan, progress: Progress | None, request_id: str, user: str
+    ) -> tuple[Attempt, list[GeneratedImage], list[str], list[str]]:
+        """Try each attempt in order until one delivers; a retired model makes room for the same
+        provider's next fitting model before the next provider."""
+        failed: list[str] = []
+        last: ProviderError | None = None
+        attempts = list(plan.attempts)
+        i = 0
+        while i < len(attempts):
+            attempt = attempts[i]
+            i += 1
+            if failed:
+                await notify(progress, "failover", {"from": failed[-1], "to": attempt.provider.name})
+            try:
+                produced, notes = await self._attempt(attempt, plan, progress, request_id, user)
+                return attempt, produced, failed, notes
+            except ContentRejected:
+                raise
+            except ModelRetired as exc:
+                self.registry.retire(attempt.provider.name, exc.model or attempt.model.name)
+                tried = tuple(a.model.name for a in attempts[:i] if a.provider is attempt.provider)
+                other = fitting_model(attempt.provider, plan.size, len(plan.prompt), plan.reference is not None,
+                                      quality=plan.quality, output_format=plan.output_format,
+                                      background=plan.background, exclude=tried)
+                if other is not None:
+                    attempts.insert(i, Attempt(attempt.provider, other))
+                last = exc
+                failed.append(f"{attempt.provider.name}/{attempt.model.name}")
+            except ProviderError as exc:
+                log.warning("provider %s failed (%s); %s", attempt.provider.name, exc.code,
+                            "trying the next" if exc.retryable else "not retrying")
+                last = exc
+                if not exc.retryable:
+                    raise
+                failed.append(attempt.provider.name)
+        assert last is not None
+        if len(failed) > 1:
+            raise type(last)(f"Every provider failed ({', '.join(failed)}); the last said: {last.message}",
+                             provider=last.provider)
+        raise last
+
+    async def _attempt(
+        self, attempt: Attempt, plan: Plan, progress: Progress | None, request_id: str, user: str
+    ) -> tuple[list[GeneratedImage], list[str]]:
+        """One provider and model: fan the count out into per-call batches and keep what came back."""
+        provider, model = attempt.provider, attempt.model
+        prompt, reference = plan.prompt, plan.reference
+        if reference is not None and not model.supports_reference:
+            description = await self.describe(reference)
+            prompt = f"{prompt}. In the manner of the reference: {description}"[: model.prompt_limit]
+            reference = None
+        batches = calls_needed(plan.count, model.max_per_call)
+        style = model.map_style(plan.style)
+        previews = int(getattr(provider, "previews", 0) or 0) if model.streaming and progress is not None else 0
+        requests = [
+            GenerationRequest(prompt=prompt, model=model.name, size=plan.size, style=style, quality=plan.quality,
+                              count=n, reference=reference, seed=plan.seed + i, output_format=plan.output_format,
+                              background=plan.background, safety_id=user, previews=previews,
+                              on_preview=self._preview_sink(request_id, i, attempt, previews, progress)
+                              if previews else None)
+            for i, n in enumerate(batches)
+        ]
+        results = await outcomes([self._call(provider, r, progress) for r in requests])
+        produced: list[GeneratedImage] = []
+        errors: list[BaseException] = []
+        for r in results:
+            if isinstance(r, BaseException):
+                errors.append(r)
+            else:
+                produced.extend(r)
+        for err in errors:
+            if isinstance(err, asyncio.CancelledError):
+                raise err
+        if not produced:
+            policy = next((e for e in errors if isinstance(e, ContentRejected)), None)
+            retired = next((e for e in errors if isinstance(e, ModelRetired)), None)
+            first = policy or retired or next((e for e in errors if isinstance(e, ProviderError)), None)
+            if first is not None:
+                raise first
+            raise ProviderBadResponse("The provider returned no image.", provider=provider.name)
+        notes = [f"{len(errors)} of {len(batches)} calls to {provider.name} failed."] if errors else []
+        return produced, notes
+
+    def _preview_sink(
+        self, request_id: str, batch: int, attempt: Attempt, wanted: int, progress: Progress | None
+    ) -> PreviewSink:
+        """Partial images are saved under ``previews/`` and shown; they are free and never a result."""
+
+        async def sink(data: bytes, index: int) -> None:
+            try:
+                path, mime = await self.images.save_preview(f"{request_id}-{batch}-{index}", data)
+            except Exception:  # noqa: BLE001 - a bad preview must not fail the generation
+                log.info("preview %d of %s was not a readable image; skipped", index, request_id)
+                return
+            await notify(progress, "preview", {"index": index + 1, "of": wanted, "path": path, "data": data,
+                                               "mime": mime, "provider": attempt.provider.name,
+                                               "model": attempt.model.name})
+
+        return sink
+
+    async def _call(
+        self, provider: ImageProvider, request: GenerationRequest, progress: Progress | None
+    ) -> list[GeneratedImage]:
+        """One provider call inside the provider's concurrency slot; a provider bug becomes our error."""
+        async with self._slot(provider.name, progress):
+            await notify(progress, "generating", {"provider": provider.name, "model": request.model})
+            try:
+                images = await provider.generate(request)
+            except ProviderError as exc:
+                if not exc.provider:
+                    exc.provider = provider.name
+                raise
+            except (asyncio.CancelledError, ImagebotError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a provider bug must not leak raw text
+                log.error("provider %s raised %s", provider.name, type(exc).__name__)
+                raise ProviderBadResponse("The provider failed unexpectedly.", provider=provider.name) from None
+            return list(images)[: request.count]
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, name: str, progress: Progress | None) -> AsyncIterator[None]:
+        """Hold one of the provider's concurrency slots; a call that has to wait is told its queue
+        position (``queued``) first."""
+        slot = self._slots[name]
+        if slot.locked():
+            self._waiting[name] += 1
+            await notify(progress, "queued", {"position": self._waiting[name], "provider": name})
+            try:
+                await slot.acquire()
+            finally:
+                self._waiting[name] -= 1
+        else:
+            await slot.acquire()
+        try:
+            yield
+        finally:
+            slot.release()
+
+    async def _store(self, produced: list[GeneratedImage]) -> list[StoredImage]:
+        saved = await outcomes([self.images.save(image.data, drawn_size=image.drawn_size) for image in produced])
+        stored: list[StoredImage] = []
+        for outcome in saved:
+            if isinstance(outcome, ProviderBadResponse):
+                log.warning("a provider returned bytes that are not an image; dropped")
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                stored.append(outcome)
+        return stored
+
+    # -- buttons ---------------------------------------------------------------------------------
+
+    def load(self, sha256: str, mime: str) -> bytes:
+        """The bytes of a stored result (a button's source image)."""
+        try:
+            return self.images.load(sha256, mime)
+        except FileNotFoundError:
+            raise NotFound("That image file is gone from the bot's storage.", code="IMG-NOTFOUND-IMAGE") from None
+
+    def upscaler(self, provider_name: str, model_name: str | None) -> ImageProvider:
+        """The provider that made an image, if its model upscales; else the user is told to use Variations."""
+        provider = self.registry.get(provider_name)
+        model = provider.capabilities.model(model_name) if provider else None
+        if provider is None or getattr(provider, "upscale", None) is None or model is None \
+                or not model.supports_upscale:
+            raise ProviderUnsupported(
+                f"Upscale is not supported by {provider_name or 'that provider'}; try Variations instead.",
+                provider=provider_name,
+            )
+        return provider
+
+    async def upscale(self, provider: ImageProvider, model: str, source: bytes,
+                      progress: Progress | None) -> StoredImage:
+        """Upscale in the provider's slot (it counts against its concurrency like any call), then store."""
+        async with self._slot(provider.name, progress):
+            await notify(progress, "generating", {"provider": provider.name, "model": model})
+            image: GeneratedImage = await provider.upscale(source)  # type: ignore[attr-defined]
+        return await self.images.save(image.data, drawn_size=image.drawn_size)
+
+    # -- text ------------------------------------------------------------------------------------
+
+    @property
+    def enhancer(self) -> TextProvider:
+        return self.registry.enhancer
+
+    async def enhance(self, text: str) -> str:
+        """The /enhance rewrite of an already cleaned prompt, cut under the image prompt limit."""
+        written = await self._text(lambda t: t.enhance(text, limit=PROMPT_LIMIT))
+        try:
+            return clean_prompt(written, PROMPT_LIMIT)
+        except ValidationError:
+            raise ProviderBadResponse("The enhancer returned an empty prompt.") from None
+
+    async def describe(self, image: bytes) -> str:
+        """A reference image in words, for a model that takes no reference. A retired text model here
+        must not look like the image model's retirement: it fails this attempt over instead."""
+        try:
+            return await self._text(lambda t: t.describe(image))
+        except ModelRetired as exc:
+            raise ProviderUnavailable("The model that describes reference images is no longer available.",
+                                      provider=exc.provider or self.enhancer.name) from None
+
+    async def _text(self, call: Callable[[TextProvider], Awaitable[str]]) -> str:
+        """Call the text provider; a retired text model leaves the rotation (logged once by the
+        catalogue) and the call is tried once more with the model the catalogue moved to."""
+        enhancer = self.enhancer
+        before = getattr(enhancer, "model", "")
+        try:
+            return await call(enhancer)
+        except ModelRetired as exc:
+            self.registry.retire(enhancer.name, exc.model or before)
+            if getattr(enhancer, "model", "") in ("", before, exc.model):
+                raise  # nothing left to move to
+        try:
+            return await call(enhancer)
+        except ModelRetired as exc:
+            self.registry.retire(enhancer.name, exc.model or getattr(enhancer, "model", ""))
+            raise
+
+
+async def outcomes(jobs: list[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
+    """Each job's result or exception, run concurrently; a single job is awaited directly (the common
+    case: no task to spawn)."""
+    if len(jobs) == 1:
+        try:
+            return [await jobs[0]]
+        except Exception as exc:  # noqa: BLE001 - handed back, as gather does below
+            return [exc]
+    return list(await asyncio.gather(*jobs, return_exceptions=True))
+
+
+async def notify(progress: Progress | None, stage: str, details: dict[str, Any]) -> None:
+    """Tell the adapter; a failed progress update never fails the generation."""
+    if progress is None:
+        return
+    try:
+        await progress(stage, details)
+    except Exception:  # noqa: BLE001 - a failed progress edit must not fail the generation
+        log.warning("progress update %s failed", stage)
