@@ -23,6 +23,73 @@ IMAGE_TIMEOUT = 120.0
 TEXT_TIMEOUT = 30.0
 RETRIES = 1
 
+# The keys each ``[providers.NAME]`` table may set, in one place: ``bot.config`` refuses any other key at
+# start (naming the ones accepted) and checks each value's kind; the builders check ranges and models.
+# tests/test_config_keys.py runs every builder and fails when one reads a key that is not declared here.
+
+#: What a value of each kind must be, worded for an operator.
+KINDS: dict[str, str] = {
+    "number": "a number",
+    "whole": "a whole number",
+    "text": "a string",
+    "names": 'a model name or a list of model names like ["name-1", "name-2"]',
+    "sizes": 'a list of sizes like ["1024x1024"]',
+    "flag": "true or false",
+    "models": 'a list of model names or tables like { name = "sd15", sizes = ["512x512"] }',
+}
+
+#: Read by ``client_settings`` for every provider.
+CLIENT_KEYS: dict[str, str] = {
+    "timeout": "number", "text_timeout": "number", "max_retries": "whole", "concurrency": "whole",
+    "download_timeout": "number", "download_max_mb": "number",
+}
+_PINNED = {"model": "names", "models": "names"}
+
+#: The built-in providers' tables (``local`` takes no settings).
+PROVIDER_KEYS: dict[str, dict[str, str]] = {
+    "openai": {**CLIENT_KEYS, **_PINNED, "base_url": "text", "previews": "whole", "output_compression": "whole",
+               "moderation": "text", "text_model": "text", "vision_model": "text"},
+    "google": {**CLIENT_KEYS, **_PINNED, "base_url": "text", "previews": "whole", "text_model": "text"},
+    "xai": {**CLIENT_KEYS, **_PINNED, "base_url": "text", "key_env": "text"},
+    "local": {},
+}
+
+#: One model of an OpenAI-compatible service (``models = [{ name = ..., ... }]``).
+COMPAT_MODEL_KEYS: dict[str, str] = {
+    "name": "text", "sizes": "sizes", "max_per_call": "whole", "prompt_limit": "whole",
+    "response_format": "text", "send_size": "flag", "edits": "flag",
+}
+
+#: Any other ``[providers.NAME]`` table declares an OpenAI-compatible service; its model keys are defaults.
+COMPAT_KEYS: dict[str, str] = {
+    **CLIENT_KEYS, "base_url": "text", "key_env": "text", "models": "models",
+    **{k: v for k, v in COMPAT_MODEL_KEYS.items() if k != "name"},
+}
+
+
+def keys_for(name: str) -> dict[str, str]:
+    """The keys (and their kinds) ``[providers.NAME]`` accepts."""
+    return PROVIDER_KEYS.get(name, COMPAT_KEYS)
+
+
+def kind_fits(kind: str, value: Any) -> bool:
+    """Whether ``value`` from the file is of ``kind`` (ranges are the builders' to check)."""
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "whole":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "flag":
+        return isinstance(value, bool)
+    if kind == "names":
+        return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    if kind == "sizes":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == "models":
+        return isinstance(value, list) and all(isinstance(v, str | dict) for v in value)
+    raise ValueError(f"unknown kind {kind!r}")
+
 
 @dataclass(frozen=True)
 class ClientSettings:
