@@ -64,7 +64,9 @@ class ProviderRegistry:
     def retire(self, provider: str, model: str, reason: str = "the vendor no longer serves it") -> bool:
         """A model vanished while running: it leaves the rotation now (True the first time)."""
         target = self.providers.get(provider)
-        if target is None and self.enhancer.name == provider:
+        # The text provider may share its vendor's name ("openai"): its own models are retired on it.
+        text_models = {getattr(self.enhancer, "model", None), getattr(self.enhancer, "vision_model", None)}
+        if self.enhancer.name == provider and (target is None or model in text_models):
             return self.catalogue.retire(self.enhancer, model, reason)
         return self.catalogue.retire(target, model, reason) if target is not None else False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from bot.validation import PROMPT_LIMIT
 from providers.base import ListsModels
 from providers.openai_text import build_openai_text
 from tests.fakes.google_api import FakeGoogle
-from tests.fakes.harness import CTX, USER, XAI_KEY, google_env, make_config, openai_env
+from tests.fakes.harness import CTX, OPENAI_KEY, USER, XAI_KEY, google_env, make_config, openai_env
 from tests.fakes.images import png
 from tests.fakes.openai_api import FakeOpenAI
 
@@ -197,3 +198,63 @@ async def test_reference_without_an_editing_model_is_described_by_gemini(
     [call] = oai.calls("generations")
     assert call.body["prompt"] == ("a castle. In the manner of the reference: "
                                    "A red square on a plain background, flat colour, centred composition.")
+
+
+def _retired_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "left the rotation" in r.getMessage()]
+
+
+async def test_a_text_model_retired_mid_run_is_replaced_within_the_same_charge(
+    tmp_path: Path, fakes: tuple[FakeOpenAI, FakeGoogle], caplog: pytest.LogCaptureFixture
+) -> None:
+    oai, _ = fakes
+    core = build_core(make_config(tmp_path, openai_env(oai.base_url)))
+    async with core:
+        assert core.registry.enhancer.model == "gpt-6-luna"
+        oai.retired.add("gpt-6-luna")  # OpenAI pulls the text model while the bot runs
+        with caplog.at_level(logging.WARNING):
+            first = await core.enhance(CTX, "a cat on a roof")
+            again = await core.enhance(CTX, "a dog in a boat")
+        assert first.enhancer == "openai" and first.enhanced.startswith("a cat on a roof, ")
+        assert first.credits_spent == 1 and again.credits_spent == 1
+        assert (await core.credits(USER)).balance == 500 - 2  # charged once per /enhance
+        assert await core.store.audit() == []
+        gen = await core.generation(first.generation_id)
+        assert gen is not None and gen.status == "COMPLETED" and gen.result_text == first.enhanced
+        assert core.registry.enhancer.model == "gpt-5.6-luna"
+    asked = [c.body["model"] for c in oai.calls("chat")]
+    assert asked == ["gpt-6-luna", "gpt-5.6-luna", "gpt-5.6-luna"]  # the retired one once, never again
+    said = _retired_lines(caplog)
+    assert len(said) == 1 and "gpt-6-luna" in said[0] and "gpt-5.6-luna" in said[0]
+    assert OPENAI_KEY not in caplog.text
+    # The image models are untouched: the text model shares the vendor's name, not its rotation.
+    assert core.registry.catalogue.listings["openai"].dropped == {}
+
+
+async def test_when_the_replacement_text_model_fails_too_the_enhance_is_refunded(
+    tmp_path: Path, fakes: tuple[FakeOpenAI, FakeGoogle], caplog: pytest.LogCaptureFixture
+) -> None:
+    oai, _ = fakes
+    core = build_core(make_config(tmp_path, openai_env(oai.base_url)))
+    async with core:
+        oai.retired.add("gpt-6-luna")
+        oai.queue("chat", "ok", "down")  # the retired model's 404, then the replacement is down
+        with caplog.at_level(logging.WARNING), pytest.raises(GenerationFailed) as info:
+            await core.enhance(CTX, "a cat")
+        assert info.value.code == "IMG-PROV-DOWN" and "not charged" in info.value.message
+        assert (await core.credits(USER)).balance == 500 and await core.store.audit() == []
+        # The replacement is gone as well: tried once, it leaves the rotation too, the user is
+        # refunded, and the next /enhance runs on what is left.
+        oai.retired.update({"gpt-5.6-luna", "gpt-5.4-mini"})
+        with caplog.at_level(logging.WARNING), pytest.raises(GenerationFailed) as gone:
+            await core.enhance(CTX, "a cat")
+        assert gone.value.code == "IMG-PROV-RETIRED" and "not charged" in gone.value.message
+        assert (await core.credits(USER)).balance == 500
+        result = await core.enhance(CTX, "a cat")
+        assert result.credits_spent == 1 and (await core.credits(USER)).balance == 499
+        assert await core.store.audit() == []
+    assert [c.body["model"] for c in oai.calls("chat")] == [
+        "gpt-6-luna", "gpt-5.6-luna", "gpt-5.6-luna", "gpt-5.4-mini", "gpt-4.1-mini"]
+    said = _retired_lines(caplog)
+    assert [m for m in ("gpt-6-luna", "gpt-5.6-luna", "gpt-5.4-mini") if any(f"model {m} is" in x for x in said)] \
+        == ["gpt-6-luna", "gpt-5.6-luna", "gpt-5.4-mini"] and len(said) == 3
