@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 
 M001_INITIAL = """
 CREATE TABLE accounts (
@@ -121,27 +121,35 @@ MIGRATIONS: list[tuple[str, str]] = [
 LOCK_CLASS = 0x1A6EB07
 
 
-async def missing_migrations(conn: AsyncConnection) -> list[str]:
-    """The names not applied yet in the connection's schema, found by reading only."""
-    cur = await conn.execute("SELECT to_regclass('_migrations') IS NOT NULL")
-    row = await cur.fetchone()
-    done: set[str] = set()
-    if row and row[0]:
-        cur = await conn.execute("SELECT name FROM _migrations")
-        done = {r[0] for r in await cur.fetchall()}
+async def missing_migrations(conn: AsyncConnection, preamble: sql.Composed | None = None) -> list[str]:
+    """The names not applied yet in the connection's schema, found by reading only.
+
+    ``preamble`` (``SET LOCAL ...``) starts the transaction: behind PgBouncer the schema is set there."""
+    async with conn.transaction():
+        if preamble is not None:
+            await conn.execute(preamble)
+        cur = await conn.execute("SELECT to_regclass('_migrations') IS NOT NULL")
+        row = await cur.fetchone()
+        done: set[str] = set()
+        if row and row[0]:
+            cur = await conn.execute("SELECT name FROM _migrations")
+            done = {r[0] for r in await cur.fetchall()}
     return [name for name, _ in MIGRATIONS if name not in done]
 
 
-async def apply_migrations(conn: AsyncConnection) -> list[str]:
+async def apply_migrations(conn: AsyncConnection, preamble: sql.Composed | None = None) -> list[str]:
     """Apply the missing migrations in order, each in its own transaction under the advisory lock;
     return the names this call applied (another process may have applied the rest).
 
-    ``conn`` must be in autocommit mode (each migration opens its own transaction)."""
-    if not await missing_migrations(conn):
+    ``conn`` must be in autocommit mode (each migration opens its own transaction); ``preamble``
+    starts each transaction, as in ``missing_migrations``."""
+    if not await missing_migrations(conn, preamble):
         return []
     applied: list[str] = []
-    for name, sql in MIGRATIONS:
+    for name, text in MIGRATIONS:
         async with conn.transaction():
+            if preamble is not None:
+                await conn.execute(preamble)
             await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(COALESCE(current_schema(), '')))", (LOCK_CLASS,))
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
@@ -149,7 +157,7 @@ async def apply_migrations(conn: AsyncConnection) -> list[str]:
             cur = await conn.execute("SELECT 1 FROM _migrations WHERE name = %s", (name,))
             if await cur.fetchone():
                 continue
-            for statement in sql.split(";"):
+            for statement in text.split(";"):
                 if statement.strip():
                     await conn.execute(statement)  # our own constant SQL
             await conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (%s, %s)", (name, time.time()))

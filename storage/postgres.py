@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import AsyncConnection, AsyncCursor, errors, sql
@@ -91,7 +91,7 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
         else:
             theirs.append((name, value))
     scheme = "postgresql" if parts.scheme.lower() in ("postgresql", "postgres") else parts.scheme
-    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(theirs), parts.fragment)), ours
+    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(theirs, quote_via=quote), parts.fragment)), ours
 
 
 def _where(url: str) -> str:
@@ -135,6 +135,8 @@ class PostgresLedger:
         self._empty = False
         #: The migrations this object applied when it opened (others may have been applied elsewhere).
         self.applied: list[str] = []
+        #: How long ``open`` waits for the server (seconds).
+        self.connect_timeout = CONNECT_TIMEOUT
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -151,6 +153,10 @@ class PostgresLedger:
         return sql.SQL("; ").join(
             verb + sql.Identifier(name) + sql.SQL(" TO ") + sql.Literal(value) for name, value in self._settings()
         )
+
+    def _preamble(self) -> sql.Composed | None:
+        """What starts every transaction: the session settings behind PgBouncer, nothing otherwise."""
+        return self._settings_sql(local=True) if self.pgbouncer else None
 
     async def _configure(self, conn: AsyncConnection[Any]) -> None:
         """Each new connection's session settings (direct connections only; behind PgBouncer they go
@@ -171,12 +177,12 @@ class PostgresLedger:
             name="imagebot-ledger",
         )
         try:
-            await pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            await pool.open(wait=True, timeout=self.connect_timeout)
         except PoolTimeout:
             await pool.close()
             raise StorageError(
-                f"Cannot reach the PostgreSQL ledger at {_where(self.conninfo)} within {CONNECT_TIMEOUT:g} s: "
-                "is the server running, and do IMAGEBOT_DATABASE's user and database exist?"
+                f"Cannot reach the PostgreSQL ledger at {_where(self.conninfo)} within {self.connect_timeout:g} s"
+                f" ({await self._why()}): is the server running, and do IMAGEBOT_DATABASE's user and database exist?"
             ) from None
         self._pool = pool
         try:
@@ -188,19 +194,29 @@ class PostgresLedger:
             await self.close()
             raise
 
+    async def _why(self) -> str:
+        """The server's own reason for refusing a connection (libpq's messages carry no password)."""
+        try:
+            conn = await AsyncConnection.connect(self.conninfo, connect_timeout=max(1, int(self.connect_timeout)))
+        except psycopg.Error as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            return lines[-1][:300] if lines else type(exc).__name__
+        await conn.close()
+        return "it answered only now"
+
     async def _migrate(self) -> None:
         async with self._connection() as conn:
             if self.schema is not None:
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_CLASS, self.schema))
                     await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-            self.applied = await apply_migrations(conn)
+            self.applied = await apply_migrations(conn, self._preamble())
         if self.applied:
             log.info("PostgreSQL ledger at %s: applied %s", _where(self.conninfo), ", ".join(self.applied))
 
     async def _check_schema(self) -> None:
         async with self._connection() as conn:
-            missing = await missing_migrations(conn)
+            missing = await missing_migrations(conn, self._preamble())
         if missing and len(missing) == len(MIGRATIONS):
             self._empty = True  # nothing there yet: an empty ledger, as a missing SQLite file reads
         elif missing:
@@ -228,8 +244,9 @@ class PostgresLedger:
         for attempt in range(RETRIES):
             try:
                 async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-                    if self.pgbouncer:
-                        await cur.execute(self._settings_sql(local=True))
+                    preamble = self._preamble()
+                    if preamble is not None:
+                        await cur.execute(preamble)
                     return await body(cur)
             except (errors.DeadlockDetected, errors.SerializationFailure):
                 if attempt == RETRIES - 1:
@@ -254,7 +271,7 @@ class PostgresLedger:
             return []
 
         async def run(cur: Cursor) -> list[tuple[Any, ...]]:
-            await cur.execute(query, params)  # type: ignore[arg-type]  # our own constant SQL
+            await cur.execute(query, params)
             return [tuple(r) for r in await cur.fetchall()]
 
         if self.pgbouncer:
