@@ -44,13 +44,15 @@ CLIENT_KEYS: dict[str, str] = {
     "download_timeout": "number", "download_max_mb": "number",
 }
 _PINNED = {"model": "names", "models": "names"}
+#: Image-only providers have no /enhance calls, so no ``text_timeout``.
+_IMAGE_CLIENT_KEYS = {k: v for k, v in CLIENT_KEYS.items() if k != "text_timeout"}
 
 #: The built-in providers' tables (``local`` takes no settings).
 PROVIDER_KEYS: dict[str, dict[str, str]] = {
     "openai": {**CLIENT_KEYS, **_PINNED, "base_url": "text", "previews": "whole", "output_compression": "whole",
                "moderation": "text", "text_model": "text", "vision_model": "text"},
     "google": {**CLIENT_KEYS, **_PINNED, "base_url": "text", "previews": "whole", "text_model": "text"},
-    "xai": {**CLIENT_KEYS, **_PINNED, "base_url": "text", "key_env": "text"},
+    "xai": {**_IMAGE_CLIENT_KEYS, **_PINNED, "base_url": "text", "key_env": "text"},
     "local": {},
 }
 
@@ -62,7 +64,7 @@ COMPAT_MODEL_KEYS: dict[str, str] = {
 
 #: Any other ``[providers.NAME]`` table declares an OpenAI-compatible service; its model keys are defaults.
 COMPAT_KEYS: dict[str, str] = {
-    **CLIENT_KEYS, "base_url": "text", "key_env": "text", "models": "models",
+    **_IMAGE_CLIENT_KEYS, "base_url": "text", "key_env": "text", "models": "models",
     **{k: v for k, v in COMPAT_MODEL_KEYS.items() if k != "name"},
 }
 
