@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 #:   preview    (index, of, path, data, mime, provider, model): partial image ``index`` of the ``of``
 #:              previews requested per call, while the model draws; free, saved under
 #:              ``data/previews/``, never a result.
-__all__ = ["AdjustResult", "Imagebot", "Progress", "RequestIds", "safety_id"]
+__all__ = ["AdjustResult", "GenerationRow", "Imagebot", "Progress", "RequestIds", "safety_id"]
 
 
 @dataclass(frozen=True)
