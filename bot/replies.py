@@ -111,6 +111,29 @@ def refusal(exc: LedgerRefused) -> ImagebotError:
     return UserError("The ledger refused that. Nothing was changed.", code=exc.code)
 
 
+def interrupted_text(refunded: int | None) -> str:
+    """A job cut short because the bot is shutting down. ``refunded`` None: before its result existed
+    (the reservation went back whole); a number: while it was being posted."""
+    if refunded is None:
+        return ("The bot was restarted before your request finished; you were not charged. "
+                "Please run it again in a minute. (IMG-CANCELLED)")
+    back = f"{plural(refunded, 'credit')} refunded" if refunded else "you were not charged"
+    return ("The bot was restarted while posting your result, so it may not have arrived; "
+            f"{back}. Please run it again in a minute. (IMG-DELIVERY-CANCELLED)")
+
+
+def broken_delivery_text(refunded: int) -> str:
+    """A bug while posting a result that was already paid for: the credits went back."""
+    return (f"Something went wrong on the bot's side while posting your result; {plural(refunded, 'credit')} "
+            "refunded. (IMG-INTERNAL-001)")
+
+
+def restarting_text() -> str:
+    """A command that arrived while the bot is shutting down (it takes no new jobs then)."""
+    return "The bot is restarting and took no new work; nothing was charged. Please try again in a minute. " \
+        "(IMG-RESTARTING)"
+
+
 def error_text(error: ImagebotError) -> str:
     text = f"{error.message} ({error.code})"
     if isinstance(error, RateLimited) and "Try again" not in error.message:

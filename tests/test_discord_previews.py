@@ -4,6 +4,7 @@ against the loopback fake, the real core on SQLite, provider doubles in the real
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,13 @@ from tests.fakes.discord_api import GUILD_ID
 from tests.fakes.discord_harness import DiscordHarness, StreamingProvider, is_preview
 
 START = 50
+
+
+def _index(content: str) -> int:
+    """The preview number in "… preview 2" or "… preview 2 of 3"."""
+    match = re.search(r"preview (\d+)", content)
+    assert match, content
+    return int(match[1])
 
 
 def _price(h: DiscordHarness, options: ImagineOptions) -> int:
@@ -96,7 +104,7 @@ async def test_previews_reach_discord_as_coalesced_edits_and_are_free(tmp_path: 
             assert call.method == "PATCH" and call.path.endswith("/messages/@original")
             assert call.files[0][1][:8] == b"\x89PNG\r\n\x1a\n"
             assert call.content.startswith("\N{ARTIST PALETTE} Drawing with stream (stream-model)… preview ")
-        shown = [int(c.content.rsplit(" ", 1)[1]) for c in previews]
+        shown = [_index(c.content) for c in previews]
         assert shown == sorted(shown) and shown[-1] == 3 and len(shown) < 3, shown  # newest wins
         assert all(b.at - a.at >= 0.95 for a, b in zip(previews, previews[1:], strict=False)), "over 1 edit/s"
         calls = h.fake.for_token(token)
@@ -115,7 +123,7 @@ async def test_a_preview_still_waiting_when_the_images_are_ready_is_dropped_not_
         result = await h.result(token)
         await asyncio.sleep(1.2)  # anything late would have arrived by now
         calls = h.fake.for_token(token)
-        assert [int(c.content.rsplit(" ", 1)[1]) for c in h.previews(token)] == [1]
+        assert [_index(c.content) for c in h.previews(token)] == [1]
         assert calls.index(result) == max(i for i, c in enumerate(calls) if c.files), "an edit after the result"
         assert result.at - stream.finished[0] < 0.3, "the result waited for a pending preview edit"
 

@@ -1,9 +1,10 @@
 """The Discord adapter: slash commands and buttons translated into calls on the shared core.
 
 ``run_discord`` is what ``imagebot run`` starts when DISCORD_TOKEN is set. Modules:
-settings (env), context (identity, admin check), commands and admin (the slash commands), flows (what
-each command does), progress, delivery and fitting (getting replies and images to the person),
-embeds and views (result messages and their persistent buttons), client (discord.py setup).
+settings (env), context (identity, admin check, the ``Runtime`` handlers register on), commands and admin
+(the slash commands), flows (each command as a job for the shared runner ``bot.jobs``), progress,
+delivery and fitting (the delivery targets: getting replies and images to the person), embeds and views
+(result messages and their persistent buttons), client (discord.py setup).
 """
 
 from __future__ import annotations
@@ -16,17 +17,22 @@ import discord
 from bot.config import Config
 from bot.core import Imagebot
 from bot.errors import ConfigError, ImagebotError
+from bot.jobs import DEFAULT_GRACE, JobRunner
 
+from . import flows
 from .client import apply_endpoints, build_client
 from .context import Runtime
 from .settings import DiscordSettings
 
 
-async def run_discord(core: Imagebot, config: Config, **client_options: Any) -> None:
-    """Connect and serve until cancelled; the client closes on the way out."""
+async def run_discord(core: Imagebot, config: Config, *, grace: float = DEFAULT_GRACE, **client_options: Any) -> None:
+    """Connect and serve until cancelled. On the way out, jobs in flight get ``grace`` seconds to deliver
+    (the REST session is still open then; no new interactions arrive), then the client closes."""
     settings = DiscordSettings.from_env(config.env)
     apply_endpoints(settings)
-    client = build_client(Runtime(core, settings), **client_options)
+    runtime = Runtime(core, settings, JobRunner(core, grace=grace))
+    flows.register(runtime)
+    client = build_client(runtime, **client_options)
     async with client:
         try:
             await client.start(settings.token)
@@ -37,6 +43,8 @@ async def run_discord(core: Imagebot, config: Config, **client_options: Any) -> 
             # Only logging in can fail like this: once connected, discord.py reconnects by itself.
             raise ImagebotError(f"Cannot reach Discord to log in ({type(exc).__name__}); check the network "
                                 "or DISCORD_API_BASE_URL", code="IMG-DISCORD-NET") from None
+        finally:
+            await runtime.jobs.close()
 
 
 __all__ = ["run_discord"]

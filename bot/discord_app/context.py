@@ -7,16 +7,19 @@ and no one is admin there (operators grant DM credits with the ``imagebot credit
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import discord
 
 from bot.core import Imagebot
+from bot.jobs import JobRunner
 from bot.models import Context, Identity
 
-from .acks import AckGate
 from .settings import DiscordSettings
+
+#: ``await handler(interaction, action, generation_id, index)`` for a pressed result button.
+ButtonHandler = Callable[[discord.Interaction, str, str, int], Awaitable[None]]
 
 PLATFORM = "discord"
 
@@ -71,11 +74,21 @@ def dm_refusal(interaction: discord.Interaction, settings: DiscordSettings) -> s
 
 @dataclass
 class Runtime:
-    """What every handler needs, hung on the client (``client.imagebot``): no module globals."""
+    """What every handler needs, hung on the client (``client.imagebot``): no module globals.
+
+    The service object the handlers register on (``flows.register``), as bolt-python's listeners register
+    on the app: the buttons (``views``) look their handler up here, so they never import the flows."""
 
     core: Imagebot
     settings: DiscordSettings
-    acks: AckGate = field(default_factory=AckGate)
+    jobs: JobRunner
+    buttons: dict[str, ButtonHandler] = field(default_factory=dict)
+
+    async def press(self, interaction: discord.Interaction, action: str, generation_id: str, index: int) -> None:
+        handler = self.buttons.get(action)
+        if handler is None:
+            raise LookupError(f"no handler registered for button {action!r}")
+        await handler(interaction, action, generation_id, index)
 
 
 def runtime_of(interaction: discord.Interaction) -> Runtime:

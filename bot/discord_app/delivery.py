@@ -3,8 +3,8 @@
 Nothing ever ends as "This interaction failed": the interaction is acknowledged first, and when a later
 call is refused the reply falls back, in order, to the original response, a private (ephemeral) reply,
 then a direct message. Uploads are fitted to the interaction's ``attachment_size_limit`` first; a 413
-(code 40005) anyway retries once at half the size that was refused. Images that reach nobody are refunded through
-the core (``delivery_failed``).
+(code 40005) anyway retries once at half the size that was refused. These are the delivery targets and the
+wording the shared job runner (``bot.jobs``) works with; it refunds images that reach nobody.
 """
 
 from __future__ import annotations
@@ -14,15 +14,19 @@ import io
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import discord
 
-from bot.models import StoredImage
+from bot.errors import ImagebotError
+from bot.jobs import NotDelivered, Outlet, Target
+from bot.models import ImagineResult, StoredImage
 
 from .fitting import ENVELOPE, MAX_FILES, CannotFit, Upload, fit_message
 from .settings import DEFAULT_UPLOAD_LIMIT
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 NO_MENTIONS = discord.AllowedMentions.none()
 #: Unknown interaction, unknown webhook, unknown message, invalid webhook token (older than 15 min).
@@ -125,44 +129,116 @@ def _fit_all(raw: list[tuple[bytes, str]], limit: int, stem: str) -> list[list[U
     ]
 
 
-async def deliver(interaction: discord.Interaction, out: Outgoing,
-                  refund: Callable[[], Awaitable[int]]) -> str:
-    """Post the result; returns where it went (here, private, dm) or ``nowhere`` after refunding."""
-    raw = await asyncio.to_thread(_read, out.images)
-    alive = True
-    reason = "error"
-    limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
-    for target in (HERE, PRIVATE, DM):
-        if target != DM and not alive:
-            continue
-        budget = min(limit, DEFAULT_UPLOAD_LIMIT) if target == DM else limit
+class ImageOutlet(Outlet[ImagineResult]):
+    """A generation's images: the original response, else a private reply, else a direct message.
+
+    Uploads are fitted to the interaction's limit first; a 413 retries once at half the refused size. Once
+    Discord says the interaction is gone, only the DM is tried. A result that went privately or by DM
+    leaves a note in the original response (so no preview stands in for it)."""
+
+    refusals = (discord.HTTPException, CannotFit)
+
+    def __init__(self, interaction: discord.Interaction, build: Callable[[ImagineResult], Outgoing]) -> None:
+        self._interaction = interaction
+        self._build = build
+        self._raw: list[tuple[bytes, str]] | None = None
+        self._out: Outgoing | None = None
+        self._limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
+
+    def targets(self, result: ImagineResult) -> Sequence[Target[ImagineResult]]:
+        return [
+            Target(HERE, lambda r, f: self._send_to(HERE, r, f)),
+            Target(PRIVATE, lambda r, f: self._send_to(PRIVATE, r, f), after=_alive),
+            Target(DM, lambda r, f: self._send_to(DM, r, f)),
+        ]
+
+    async def _send_to(self, target: str, result: ImagineResult, failures: Sequence[BaseException]) -> None:
+        if self._out is None:
+            self._out = self._build(result)
+            self._raw = await asyncio.to_thread(_read, self._out.images)
+        out, raw = self._out, self._raw or []
+        budget = min(self._limit, DEFAULT_UPLOAD_LIMIT) if target == DM else self._limit
         for attempt in range(2):
+            batches = await asyncio.to_thread(_fit_all, raw, budget, out.stem)
             try:
-                batches = await asyncio.to_thread(_fit_all, raw, budget, out.stem)
-            except CannotFit:
-                reason = "too_large"
+                await _send(self._interaction, target, out, batches)
                 break
-            try:
-                await _send(interaction, target, out, batches)
             except discord.HTTPException as exc:
-                reason = kind_of(exc)
                 log.warning("delivery %s of %s refused: %s (%s)", target, out.stem, exc.status, exc.code)
-                if reason == "gone":
-                    alive = False
-                if reason == "too_large" and attempt == 0:  # Discord's real limit is below what it said
+                if kind_of(exc) == "too_large" and attempt == 0:  # Discord's real limit is below what it said
                     budget = min(budget, sum(len(u.data) for u in batches[0]) + ENVELOPE) // 2
                     continue
-                break
-            if target != HERE and alive:
-                where = "in a private reply" if target == PRIVATE else "by direct message"
-                await _quiet(interaction.edit_original_response(  # no preview left standing in for the result
-                    content=f"I couldn't post the images here ({REASONS[reason]}), so I sent them to you {where}.",
-                    attachments=[], allowed_mentions=NO_MENTIONS))
-            return target
-    refunded = await refund()
-    credits = f" Your {refunded} credits were refunded." if refunded else " You were not charged."
-    await say(interaction, f"I couldn't deliver your images: {REASONS[reason]}.{credits} (IMG-DELIVERY-001)")
-    return NOWHERE
+                raise
+        if failures and _alive(failures):
+            where = "in a private reply" if target == PRIVATE else "by direct message"
+            await _quiet(self._interaction.edit_original_response(  # no preview left standing in for the result
+                content=f"I couldn't post the images here ({REASONS[reason_of(failures[-1])]}), so I sent them "
+                        f"to you {where}.", attachments=[], allowed_mentions=NO_MENTIONS))
+
+    async def tell(self, text: str) -> None:
+        await say(self._interaction, text)
+
+    async def failed(self, exc: Exception) -> None:
+        if not isinstance(exc, ImagebotError):
+            log.error("generation for interaction %s failed", self._interaction.id, exc_info=exc)
+        await super().failed(exc)
+
+    async def undelivered(self, failures: Sequence[BaseException], refunded: int) -> None:
+        reason = REASONS[reason_of(failures[-1]) if failures else "error"]
+        credits = f" Your {refunded} credits were refunded." if refunded else " You were not charged."
+        await say(self._interaction, f"I couldn't deliver your images: {reason}.{credits} (IMG-DELIVERY-001)")
+
+
+class ReplyOutlet(Outlet[R]):
+    """A text or embed answer in the interaction's own (deferred) response; ``say`` falls back to a private
+    follow-up, then a DM. ``direct``: the interaction is gone, so the answer goes by DM only."""
+
+    def __init__(self, interaction: discord.Interaction, render: Callable[[R], Reply], *,
+                 direct: bool = False) -> None:
+        self._interaction = interaction
+        self._render = render
+        self._direct = direct
+
+    def targets(self, result: R) -> Sequence[Target[R]]:
+        return [Target("reply", self._reply)]
+
+    async def _reply(self, result: R, failures: Sequence[BaseException]) -> None:
+        reply = self._render(result)
+        if self._direct:
+            ok = await dm(self._interaction.user, reply.text, embed=reply.embed)
+        else:
+            ok = await say(self._interaction, reply.text, embed=reply.embed, view=reply.view)
+        if not ok:
+            raise NotDelivered("no reply reached the person")
+
+    async def tell(self, text: str) -> None:
+        if self._direct:
+            await dm(self._interaction.user, text)
+        else:
+            await say(self._interaction, text)
+
+    async def undelivered(self, failures: Sequence[BaseException], refunded: int) -> None:
+        """``say`` already tried the reply, a private follow-up and a DM: there is no one left to tell."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str | None = None
+    embed: discord.Embed | None = None
+    view: discord.ui.View | None = None
+
+
+def reason_of(exc: BaseException) -> str:
+    if isinstance(exc, CannotFit):
+        return "too_large"
+    if isinstance(exc, discord.HTTPException):
+        return kind_of(exc)
+    return "error"
+
+
+def _alive(failures: Sequence[BaseException]) -> bool:
+    """False once Discord said the interaction is gone: then only a DM can reach the person."""
+    return not any(isinstance(f, discord.HTTPException) and is_gone(f) for f in failures)
 
 
 async def _send(interaction: discord.Interaction, target: str, out: Outgoing, batches: list[list[Upload]]) -> None:

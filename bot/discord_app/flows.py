@@ -1,8 +1,9 @@
 """What happens for each command and button, as translations: interaction -> core call -> Discord calls.
 
 Every flow acknowledges first. Input that ``core.plan`` (sync, no I/O) refuses is answered in that first
-response, privately; anything else is deferred at once, then the core runs and the original response is
-edited with progress and the result. No rule about credits, limits or providers lives here.
+response, privately; anything else is deferred at once and handed to the shared job runner (``bot.jobs``)
+as a ``Job``: the core call, the progress display (edits of the original response) and the delivery
+targets. No rule about credits, limits, delivery fallbacks or shutdown lives here.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import discord
 
-from bot.core import Progress
-from bot.errors import ImagebotError, NotFound, ValidationError
-from bot.models import Context, ImagineOptions, ImagineResult
-from bot.replies import adjust_summary, credits_summary, error_text, plural, usage_summary
+from bot.errors import ImagebotError, ValidationError
+from bot.jobs import Job, Progress, prompt_of
+from bot.models import Context, EnhanceResult, ImagineOptions, ImagineResult
+from bot.replies import adjust_summary, credits_summary, error_text, plural, restarting_text, usage_summary
 from bot.validation import clean_prompt
 
 from .context import Runtime, context_for, dm_refusal, identity_of, runtime_of
-from .delivery import Outgoing, deliver, dm, say
+from .delivery import ImageOutlet, Outgoing, Reply, ReplyOutlet, defer, dm, say
 from .embeds import enhance_embed, result_embed
 from .progress import ProgressMessage
 from .views import enhance_view, result_view
@@ -36,7 +38,34 @@ REFERENCE_LIMIT = 20 * 1024 * 1024
 #: Seconds a reference download may take.
 REFERENCE_TIMEOUT = 30.0
 
-Generate = Callable[[Progress], Awaitable[ImagineResult]]
+Work = Callable[[Progress | None], Awaitable[ImagineResult]]
+
+
+def register(rt: Runtime) -> None:
+    """The button handlers, registered on the runtime (the views only carry ids and look them up here)."""
+    for action in ("rr", "va", "up", "en", "im"):
+        rt.buttons[action] = button_pressed
+
+
+async def _start(interaction: discord.Interaction, rt: Runtime, job: Job[Any], *, ephemeral: bool = False,
+                 expired: str = EXPIRED) -> None:
+    """Acknowledge first (Discord's 3 s), then hand the job to the runner."""
+    if not rt.jobs.accepting:
+        await say(interaction, restarting_text())
+        return
+    if not await rt.jobs.acknowledge(lambda: defer(interaction, ephemeral=ephemeral)):
+        await dm(interaction.user, expired)
+        return
+    if rt.jobs.start(job) is None:
+        await say(interaction, restarting_text())
+
+
+def _images_job(interaction: discord.Interaction, kind: str, work: Work) -> Job[ImagineResult]:
+    def build(result: ImagineResult) -> Outgoing:
+        return Outgoing(embed=result_embed(result, interaction.user), images=result.images,
+                        stem=f"imagebot-{result.generation_id[:8]}", view=result_view(result))
+
+    return Job(kind, work, ImageOutlet(interaction, build), ProgressMessage(interaction))
 
 
 # -- /imagine and the image buttons ----------------------------------------------------------------
@@ -54,17 +83,14 @@ async def imagine_command(interaction: discord.Interaction, options: ImagineOpti
     except ImagebotError as exc:
         await say(interaction, error_text(exc))
         return
-    if not await rt.acks.acknowledge(interaction):
-        await dm(interaction.user, EXPIRED)
-        return
 
-    async def run(progress: Progress) -> ImagineResult:
+    async def work(progress: Progress | None) -> ImagineResult:
         opts = options
         if reference is not None:
             opts = dataclasses.replace(options, reference=await _download(reference))
         return await rt.core.imagine(ctx, opts, progress=progress)
 
-    await generate(interaction, rt, run)
+    await _start(interaction, rt, _images_job(interaction, "imagine", work))
 
 
 def _check_reference(reference: discord.Attachment | None) -> None:
@@ -89,36 +115,6 @@ async def _download(reference: discord.Attachment) -> bytes:
                               code="IMG-VALID-REFERENCE") from None
 
 
-async def generate(interaction: discord.Interaction, rt: Runtime, run: Generate) -> None:
-    """Run a generation that was already deferred, with progress, then deliver it."""
-    progress = ProgressMessage(interaction)
-    try:
-        result = await run(progress.update)
-    except ImagebotError as exc:
-        await progress.close(flush=False)
-        await say(interaction, error_text(exc))
-        return
-    except Exception:
-        log.exception("generation for interaction %s failed", interaction.id)
-        await progress.close(flush=False)
-        await say(interaction, INTERNAL)
-        return
-    try:
-        progress.show(f"\N{OUTBOX TRAY} Uploading {plural(len(result.images), 'image')}…")
-        await progress.close()
-        out = Outgoing(embed=result_embed(result, interaction.user), images=result.images,
-                       stem=f"imagebot-{result.generation_id[:8]}", view=result_view(result))
-        await deliver(interaction, out, refund=lambda: rt.core.delivery_failed(result.generation_id))
-    except asyncio.CancelledError:  # shutting down mid-upload: the images may have reached no one
-        await asyncio.shield(rt.core.delivery_failed(result.generation_id, code="IMG-DELIVERY-CANCELLED"))
-        raise
-    except Exception:  # a bug after the charge: give the credits back, then say so
-        log.exception("delivering generation %s failed", result.generation_id)
-        refunded = await rt.core.delivery_failed(result.generation_id, code="IMG-INTERNAL-001")
-        await say(interaction, f"Something went wrong on the bot's side while posting your images; "
-                               f"{refunded} credits were refunded. (IMG-INTERNAL-001)")
-
-
 async def button_pressed(interaction: discord.Interaction, action: str, generation_id: str, index: int) -> None:
     """Re-roll, Variations, Upscale, Enhance, Imagine this: the presser is the one who pays."""
     rt = runtime_of(interaction)
@@ -126,38 +122,27 @@ async def button_pressed(interaction: discord.Interaction, action: str, generati
         if (refusal := dm_refusal(interaction, rt.settings)) is not None:
             await say(interaction, refusal)
             return
-        if not await rt.acks.acknowledge(interaction):
-            await dm(interaction.user, EXPIRED)
-            return
         ctx = context_for(interaction, rt.settings)
         core = rt.core
         if action == "en":
-            await enhance_flow(interaction, rt, ctx, lambda: _prompt_of(rt, ctx, generation_id, enhanced=False))
+            await _start(interaction, rt, _enhance_job(
+                interaction, rt, ctx, lambda: prompt_of(core, ctx, generation_id, enhanced=False)))
             return
-        runs: dict[str, Generate] = {
-            "rr": lambda p: core.reroll(ctx, generation_id, progress=p),
-            "va": lambda p: core.variations(ctx, generation_id, index, progress=p),
-            "up": lambda p: core.upscale(ctx, generation_id, index, progress=p),
+        works: dict[str, tuple[str, Work]] = {
+            "rr": ("reroll", lambda p: core.reroll(ctx, generation_id, progress=p)),
+            "va": ("variations", lambda p: core.variations(ctx, generation_id, index, progress=p)),
+            "up": ("upscale", lambda p: core.upscale(ctx, generation_id, index, progress=p)),
         }
 
-        async def imagine_this(p: Progress) -> ImagineResult:
-            prompt = await _prompt_of(rt, ctx, generation_id, enhanced=True)
+        async def imagine_this(p: Progress | None) -> ImagineResult:
+            prompt = await prompt_of(core, ctx, generation_id, enhanced=True)
             return await core.imagine(ctx, ImagineOptions(prompt=prompt), progress=p)
 
-        await generate(interaction, rt, runs.get(action, imagine_this))
+        kind, work = works.get(action, ("imagine", imagine_this))
+        await _start(interaction, rt, _images_job(interaction, kind, work))
     except Exception:  # a button callback's errors are only logged by discord.py: answer anyway
         log.exception("button %s for %s failed", action, generation_id)
         await say(interaction, INTERNAL)
-
-
-async def _prompt_of(rt: Runtime, ctx: Context, generation_id: str, *, enhanced: bool) -> str:
-    gen = await rt.core.generation(generation_id)
-    if gen is None or gen.identity.server_key != ctx.identity.server_key:
-        raise NotFound("That result is no longer known to the bot.", code="IMG-NOTFOUND-GEN")
-    text = gen.result_text if enhanced else gen.prompt
-    if not text:
-        raise NotFound("That result has no prompt to use.", code="IMG-NOTFOUND-GEN")
-    return text
 
 
 # -- /enhance --------------------------------------------------------------------------------------
@@ -172,31 +157,22 @@ async def enhance_command(interaction: discord.Interaction, prompt: str) -> None
     except ImagebotError as exc:
         await say(interaction, error_text(exc))
         return
-    if not await rt.acks.acknowledge(interaction):
-        await dm(interaction.user, EXPIRED)
-        return
 
     async def given() -> str:
         return text
 
-    await enhance_flow(interaction, rt, context_for(interaction, rt.settings), given)
+    await _start(interaction, rt, _enhance_job(interaction, rt, context_for(interaction, rt.settings), given))
 
 
-async def enhance_flow(interaction: discord.Interaction, rt: Runtime, ctx: Context,
-                       prompt: Callable[[], Awaitable[str]]) -> None:
-    try:
-        result = await rt.core.enhance(ctx, await prompt())
-    except ImagebotError as exc:
-        await say(interaction, error_text(exc))
-        return
-    try:
-        delivered = await say(interaction, None, embed=enhance_embed(result, interaction.user),
-                              view=enhance_view(result))
-    except Exception:  # a bug after the charge: refund rather than keep the credit
-        log.exception("delivering enhance %s failed", result.generation_id)
-        delivered = False
-    if not delivered:
-        await rt.core.delivery_failed(result.generation_id)
+def _enhance_job(interaction: discord.Interaction, rt: Runtime, ctx: Context,
+                 prompt: Callable[[], Awaitable[str]]) -> Job[EnhanceResult]:
+    async def work(progress: Progress | None) -> EnhanceResult:
+        return await rt.core.enhance(ctx, await prompt())
+
+    def render(result: EnhanceResult) -> Reply:
+        return Reply(embed=enhance_embed(result, interaction.user), view=enhance_view(result))
+
+    return Job("enhance", work, ReplyOutlet(interaction, render))
 
 
 # -- /credits and /credits-admin -------------------------------------------------------------------
@@ -206,44 +182,54 @@ async def credits_command(interaction: discord.Interaction) -> None:
     if (refusal := dm_refusal(interaction, rt.settings)) is not None:
         await say(interaction, refusal)
         return
-    acknowledged = await rt.acks.acknowledge(interaction, ephemeral=True)
+    if not rt.jobs.accepting:
+        await say(interaction, restarting_text())
+        return
+    acknowledged = await rt.jobs.acknowledge(lambda: defer(interaction, ephemeral=True))
     ctx = context_for(interaction, rt.settings)
-    text = credits_summary(await rt.core.credits(ctx.identity))
-    if ctx.identity.server_id.startswith("dm-"):
-        text += "\n(This is your direct-message account; each server has its own.)"
-    if acknowledged:
-        await say(interaction, text)
-    else:
-        await dm(interaction.user, text)
+
+    async def work(progress: Progress | None) -> str:
+        text = credits_summary(await rt.core.credits(ctx.identity))
+        if ctx.identity.server_id.startswith("dm-"):
+            text += "\n(This is your direct-message account; each server has its own.)"
+        return text
+
+    # Discord forgot the interaction: the balance goes by DM instead.
+    rt.jobs.start(Job("credits", work, ReplyOutlet(interaction, _text, direct=not acknowledged)))
 
 
 async def adjust_command(interaction: discord.Interaction, kind: str, member: discord.abc.User, amount: int) -> None:
     rt = runtime_of(interaction)
-    if not await rt.acks.acknowledge(interaction, ephemeral=True):
-        await dm(interaction.user, EXPIRED.replace("Nothing was charged", "Nothing was changed"))
-        return
     ctx = context_for(interaction, rt.settings)
-    try:
-        result = await rt.core.admin_adjust(ctx, identity_of(interaction, member), kind, amount)
-        text = adjust_summary(result, member.mention)
-    except ImagebotError as exc:
-        text = error_text(exc)
-    await say(interaction, text)
+
+    async def work(progress: Progress | None) -> str:
+        try:
+            result = await rt.core.admin_adjust(ctx, identity_of(interaction, member), kind, amount)
+        except ImagebotError as exc:
+            return error_text(exc)
+        return adjust_summary(result, member.mention)
+
+    await _start(interaction, rt, Job("admin", work, ReplyOutlet(interaction, _text)), ephemeral=True,
+                 expired=EXPIRED.replace("Nothing was charged", "Nothing was changed"))
 
 
 async def usage_command(interaction: discord.Interaction, days: int) -> None:
     rt = runtime_of(interaction)
-    if not await rt.acks.acknowledge(interaction, ephemeral=True):
-        await dm(interaction.user, EXPIRED)
-        return
     ctx = context_for(interaction, rt.settings)
-    try:
-        rows = await rt.core.usage_report(ctx, since_seconds=days * 86400)
-        text = f"Usage in the last {plural(days, 'day')}:\n" + usage_summary(
-            [{**r, "user_id": f"<@{r['user_id']}>"} for r in rows])
-    except ImagebotError as exc:
-        text = error_text(exc)
-    await say(interaction, _fit_text(text))
+
+    async def work(progress: Progress | None) -> str:
+        try:
+            rows = await rt.core.usage_report(ctx, since_seconds=days * 86400)
+        except ImagebotError as exc:
+            return error_text(exc)
+        return _fit_text(f"Usage in the last {plural(days, 'day')}:\n" + usage_summary(
+            [{**r, "user_id": f"<@{r['user_id']}>"} for r in rows]))
+
+    await _start(interaction, rt, Job("usage", work, ReplyOutlet(interaction, _text)), ephemeral=True)
+
+
+def _text(text: str) -> Reply:
+    return Reply(text=text)
 
 
 def _fit_text(text: str, limit: int = 2000) -> str:

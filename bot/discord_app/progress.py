@@ -15,7 +15,6 @@ interval) instead of waiting it out. Only an edit already on the wire is let fin
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import time
@@ -24,6 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import discord
+
+from bot.jobs_progress import LatestFrame
+from bot.replies import plural
 
 from .delivery import NO_MENTIONS, is_gone
 from .fitting import EXTENSIONS
@@ -57,18 +59,15 @@ class Frame:
 
 
 class ProgressMessage:
+    """The original response as a progress display (``bot.jobs.ProgressSink``), on ``LatestFrame``."""
+
     def __init__(self, interaction: discord.Interaction, *, settle: float = 0.5, preview_interval: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._interaction = interaction
         self._settle = settle
         self._interval = preview_interval
         self._clock = clock
-        self._wanted: Frame | None = None
-        self._shown: Frame | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._gone = False  # Discord has forgotten the interaction: no more edits
-        self._closed = False
-        self._editing = False  # an edit is on the wire
+        self._frames: LatestFrame[Frame] = LatestFrame(self._edit, self._delay, name=f"progress-{interaction.id}")
         self._last_preview = -float("inf")
         #: Preview edits Discord accepted (for the log and for tests).
         self.previews_shown = 0
@@ -80,8 +79,17 @@ class ProgressMessage:
         else:
             self.show(stage_text(stage, details))
 
+    async def finish(self, result: object | None) -> None:
+        """Before delivery: "Uploading N images" at once (no settle), or, when the job failed, just stop."""
+        images = getattr(result, "images", None)
+        if images:
+            self.show(f"\N{OUTBOX TRAY} Uploading {plural(len(images), 'image')}…")
+            await self.close()
+        else:
+            await self.close(flush=False)
+
     def show(self, text: str) -> None:
-        self._want(Frame(text))
+        self._frames.want(Frame(text))
 
     def preview(self, details: dict[str, Any]) -> None:
         data = details.get("data")
@@ -92,65 +100,34 @@ class ProgressMessage:
             self.show(stage_text("preview", details))
             return
         ext = EXTENSIONS.get(str(details.get("mime", "")), "png")
-        self._want(Frame(stage_text("preview", details), bytes(data), f"preview-{details.get('index', 0)}.{ext}"))
-
-    @property
-    def _alive(self) -> bool:
-        return not (self._gone or self._closed)
-
-    def _want(self, frame: Frame) -> None:
-        if not self._alive:
-            return
-        self._wanted = frame
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._pump(), name=f"progress-{self._interaction.id}")
+        self._frames.want(Frame(stage_text("preview", details), bytes(data), f"preview-{details.get('index', 0)}.{ext}"))
 
     def _delay(self, frame: Frame) -> float:
         if frame.image is None:
             return self._settle
         return max(self._settle, self._last_preview + self._interval - self._clock())
 
-    async def _pump(self) -> None:
-        while self._alive and self._wanted is not None and self._wanted != self._shown:
-            await asyncio.sleep(self._delay(self._wanted))
-            if self._alive:
-                await self._edit()
-
-    async def _edit(self) -> None:
-        frame = self._wanted
-        if frame is None:
-            return
+    async def _edit(self, frame: Frame) -> bool:
         kwargs: dict[str, Any] = {}
         if frame.image is not None:
             kwargs["attachments"] = [discord.File(io.BytesIO(frame.image), filename=frame.filename)]
             self._last_preview = self._clock()
-        self._editing = True
         try:
             await self._interaction.edit_original_response(content=frame.text, allowed_mentions=NO_MENTIONS, **kwargs)
             if frame.image is not None:
                 self.previews_shown += 1
         except discord.HTTPException as exc:
             log.info("progress edit refused: %s (%s)", exc.status, exc.code)
-            if is_gone(exc):
-                self._gone = True
-        finally:
-            self._editing = False
-        self._shown = frame
+            return not is_gone(exc)
+        return True
 
     async def close(self, *, flush: bool = True, timeout: float = 5.0) -> None:
         """Stop at once: a waiting edit is dropped, an edit on the wire is let finish (so the result is
         never overwritten by it). With ``flush`` the newest text is shown first, right away, if it differs
         from what is shown (the "Uploading…" line); the picture of a preview still waiting is not sent."""
-        self._closed = True
-        task = self._task
-        if task is not None and not task.done():
-            if self._editing:
-                done, _ = await asyncio.wait({task}, timeout=timeout)
-                if not done:
-                    log.info("a progress edit took over %.0f s; cancelled", timeout)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        wanted = self._wanted
-        if flush and not self._gone and wanted is not None and (self._shown is None or wanted.text != self._shown.text):
-            self._wanted = Frame(wanted.text)
-            await self._edit()
+        frames = self._frames
+        await frames.close(timeout)
+        wanted, shown = frames.wanted, frames.shown
+        if flush and not frames.gone and wanted is not None and (shown is None or wanted.text != shown.text):
+            frames.wanted = Frame(wanted.text)
+            await frames.send_now()

@@ -15,6 +15,8 @@ import discord
 
 from bot.models import EnhanceResult, ImagineResult
 
+from .context import runtime_of
+
 LABELS = {"rr": "Re-roll", "va": "Variations", "up": "Upscale", "en": "Enhance", "im": "Imagine this"}
 EMOJI = {"rr": "\N{ANTICLOCKWISE DOWNWARDS AND UPWARDS OPEN CIRCLE ARROWS}", "en": "\N{SPARKLES}",
          "im": "\N{FRAME WITH PICTURE}"}
@@ -46,9 +48,8 @@ class GenerationButton(
         return cls(match["action"], match["gen"], int(match["index"] or 0))
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        from .flows import button_pressed  # flows builds these views: import at call time
-
-        await button_pressed(interaction, self.action, self.generation_id, self.index)
+        """Handled by whatever ``flows.register`` put on the runtime (no import of the flows here)."""
+        await runtime_of(interaction).press(interaction, self.action, self.generation_id, self.index)
 
 
 def result_view(result: ImagineResult) -> discord.ui.View:
