@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bot.models import ImagineOptions
 from bot.slack_app.blocks import REROLL
-from bot.slack_app.jobs import PREVIEW_NOTES, ProgressNotes
+from bot.slack_app.progress import PREVIEW_NOTES, ProgressNotes
 from tests.doubles import ScriptedProvider, ctx_for
 from tests.fakes.discord_harness import StreamingProvider
 from tests.fakes.slack_api import TEAM_ID

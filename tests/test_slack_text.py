@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from bot.jobs import AckGate
 from bot.slack_app.blocks import parse_value
-from bot.slack_app.pacing import AckFirst
 from bot.slack_app.text import escape, to_plain
 
 
@@ -41,7 +41,7 @@ def test_button_values_carry_the_generation_and_image() -> None:
 
 
 async def test_jobs_let_pending_acks_go_first_but_are_never_starved() -> None:
-    pacing = AckFirst(max_wait=0.2)
+    pacing = AckGate(max_wait=0.2)
     order: list[str] = []
 
     async def job() -> None:

@@ -12,7 +12,9 @@ import logging
 from bot.config import Config
 from bot.core import Imagebot
 from bot.errors import ConfigError
+from bot.jobs import DEFAULT_GRACE
 
+from . import actions, commands
 from .apierrors import AUTH_ERRORS, AUTH_FIX, error_code, report
 from .app import SlackBot
 from .http_mode import EVENTS_PATH, serve_http
@@ -21,11 +23,19 @@ from .socket_mode import socket_handler
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SlackBot", "SlackSettings", "run_slack"]
+__all__ = ["SlackBot", "SlackSettings", "build_bot", "run_slack"]
 
 APP_TOKEN_FIX = ("SLACK_APP_TOKEN was refused by Slack ({code}). Under the app's Basic Information > App-Level "
                  "Tokens, generate a token with the connections:write scope, set SLACK_APP_TOKEN (xapp-...) and "
                  "restart; or unset it to use HTTP mode.")
+
+
+def build_bot(core: Imagebot, settings: SlackSettings, *, grace: float = DEFAULT_GRACE) -> SlackBot:
+    """The service object with every listener registered on it (commands, then buttons)."""
+    bot = SlackBot(core, settings, grace=grace)
+    commands.register(bot)
+    actions.register(bot)
+    return bot
 
 
 async def check_token(bot: SlackBot) -> None:
@@ -51,9 +61,10 @@ async def check_app_token(bot: SlackBot) -> None:
         log.warning("could not check the Slack app token at start: %s", report(exc, "apps.connections.open"))
 
 
-async def run_slack(core: Imagebot, config: Config) -> None:
+async def run_slack(core: Imagebot, config: Config, *, grace: float = DEFAULT_GRACE) -> None:
+    """Serve until cancelled; then stop listening and give jobs in flight ``grace`` seconds (``bot.close``)."""
     settings = SlackSettings.from_config(config)
-    bot = SlackBot(core, settings)
+    bot = build_bot(core, settings, grace=grace)
     try:
         await check_token(bot)
         if settings.socket_mode:
@@ -67,7 +78,7 @@ async def run_slack(core: Imagebot, config: Config) -> None:
                 await handler.close_async()
         else:
             try:
-                runner, port = await serve_http(bot.app, settings.http_host, settings.http_port, bot.pacing)
+                runner, port = await serve_http(bot.app, settings.http_host, settings.http_port, bot.jobs.acks)
             except OSError as exc:
                 raise ConfigError(f"IMAGEBOT_HTTP_PORT: cannot listen on {settings.http_host}:{settings.http_port}"
                                   f" ({exc.strerror or exc}); pick a free port") from None

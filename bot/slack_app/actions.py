@@ -1,22 +1,22 @@
 """The buttons. Each carries a generation id; everything else is read back from the database, so a
-button pressed after a restart (or on another worker) does the same thing."""
+button pressed after a restart (or on another worker) does the same thing. Whether the generation belongs
+to the presser's workspace is checked once, by the core and the runner (``bot.jobs.prompt_of``).
+``register(bot)`` attaches the listeners to the service object's Bolt app."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bot.errors import ImagebotError, NotFound
-from bot.models import Context, ImagineOptions
+from bot.errors import ImagebotError
+from bot.jobs import Progress, prompt_of
+from bot.models import Context, ImagineOptions, ImagineResult
 from bot.replies import plural
-from storage.sqlite import GenerationRow
 
-from .blocks import parse_value
-from .commands import enhance_and_tell, usage_error
+from .app import SlackBot
+from .blocks import ENHANCE, IMAGINE_THIS, REROLL, VARIATIONS_RE, parse_value
+from .commands import enhance_job, images_job, usage_error
 from .delivery import Destination
-from .jobs import generate_and_deliver
-
-if TYPE_CHECKING:
-    from .app import SlackBot, Tell
+from .respond import Tell
 
 Ack = Any
 
@@ -42,21 +42,13 @@ async def _start(ack: Ack, action: dict[str, Any], tell: Tell) -> tuple[str, int
         return None
 
 
-async def _generation(bot: SlackBot, ctx: Context, generation_id: str) -> GenerationRow:
-    gen = await bot.core.generation(generation_id)
-    if gen is None or (gen.platform, gen.server_id) != (ctx.identity.platform, ctx.identity.server_id):
-        raise NotFound("That image is no longer known to the bot.", code="IMG-NOTFOUND-GEN")
-    return gen
-
-
 async def reroll(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
     if (value := await _start(ack, action, tell)) is None:
         return
     ctx = _ctx(bot, body)
     await tell("Re-rolling…")
-    bot.spawn(generate_and_deliver(bot, _where(ctx, body), tell,
-                                   lambda progress: bot.core.reroll(ctx, value[0], progress=progress)),
-              tell, "reroll")
+    await bot.start(images_job(bot, "reroll", _where(ctx, body), tell,
+                               lambda progress: bot.core.reroll(ctx, value[0], progress=progress)), tell)
 
 
 async def variations(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
@@ -64,21 +56,16 @@ async def variations(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict
         return
     ctx = _ctx(bot, body)
     await tell(f"Making variations of image {value[1] + 1}…")
-    bot.spawn(generate_and_deliver(bot, _where(ctx, body), tell,
-                                   lambda progress: bot.core.variations(ctx, value[0], value[1], progress=progress)),
-              tell, "variations")
+    await bot.start(images_job(bot, "variations", _where(ctx, body), tell,
+                               lambda progress: bot.core.variations(ctx, value[0], value[1], progress=progress)),
+                    tell)
 
 
 async def enhance(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
     if (value := await _start(ack, action, tell)) is None:
         return
     ctx = _ctx(bot, body)
-
-    async def job() -> None:
-        gen = await _generation(bot, ctx, value[0])
-        await enhance_and_tell(bot, ctx, gen.prompt, tell)
-
-    bot.spawn(job(), tell, "enhance")
+    await bot.start(enhance_job(bot, ctx, lambda: prompt_of(bot.core, ctx, value[0], enhanced=False), tell), tell)
 
 
 async def imagine_this(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
@@ -87,18 +74,35 @@ async def imagine_this(bot: SlackBot, ack: Ack, body: dict[str, Any], action: di
         return
     ctx = _ctx(bot, body)
 
-    async def job() -> None:
-        gen = await _generation(bot, ctx, value[0])
-        if gen.command != "enhance" or not gen.result_text:
-            raise NotFound("That enhanced prompt is no longer known to the bot.", code="IMG-NOTFOUND-GEN")
-        options = ImagineOptions(prompt=gen.result_text)
+    async def work(progress: Progress | None) -> ImagineResult | None:
+        options = ImagineOptions(prompt=await prompt_of(bot.core, ctx, value[0], enhanced=True))
         try:
             plan = bot.core.plan(ctx, options)
         except ImagebotError as exc:
             await tell(usage_error(exc))
-            return
+            return None
         await tell(f"Generating {plural(plan.count, 'image')} from the enhanced prompt…")
-        await generate_and_deliver(bot, _where(ctx, body), tell,
-                                   lambda progress: bot.core.imagine(ctx, options, progress=progress))
+        return await bot.core.imagine(ctx, options, progress=progress)
 
-    bot.spawn(job(), tell, "imagine")
+    await bot.start(images_job(bot, "imagine", _where(ctx, body), tell, work), tell)
+
+
+def register(bot: SlackBot) -> None:
+    """The button listeners, on the service object's Bolt app."""
+    app = bot.app
+
+    @app.action(REROLL)
+    async def on_reroll(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await reroll(bot, ack, body, action, bot.tell(body))
+
+    @app.action(VARIATIONS_RE)
+    async def on_variations(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await variations(bot, ack, body, action, bot.tell(body))
+
+    @app.action(ENHANCE)
+    async def on_enhance_button(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await enhance(bot, ack, body, action, bot.tell(body))
+
+    @app.action(IMAGINE_THIS)
+    async def on_imagine_this(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await imagine_this(bot, ack, body, action, bot.tell(body))

@@ -1,25 +1,27 @@
-"""The slash commands: /imagine, /enhance, /credits. Validate and ack first; the rest runs as a job."""
+"""The slash commands: /imagine, /enhance, /credits. Validate and ack first; the rest is a job for the shared
+runner (``bot.jobs``). ``register(bot)`` attaches the listeners to the service object's Bolt app."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bot.errors import ImagebotError, ValidationError
-from bot.models import Context, Identity
+from bot.jobs import Job, Progress
+from bot.models import Context, EnhanceResult, Identity, ImagineResult
 from bot.replies import adjust_summary, credits_summary, enhance_summary, error_text, plural, usage_summary
 from bot.textcommands import IMAGINE_USAGE, CreditsCommand, mention_user_id, parse_credits, parse_imagine
 
 from .admin import is_workspace_admin
+from .app import SlackBot
 from .blocks import enhance_blocks
-from .delivery import Destination
-from .jobs import generate_and_deliver
+from .delivery import Destination, ImagesOutlet, NotesOutlet
+from .progress import ProgressNotes
+from .respond import Tell
 from .settings import USER_ID_RE
 from .text import escape, mention, to_plain
-
-if TYPE_CHECKING:
-    from .app import SlackBot, Tell
 
 Ack = Any
 ENHANCE_USAGE = "Usage: /enhance <a short prompt>"
@@ -49,9 +51,35 @@ async def imagine(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> 
     await ack(response_type="ephemeral",
               text=f"Generating {plural(plan.count, 'image')} of “{escape(plan.prompt)}”…")
     where = Destination(ctx.channel_id, ctx.identity.user_id, body.get("thread_ts") or None)
-    bot.spawn(generate_and_deliver(bot, where, tell, lambda progress: bot.core.imagine(ctx, options, progress=progress),
-                                   replace_progress=True),
-              tell, "imagine")
+    await bot.start(images_job(bot, "imagine", where, tell,
+                               lambda progress: bot.core.imagine(ctx, options, progress=progress),
+                               replace_progress=True), tell)
+
+
+def images_job(bot: SlackBot, kind: str, where: Destination, tell: Tell,
+               work: Callable[[Progress | None], Awaitable[ImagineResult | None]], *,
+               replace_progress: bool = False) -> Job[ImagineResult]:
+    """Images with progress notes, delivered to ``where`` (else the DM). ``replace_progress``: the
+    response_url is a slash command's, whose answer may be updated in place."""
+
+    def previews_of(name: str) -> int:
+        return int(getattr(bot.core.registry.get(name), "previews", 0) or 0)
+
+    notes = ProgressNotes(tell, replace=replace_progress, previews_of=previews_of)
+    return Job(kind, work, ImagesOutlet(bot.client, where, tell, kind), notes)
+
+
+def enhance_job(bot: SlackBot, ctx: Context, prompt: Callable[[], Awaitable[str]], tell: Tell) -> Job[EnhanceResult]:
+    """The enhanced prompt as an ephemeral note with "Imagine this"."""
+
+    async def work(progress: Progress | None) -> EnhanceResult:
+        return await bot.core.enhance(ctx, await prompt())
+
+    def render(result: EnhanceResult) -> tuple[str, list[dict[str, Any]]]:
+        summary = enhance_summary(result)
+        return escape(summary), enhance_blocks(result, summary)
+
+    return Job("enhance", work, NotesOutlet(tell, "enhance", render))
 
 
 async def enhance(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> None:
@@ -61,13 +89,11 @@ async def enhance(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> 
         await ack(response_type="ephemeral", text=ENHANCE_USAGE)
         return
     await ack(response_type="ephemeral", text="Enhancing your prompt…")
-    bot.spawn(enhance_and_tell(bot, ctx, prompt, tell), tell, "enhance")
 
+    async def given() -> str:
+        return prompt
 
-async def enhance_and_tell(bot: SlackBot, ctx: Context, prompt: str, tell: Tell) -> None:
-    result = await bot.core.enhance(ctx, prompt)
-    summary = enhance_summary(result)
-    await tell(escape(summary), enhance_blocks(result, summary))
+    await bot.start(enhance_job(bot, ctx, given, tell), tell)
 
 
 async def credits(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> None:
@@ -78,7 +104,15 @@ async def credits(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> 
         await ack(response_type="ephemeral", text=escape(error_text(exc)))
         return
     await ack()
-    bot.spawn(_credits_job(bot, ctx, parsed, tell), tell, "credits")
+
+    async def work(progress: Progress | None) -> str:
+        return await _credits_answer(bot, ctx, parsed)
+
+    await bot.start(Job("credits", work, NotesOutlet(tell, "credits", _plain)), tell)
+
+
+def _plain(text: str) -> tuple[str, None]:
+    return text, None
 
 
 def _target_id(text: str) -> str:
@@ -96,21 +130,34 @@ def _days(text: str | None) -> int:
     return int(text)
 
 
-async def _credits_job(bot: SlackBot, ctx: Context, parsed: CreditsCommand, tell: Tell) -> None:
+async def _credits_answer(bot: SlackBot, ctx: Context, parsed: CreditsCommand) -> str:
     if parsed.action == "show":
-        await tell(escape(credits_summary(await bot.core.credits(ctx.identity))))
-        return
+        return escape(credits_summary(await bot.core.credits(ctx.identity)))
     if not await is_workspace_admin(bot.client, ctx.identity.user_id, bot.settings.admins):
-        await tell("Only workspace admins and owners can do that. Nothing was changed.")
-        return
+        return "Only workspace admins and owners can do that. Nothing was changed."
     admin_ctx = dataclasses.replace(ctx, is_admin=True)
     if parsed.action == "usage":
         days = _days(parsed.amount)
         rows = await bot.core.usage_report(admin_ctx, since_seconds=days * 86400)
-        await tell(f"Usage in the last {plural(days, 'day')}:\n{escape(usage_summary(rows))}")
-        return
+        return f"Usage in the last {plural(days, 'day')}:\n{escape(usage_summary(rows))}"
     target_id = _target_id(parsed.target or "")
     target = Identity("slack", ctx.identity.server_id, target_id)
     result = await bot.core.admin_adjust(admin_ctx, target, parsed.action, parsed.amount)
-    await tell(adjust_summary(result, mention(target_id)))
+    return adjust_summary(result, mention(target_id))
 
+
+def register(bot: SlackBot) -> None:
+    """The slash command listeners, on the service object's Bolt app."""
+    app = bot.app
+
+    @app.command("/imagine")
+    async def on_imagine(ack: Any, body: dict[str, Any]) -> None:
+        await imagine(bot, ack, body, bot.tell(body))
+
+    @app.command("/enhance")
+    async def on_enhance(ack: Any, body: dict[str, Any]) -> None:
+        await enhance(bot, ack, body, bot.tell(body))
+
+    @app.command("/credits")
+    async def on_credits(ack: Any, body: dict[str, Any]) -> None:
+        await credits(bot, ack, body, bot.tell(body))

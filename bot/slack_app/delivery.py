@@ -1,28 +1,30 @@
-"""Getting images to the person who asked: the channel (or thread) first, their DM if the bot cannot post
-there, and a refund through the core if they reach nobody."""
+"""Getting results to the person who asked: the delivery targets and wording the shared job runner
+(``bot.jobs``) works with. Images go to the channel (or thread) first, to the user's DM if the bot cannot
+post there; the runner refunds them through the core if they reach nobody."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.core import Imagebot
+from bot.errors import ImagebotError
+from bot.jobs import Outlet, Target
 from bot.models import ImagineResult
-from bot.replies import imagine_summary, plural
+from bot.replies import error_text, imagine_summary, plural
 
 from .apierrors import CHANNEL_ERRORS, error_code, report
 from .blocks import result_blocks
+from .respond import Tell
 from .text import escape, mention
 
 log = logging.getLogger(__name__)
-
-Tell = Callable[[str], Awaitable[None]]
+R = TypeVar("R")
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 #: What can go wrong talking to Slack: its refusals, and the transport under them.
 SLACK_FAILURES = (SlackApiError, SlackRequestError, OSError, asyncio.TimeoutError)
@@ -62,35 +64,79 @@ async def _post(client: AsyncWebClient, result: ImagineResult, user_id: str, cha
         report(exc, "chat.postMessage")
 
 
-async def deliver(client: AsyncWebClient, core: Imagebot, result: ImagineResult, where: Destination,
-                  tell: Tell) -> bool:
-    """Upload into the channel/thread, else the user's DM; if neither works, refund. True if delivered."""
-    try:
-        try:
-            await _post(client, result, where.user_id, where.channel_id, where.thread_ts)
-            return True
-        except Exception as exc:  # noqa: BLE001 - every failure ends in a DM attempt or a refund
-            failure: BaseException = exc
-            code = error_code(exc)
-        if code in CHANNEL_ERRORS:
-            log.info("cannot post in %s (%s); delivering generation %s by DM", where.channel_id, code,
-                     result.generation_id)
-            await tell(f"I can't post in this conversation ({code}), so I'm sending your images by direct "
-                       "message. Invite me with /invite to get them here next time.")
-            try:
-                opened = await client.conversations_open(users=where.user_id)
-                await _post(client, result, where.user_id, str(opened["channel"]["id"]), None)
-                return True
-            except Exception as exc:  # noqa: BLE001
-                failure = exc
-    except asyncio.CancelledError:
-        # Shut down mid-upload: whether Slack showed the images is unknown, so the user is not charged.
-        await asyncio.shield(core.delivery_failed(result.generation_id, code="IMG-DELIVERY-CANCELLED"))
-        raise
-    if not isinstance(failure, SLACK_FAILURES):
-        log.error("delivering generation %s failed", result.generation_id, exc_info=failure)
-    reason = report(failure, "files.upload")
-    refunded = await core.delivery_failed(result.generation_id)
-    back = f"{plural(refunded, 'credit')} returned" if refunded else "nothing was charged"
-    await tell(f"Your images could not be delivered anywhere, so you were not charged ({back}). {reason}")
-    return False
+class ImagesOutlet(Outlet[ImagineResult]):
+    """Upload into the channel (or thread); if the bot may not post there, tell the user and use their DM.
+    Any other refusal (a revoked token, a missing scope) would fail the same way in a DM: the runner then
+    refunds, and ``undelivered`` says why."""
+
+    def __init__(self, client: AsyncWebClient, where: Destination, tell: Tell, what: str) -> None:
+        self._client = client
+        self._where = where
+        self._tell = tell
+        self._what = what
+
+    def targets(self, result: ImagineResult) -> Sequence[Target[ImagineResult]]:
+        return [Target("channel", self._channel), Target("dm", self._dm, after=_channel_refused)]
+
+    async def _channel(self, result: ImagineResult, failures: Sequence[BaseException]) -> None:
+        await _post(self._client, result, self._where.user_id, self._where.channel_id, self._where.thread_ts)
+
+    async def _dm(self, result: ImagineResult, failures: Sequence[BaseException]) -> None:
+        code = error_code(failures[-1])
+        log.info("cannot post in %s (%s); delivering generation %s by DM", self._where.channel_id, code,
+                 result.generation_id)
+        await self._tell(f"I can't post in this conversation ({code}), so I'm sending your images by direct "
+                         "message. Invite me with /invite to get them here next time.")
+        opened = await self._client.conversations_open(users=self._where.user_id)
+        await _post(self._client, result, self._where.user_id, str(opened["channel"]["id"]), None)
+
+    async def tell(self, text: str) -> None:
+        await self._tell(text)
+
+    async def failed(self, exc: Exception) -> None:
+        await self._tell(failure_text(exc, self._what))
+
+    async def undelivered(self, failures: Sequence[BaseException], refunded: int) -> None:
+        failure = failures[-1]
+        if not isinstance(failure, SLACK_FAILURES):
+            log.error("delivering to Slack failed", exc_info=failure)
+        reason = report(failure, "files.upload")
+        back = f"{plural(refunded, 'credit')} returned" if refunded else "nothing was charged"
+        await self._tell(f"Your images could not be delivered anywhere, so you were not charged ({back}). {reason}")
+
+
+class NotesOutlet(Outlet[R]):
+    """An answer as an ephemeral note through the response_url (text, and blocks from ``render``)."""
+
+    def __init__(self, tell: Tell, what: str, render: Callable[[R], tuple[str, list[dict[str, Any]] | None]]) -> None:
+        self._tell = tell
+        self._what = what
+        self._render = render
+
+    def targets(self, result: R) -> Sequence[Target[R]]:
+        return [Target("response_url", self._send)]
+
+    async def _send(self, result: R, failures: Sequence[BaseException]) -> None:
+        text, blocks = self._render(result)
+        await self._tell(text, blocks)
+
+    async def tell(self, text: str) -> None:
+        await self._tell(text)
+
+    async def failed(self, exc: Exception) -> None:
+        await self._tell(failure_text(exc, self._what))
+
+
+def failure_text(exc: BaseException, what: str) -> str:
+    """What the user is told when a job's work failed: our errors as worded, Slack's with the fix logged."""
+    if isinstance(exc, ImagebotError):
+        return escape(error_text(exc))
+    if isinstance(exc, SLACK_FAILURES):
+        return report(exc, what)
+    log.error("Slack %s failed", what, exc_info=exc)
+    return "Something went wrong (IMG-INTERNAL-001)."
+
+
+def _channel_refused(failures: Sequence[BaseException]) -> bool:
+    """A DM is worth trying only when the channel itself refused the bot."""
+    return error_code(failures[-1]) in CHANNEL_ERRORS

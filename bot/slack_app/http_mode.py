@@ -10,18 +10,18 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 
-from .pacing import AckFirst
+from bot.jobs import AckGate
 
 EVENTS_PATH = "/slack/events"
 #: Slack's payloads are small; anything larger is not from Slack.
 MAX_BODY = 256 * 1024
 
 
-def web_application(app: AsyncApp, path: str = EVENTS_PATH, pacing: AckFirst | None = None) -> web.Application:
-    pacing = pacing or AckFirst()
+def web_application(app: AsyncApp, path: str = EVENTS_PATH, acks: AckGate | None = None) -> web.Application:
+    acks = acks or AckGate()
 
     async def events(request: web.Request) -> web.Response:
-        with pacing:  # jobs started by earlier acks wait while this request is being answered
+        with acks:  # jobs started by earlier acks wait while this request is being answered
             return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
 
     async def health(request: web.Request) -> web.Response:
@@ -33,9 +33,10 @@ def web_application(app: AsyncApp, path: str = EVENTS_PATH, pacing: AckFirst | N
 
 
 async def serve_http(app: AsyncApp, host: str, port: int,
-                     pacing: AckFirst | None = None) -> tuple[web.AppRunner, int]:
-    """Start serving; returns the runner (``await runner.cleanup()`` to stop) and the bound port."""
-    runner = web.AppRunner(web_application(app, pacing=pacing), access_log=None)
+                     acks: AckGate | None = None) -> tuple[web.AppRunner, int]:
+    """Start serving; returns the runner (``await runner.cleanup()`` to stop) and the bound port. ``acks``:
+    the job runner's gate, which counts each request being answered so jobs let it go first."""
+    runner = web.AppRunner(web_application(app, acks=acks), access_log=None)
     await runner.setup()
     # A burst of commands opens many connections at once; the default backlog (128) drops SYNs past it,
     # and a dropped SYN costs the client a 1 s retransmit: too much of Slack's 3 s.

@@ -18,7 +18,7 @@ from bot.config import Config, load_config
 from bot.core import Imagebot
 from bot.models import Identity
 from bot.ratelimit import RateLimiter
-from bot.slack_app import SlackBot, SlackSettings
+from bot.slack_app import SlackBot, SlackSettings, build_bot
 from bot.slack_app.http_mode import EVENTS_PATH, serve_http
 from providers.base import ImageProvider
 from providers.local_text import LocalEnhancer
@@ -83,14 +83,14 @@ class SlackHarness:
         config = slack_config(tmp, fake, **env)
         core = make_core(config, providers)
         await core.start()
-        bot = SlackBot(core, SlackSettings.from_config(config))
+        bot = build_bot(core, SlackSettings.from_config(config), grace=5)
         harness = cls(fake, config, core, bot, providers)
         if http:
             await harness._serve()
         return harness
 
     async def _serve(self) -> None:
-        self.runner, port = await serve_http(self.bot.app, "127.0.0.1", 0, self.bot.pacing)
+        self.runner, port = await serve_http(self.bot.app, "127.0.0.1", 0, self.bot.jobs.acks)
         self.events_url = f"http://127.0.0.1:{port}{EVENTS_PATH}"
 
     async def restart(self) -> None:
@@ -98,7 +98,7 @@ class SlackHarness:
         await self._stop_bot()
         self.core = make_core(self.config, self.providers)
         await self.core.start()
-        self.bot = SlackBot(self.core, SlackSettings.from_config(self.config))
+        self.bot = build_bot(self.core, SlackSettings.from_config(self.config), grace=5)
         await self._serve()
 
     async def _stop_bot(self) -> None:

@@ -1,5 +1,4 @@
-"""The shared tail of /imagine and its buttons: generate through the core with progress shown to the
-user, then deliver (channel, thread or DM; refunded if nowhere).
+"""Progress on Slack: core progress -> ephemeral notes through the response_url (``bot.jobs.ProgressSink``).
 
 Previews on Slack are text, not pictures: while the model draws, the slash command's own ephemeral answer
 is updated to "Drawing… (preview 1 of 2)". Uploading each partial image would leave every preview behind as a
@@ -9,26 +8,22 @@ separate file in the workspace's files (Slack keeps every upload; a message cann
 would cost two or three Web API calls in the middle of a burst of real results. A response_url takes five
 messages in all, so at most ``PREVIEW_NOTES`` previews are told, one a second at most.
 
-Progress never delays a result: ``close`` cancels whatever note is still waiting, and never waits for one.
+Progress never delays a result: ``close`` cancels whatever note is still waiting, and never waits for one
+(a note can never overwrite the result: it goes to a different message).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from bot.core import Progress
-from bot.models import ImagineResult
+from bot.jobs_progress import LatestFrame
 
-from .delivery import Destination, deliver
+from .respond import Tell
 from .text import escape
 
-if TYPE_CHECKING:
-    from .app import SlackBot, Tell
-
-Start = Callable[[Progress], Awaitable[ImagineResult]]
 #: A job still waiting this long for a provider slot tells its user the queue position. Shorter waits stay
 #: quiet (the ack already said "Generating"), which also keeps these posts out of a burst of acks.
 QUEUE_NOTICE_DELAY = 1.0
@@ -57,10 +52,17 @@ class ProgressNotes:
         self._clock = clock
         self._queued: asyncio.Task[None] | None = None
         self._told_queue = False
-        self._preview: str | None = None
-        self._preview_task: asyncio.Task[None] | None = None
+        self._previews: LatestFrame[str] = LatestFrame(self._tell_preview, self._preview_delay, name="slack-preview")
         self._last_preview = -float("inf")
         self.previews_told = 0
+
+    async def update(self, stage: str, details: dict[str, Any]) -> None:
+        """The core's progress callback (through the runner)."""
+        await self(stage, details)
+
+    async def finish(self, result: object | None) -> None:
+        """Before delivery, or when the job failed: drop whatever is still waiting, at once."""
+        self.close()
 
     async def __call__(self, stage: str, details: dict[str, Any]) -> None:
         if stage == "queued" and self._queued is None and not self._told_queue:
@@ -78,22 +80,21 @@ class ProgressNotes:
             return
         if "of" not in details and self._previews_of is not None:
             details = {**details, "of": self._previews_of(str(details.get("provider", "")))}
-        self._preview = escape(preview_text(details))
-        if self._preview_task is None or self._preview_task.done():
-            self._preview_task = asyncio.create_task(self._tell_previews())
+        self._previews.want(escape(preview_text(details)))
 
     @property
     def _preview_limit(self) -> int:
         return PREVIEW_NOTES if self._replace else 1
 
-    async def _tell_previews(self) -> None:
-        """One note at a time, the newest preview's, at most one every ``PREVIEW_INTERVAL`` seconds."""
-        while self._preview is not None and self.previews_told < self._preview_limit:
-            await asyncio.sleep(max(0.0, self._last_preview + PREVIEW_INTERVAL - self._clock()))
-            text, self._preview = self._preview, None
-            self._last_preview = self._clock()
-            self.previews_told += 1
-            await self._tell(text, replace=self._replace)
+    def _preview_delay(self, text: str) -> float:
+        """The newest preview's note, at most one every ``PREVIEW_INTERVAL`` seconds."""
+        return max(0.0, self._last_preview + PREVIEW_INTERVAL - self._clock())
+
+    async def _tell_preview(self, text: str) -> bool:
+        self._last_preview = self._clock()
+        self.previews_told += 1
+        await self._tell(text, replace=self._replace)
+        return self.previews_told < self._preview_limit  # False: that was the last note allowed
 
     async def _queue_notice(self, position: int) -> None:
         await asyncio.sleep(QUEUE_NOTICE_DELAY)
@@ -106,23 +107,6 @@ class ProgressNotes:
         self._queued = None
 
     def close(self) -> None:
-        """Stop at once (the result must not wait): pending notes are dropped."""
+        """Stop at once (the result must not wait): pending notes are dropped, even one being sent."""
         self._cancel()
-        if self._preview_task is not None and not self._preview_task.done():
-            self._preview_task.cancel()
-        self._preview = None
-
-
-async def generate_and_deliver(bot: SlackBot, where: Destination, tell: Tell, start: Start, *,
-                               replace_progress: bool = False) -> None:
-    """``replace_progress``: the response_url is a slash command's, whose answer may be updated in place."""
-
-    def previews_of(name: str) -> int:
-        return int(getattr(bot.core.registry.get(name), "previews", 0) or 0)
-
-    notes = ProgressNotes(tell, replace=replace_progress, previews_of=previews_of)
-    try:
-        result = await start(notes)
-    finally:
-        notes.close()
-    await deliver(bot.client, bot.core, result, where, tell)
+        self._previews.cancel()
