@@ -17,7 +17,7 @@ import discord
 from bot.config import Config
 from bot.core import Imagebot
 from bot.errors import ConfigError, ImagebotError
-from bot.jobs import DEFAULT_GRACE, JobRunner
+from bot.jobs import DEFAULT_GRACE, FINISH_TIMEOUT, JobRunner
 
 from . import flows
 from .client import apply_endpoints, build_client
@@ -25,12 +25,14 @@ from .context import Runtime
 from .settings import DiscordSettings
 
 
-async def run_discord(core: Imagebot, config: Config, *, grace: float = DEFAULT_GRACE, **client_options: Any) -> None:
+async def run_discord(core: Imagebot, config: Config, *, grace: float = DEFAULT_GRACE,
+                      finish_timeout: float = FINISH_TIMEOUT, **client_options: Any) -> None:
     """Connect and serve until cancelled. On the way out, jobs in flight get ``grace`` seconds to deliver
-    (the REST session is still open then; no new interactions arrive), then the client closes."""
+    (the REST session is still open then; no new interactions arrive), a delivery under way
+    ``finish_timeout`` more, then the client closes."""
     settings = DiscordSettings.from_env(config.env)
     apply_endpoints(settings)
-    runtime = Runtime(core, settings, JobRunner(core, grace=grace))
+    runtime = Runtime(core, settings, JobRunner(core, grace=grace, finish_timeout=finish_timeout))
     flows.register(runtime)
     client = build_client(runtime, **client_options)
     async with client:

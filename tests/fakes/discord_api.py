@@ -78,6 +78,15 @@ class Rule:
     when: Callable[[Call], bool]
 
 
+@dataclass
+class Stall:
+    method: str
+    pattern: re.Pattern[str]
+    seconds: float
+    times: int
+    when: Callable[[Call], bool]
+
+
 ERRORS = {
     0: (401, "401: Unauthorized"),
     10062: (404, "Unknown interaction"),
@@ -94,6 +103,7 @@ class FakeDiscord:
         self.calls: list[Call] = []
         self.by_token: dict[str, list[Call]] = {}
         self.rules: list[Rule] = []
+        self.stalls: list[Stall] = []
         self.commands: dict[str, list[dict[str, Any]]] = {}
         self.messages: dict[str, dict[str, Any]] = {}
         self.originals: dict[str, str] = {}
@@ -153,6 +163,12 @@ class FakeDiscord:
         """The next ``times`` matching requests get Discord's error ``code`` (its usual HTTP status)."""
         status, message = ERRORS[code]
         self.rules.append(Rule(method, re.compile(pattern), status, code, message, times, when))
+
+    def stall(self, method: str, pattern: str, seconds: float, *, times: int = 1,
+              when: Callable[[Call], bool] = lambda call: True) -> None:
+        """The next ``times`` matching requests are answered only after ``seconds`` (a slow upload); the
+        call is recorded when it is answered, so one the client abandons meanwhile is never seen."""
+        self.stalls.append(Stall(method, re.compile(pattern), seconds, times, when))
 
     def for_token(self, token: str) -> list[Call]:
         return list(self.by_token.get(token, ()))
@@ -252,6 +268,11 @@ class FakeDiscord:
 
     async def _rest(self, request: web.Request) -> web.Response:
         call = await self._read(request)
+        for stall in self.stalls:
+            if stall.times and stall.method == call.method and stall.pattern.search(call.path) and stall.when(call):
+                stall.times -= 1
+                await asyncio.sleep(stall.seconds)  # a client that gives up meanwhile leaves no call behind
+                call.at = time.perf_counter()
         self.calls.append(call)
         if call.token:
             self.by_token.setdefault(call.token, []).append(call)

@@ -75,7 +75,8 @@ def delivered(calls: list[Call]) -> Call | None:
 
 class DiscordHarness:
     def __init__(self, tmp_path: Path, *, providers: list[Any] | None = None, shards: int = 1,
-                 connections: int | None = None, grace: float = 5.0, **env: str) -> None:
+                 connections: int | None = None, grace: float = 5.0, finish_timeout: float = 5.0,
+                 **env: str) -> None:
         self.tmp_path = tmp_path
         self.fake = FakeDiscord(shards=shards)
         self.payloads = Payloads(self.fake)
@@ -83,6 +84,7 @@ class DiscordHarness:
         self.env = env
         self.connections = connections or shards  # gateway connections this process opens
         self.grace = grace  # seconds jobs in flight get when the bot stops
+        self.finish_timeout = finish_timeout  # and a delivery under way, after that
         self.core: Imagebot | None = None
         self._task: asyncio.Task[None] | None = None
         self._saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
@@ -117,8 +119,9 @@ class DiscordHarness:
         await self.core.start()
         seen = len(self.fake.identifies)
         expected = self.connections
-        self._task = asyncio.create_task(run_discord(self.core, config, grace=self.grace,
-                                                     guild_ready_timeout=0.05, identify_delay=0))
+        self._task = asyncio.create_task(run_discord(
+            self.core, config, grace=self.grace, finish_timeout=self.finish_timeout, guild_ready_timeout=0.05,
+            identify_delay=0))
 
         def ready() -> bool:
             if self._task is not None and self._task.done():
