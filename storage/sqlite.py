@@ -2,16 +2,17 @@
 the generation log, on one file in WAL mode with ``synchronous=FULL`` (a committed movement survives a
 power cut).
 
-Every write is a plain function run whole on aiosqlite's connection thread (``_write``): there is
-no ``await`` inside a transaction, so two commands can never interleave a read-modify-write, and
+The connection is a plain ``sqlite3`` connection owned by one thread (a single-thread
+``ThreadPoolExecutor``): every transaction is a plain function run whole on that thread (``_tx``),
+with no ``await`` inside it, so two commands can never interleave a read-modify-write, and
 ``BEGIN IMMEDIATE`` plus a busy timeout keeps several processes on one file correct too. Balances
 only move by conditional updates (``WHERE balance >= ?``) under a ``CHECK (balance >= 0)``, and the
 schema holds one ledger row per (request id, movement kind).
 
-Group commit: writes that arrive while the connection is busy are queued and run together in the
-next transaction, each inside its own SAVEPOINT, so one refused write (short balance) rolls back
-alone while the batch pays for one commit (one fsync, with ``synchronous=FULL``) and one thread hop
-instead of many.
+Group commit: writes that arrive while the connection thread is busy (most of that time is the
+commit's fsync) wait in a queue and all run in the next transaction, so a batch pays for one commit
+(one fsync, with ``synchronous=FULL``) and one thread hop instead of many. A refused write (short
+balance) rolls back alone: the batch is then redone with a SAVEPOINT per write.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.request import pathname2url
-
-import aiosqlite
 
 from bot.errors import StorageError
 from bot.models import Identity
@@ -78,7 +78,9 @@ class SqliteStore:
         self.read_only = read_only
         #: This process's holder id for the leases it takes: random, never configured.
         self.holder = uuid.uuid4().hex
-        self._db: aiosqlite.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
+        #: The one thread that owns ``_conn``: every statement runs there.
+        self._thread: ThreadPoolExecutor | None = None
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
@@ -86,13 +88,21 @@ class SqliteStore:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    async def _connect(self, database: str, *, uri: bool = False) -> None:
+        """Open the connection on its own thread (it is used there only)."""
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ledger")
+        loop = asyncio.get_running_loop()
+        self._conn = await loop.run_in_executor(
+            self._thread, lambda: sqlite3.connect(database, uri=uri, isolation_level=None, timeout=30.0)
+        )
+
     async def open(self) -> None:
         if self.read_only:
             await self._open_read_only()
             return
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=30.0)
+        await self._connect(str(self.path))
         await self._tx(self._setup)
         if str(self.path) != ":memory:":
             self._checkpointer = asyncio.create_task(self._checkpoints(), name="sqlite-checkpoints")
@@ -101,12 +111,11 @@ class SqliteStore:
         """Open for looking only: ``mode=ro``, no migration, no checkpoints. A file that does not exist
         yet reads as an empty ledger (and is not created)."""
         if str(self.path) == ":memory:" or not self.path.exists():
-            self._db = await aiosqlite.connect(":memory:", isolation_level=None)
+            await self._connect(":memory:")
             await self._tx(apply_migrations)
             await self._tx(lambda conn: conn.execute("PRAGMA query_only=ON"))
             return
-        uri = f"file:{pathname2url(str(self.path.resolve()))}?mode=ro"
-        self._db = await aiosqlite.connect(uri, uri=True, isolation_level=None, timeout=30.0)
+        await self._connect(f"file:{pathname2url(str(self.path.resolve()))}?mode=ro", uri=True)
 
         def check(conn: sqlite3.Connection) -> list[str]:
             conn.execute("PRAGMA busy_timeout=30000")
@@ -125,18 +134,21 @@ class SqliteStore:
         """Copy the WAL back into the database from a second connection, off the command path.
 
         SQLite's automatic checkpoint runs inside whichever commit crosses the threshold, which
-        adds milliseconds to that one command; a PASSIVE checkpoint here never blocks writers.
+        adds milliseconds to that one command; a PASSIVE checkpoint here never blocks writers. The
+        connection is only ever used by one ``to_thread`` call at a time.
         """
-        conn = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=30.0)
+        conn = await asyncio.to_thread(
+            sqlite3.connect, str(self.path), isolation_level=None, timeout=30.0, check_same_thread=False
+        )
         try:
             while True:
                 await asyncio.sleep(self.checkpoint_interval)
                 try:
-                    await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:
                     log.warning("background checkpoint failed: %s", exc)
         finally:
-            await conn.close()
+            conn.close()
 
     @staticmethod
     def _setup(conn: sqlite3.Connection) -> None:
@@ -158,21 +170,23 @@ class SqliteStore:
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        if self._conn is not None and self._thread is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.get_running_loop().run_in_executor(self._thread, conn.close)
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
 
     async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on the connection thread, with no await inside it (reads and setup)."""
-        if self._db is None:
+        """Run ``fn`` whole on the connection's thread, with no await inside it (reads and setup)."""
+        conn, thread = self._conn, self._thread
+        if conn is None or thread is None:
             raise RuntimeError("store is not open")
-        db = self._db
-        # aiosqlite's own worker-thread entry point: one hop for the whole function.
-        return await db._execute(lambda: fn(db._conn))  # noqa: SLF001
+        return await asyncio.get_running_loop().run_in_executor(thread, fn, conn)
 
     async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body`` in a write transaction, grouped with whatever other writes are waiting."""
-        if self._db is None:
+        if self._conn is None:
             raise RuntimeError("store is not open")
         if self.read_only:
             raise ReadOnlyLedger("this ledger was opened read-only")
@@ -183,6 +197,7 @@ class SqliteStore:
         return await future
 
     async def _flush(self) -> None:
+        """Run what is waiting as one transaction, then again for what arrived meanwhile, until none."""
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -273,25 +272,3 @@ async def test_failover_with_a_reference_prefers_a_model_that_takes_references(t
         result = await core.imagine(CTX, ImagineOptions(prompt="fox", size="256x256", reference=render("r", "256x256", "natural", 0, 0)))
     assert result.provider == "second" and result.model == "editor"
     assert seen == [("editor", True)]
-
-
-async def test_the_images_folder_asks_the_filesystem_to_spread_its_subfolders(tmp_path: Path) -> None:
-    """On ext2/3/4 the images folder carries the "top of hierarchy" flag (lsattr shows T)."""
-    fcntl = pytest.importorskip("fcntl")
-    import struct
-
-    from storage.images import FS_IOC_GETFLAGS, FS_TOPDIR_FL
-
-    core = build_core(make_config(tmp_path))
-    async with core:
-        result = await core.imagine(ctx_for("u"), ImagineOptions(prompt="fox", size="256x256"))
-    root = core.images.root
-    assert result.images[0].path.parent.parent == root
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        flags = struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("i", 0)))[0]
-    except OSError:
-        pytest.skip("this filesystem keeps no inode flags")
-    finally:
-        os.close(fd)
-    assert flags & FS_TOPDIR_FL
