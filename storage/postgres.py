@@ -239,15 +239,22 @@ class PostgresLedger:
 
     # -- running transactions --------------------------------------------------------------------
 
-    async def _transaction(self, body: Callable[[Cursor], Awaitable[T]]) -> T:
-        """Run ``body`` in one transaction; again, whole, after a deadlock or serialization failure."""
+    async def _transaction(self, body: Callable[[Cursor], Awaitable[T]], *, single: bool = False) -> T:
+        """Run ``body`` in one transaction; again, whole, after a deadlock or serialization failure.
+
+        ``single``: the body's one write is a single statement, atomic by itself: on a direct
+        connection it runs in autocommit (one round trip instead of three)."""
         for attempt in range(RETRIES):
             try:
-                async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-                    preamble = self._preamble()
-                    if preamble is not None:
-                        await cur.execute(preamble)
-                    return await body(cur)
+                async with self._connection() as conn:
+                    if single and not self.pgbouncer:
+                        async with conn.cursor() as cur:
+                            return await body(cur)
+                    async with conn.transaction(), conn.cursor() as cur:
+                        preamble = self._preamble()
+                        if preamble is not None:
+                            await cur.execute(preamble)
+                        return await body(cur)
             except (errors.DeadlockDetected, errors.SerializationFailure):
                 if attempt == RETRIES - 1:
                     raise
@@ -256,12 +263,12 @@ class PostgresLedger:
                 raise StorageError(f"The PostgreSQL ledger failed: {type(exc).__name__}") from exc
         raise AssertionError("unreachable")
 
-    async def _write(self, body: Callable[[Cursor], Awaitable[T]]) -> T:
+    async def _write(self, body: Callable[[Cursor], Awaitable[T]], *, single: bool = False) -> T:
         if self._pool is None:
             raise RuntimeError("store is not open")
         if self.read_only:
             raise ReadOnlyLedger("this ledger was opened read-only")
-        return await self._transaction(body)
+        return await self._transaction(body, single=single)
 
     async def _read(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """One query; autocommit on a direct connection (one round trip), a transaction behind PgBouncer."""
@@ -366,25 +373,19 @@ class PostgresLedger:
         async def run(cur: Cursor) -> int:
             now = self.clock()
             balance, _ = await self._lock_account(cur, identity, now)
+            # One statement after the lock (so it sees every reservation committed before it): the
+            # checks, the conditional charge, and the ledger row, the reservation and the generation
+            # only if the charge happened.
             await cur.execute(
-                "SELECT EXISTS (SELECT 1 FROM reservations WHERE id = %s),"
-                " (SELECT COUNT(*) FROM reservations WHERE status = 'held' AND expires_at > %s"
-                "  AND platform = %s AND server_id = %s AND user_id = %s)",
-                (request_id, now, *_key(identity)),
-            )
-            row = await cur.fetchone()
-            assert row is not None
-            if row[0]:
-                raise DuplicateRequest(request_id=request_id)
-            if int(row[1]) >= max_concurrent:
-                raise TooManyJobs(running=int(row[1]), limit=max_concurrent)
-            # One statement: the conditional charge, and the ledger row, the reservation and the
-            # generation only if the charge happened.
-            await cur.execute(
-                "WITH charged AS ("
+                "WITH state AS ("
+                "  SELECT EXISTS (SELECT 1 FROM reservations WHERE id = %(rid)s) AS dup,"
+                "   (SELECT COUNT(*) FROM reservations WHERE status = 'held' AND expires_at > %(now)s"
+                "    AND platform = %(platform)s AND server_id = %(server)s AND user_id = %(user)s) AS running"
+                "), charged AS ("
                 "  UPDATE accounts SET balance = balance - %(amount)s, updated_at = %(now)s"
                 "  WHERE platform = %(platform)s AND server_id = %(server)s AND user_id = %(user)s"
-                "  AND balance >= %(amount)s RETURNING balance"
+                "  AND balance >= %(amount)s AND NOT (SELECT dup FROM state)"
+                "  AND (SELECT running FROM state) < %(limit)s RETURNING balance"
                 "), moved AS ("
                 "  INSERT INTO ledger (platform, server_id, user_id, kind, delta, amount, balance_after,"
                 "   request_id, actor, note, created_at)"
@@ -400,9 +401,9 @@ class PostgresLedger:
                 "   model, prompt, options, status, credits_reserved, created_at)"
                 "  SELECT %(rid)s, %(platform)s, %(server)s, %(user)s, %(channel)s, %(command)s, %(provider)s,"
                 "   %(model)s, %(prompt)s, %(options)s, 'PENDING', %(amount)s, %(now)s FROM charged"
-                ") SELECT balance FROM charged",
+                ") SELECT state.dup, state.running, (SELECT balance FROM charged) FROM state",
                 {
-                    "amount": amount, "now": now, "platform": identity.platform, "server": identity.server_id,
+                    "amount": amount, "now": now, "limit": max_concurrent, "platform": identity.platform, "server": identity.server_id,
                     "user": identity.user_id, "rid": request_id, "actor": str(identity),
                     "note": generation.get("command"), "holder": self.holder, "expires": now + lease,
                     "channel": generation.get("channel_id", ""), "command": generation["command"],
@@ -411,10 +412,16 @@ class PostgresLedger:
                     "options": json.dumps(generation.get("options", {}), sort_keys=True),
                 },
             )
-            charged = await cur.fetchone()
-            if charged is None:
+            row = await cur.fetchone()
+            assert row is not None
+            dup, running, left = row
+            if dup:
+                raise DuplicateRequest(request_id=request_id)
+            if int(running) >= max_concurrent:
+                raise TooManyJobs(running=int(running), limit=max_concurrent)
+            if left is None:
                 raise ShortBalance(balance=balance, needed=amount)
-            return int(charged[0])
+            return int(left)
 
         try:
             return await self._write(run)
@@ -433,7 +440,7 @@ class PostgresLedger:
             )
             return cur.rowcount == 1
 
-        return await self._write(run)
+        return await self._write(run, single=True)
 
     async def settle(
         self,
@@ -456,60 +463,32 @@ class PostgresLedger:
         Fenced by one conditional update: unless the reservation is still held by this holder under a
         live lease, nothing changes and ``charged`` is False."""
         images = list(images)
+        params = {
+            "now": 0.0, "rid": request_id, "holder": self.holder, "consumed": consumed, "status": status,
+            "code": error_code, "provider": provider, "model": model, "count": len(images),
+            "duration": duration_ms, "revised": revised_prompt, "text": result_text,
+            "input": max(0, int(input_tokens)), "output": max(0, int(output_tokens)),
+            "shas": [im.sha256 for im in images], "mimes": [im.mime for im in images],
+            "sizes": [im.size_bytes for im in images], "widths": [im.width for im in images],
+            "heights": [im.height for im in images],
+        }
 
         async def run(cur: Cursor) -> Settlement:
-            now = self.clock()
+            params["now"] = self.clock()
+            await cur.execute(_SETTLE, params)
+            row = await cur.fetchone()
+            if row is not None:
+                return Settlement(balance=int(row[2]), consumed=int(row[1]), released=int(row[0]) - int(row[1]),
+                                  charged=True)
             await cur.execute(
-                "UPDATE reservations SET status = 'settled', settled_at = %s"
-                " WHERE id = %s AND status = 'held' AND holder = %s AND expires_at > %s"
-                " RETURNING platform, server_id, user_id, amount",
-                (now, request_id, self.holder, now),
+                "SELECT a.balance FROM generations g JOIN accounts a ON a.platform = g.platform"
+                " AND a.server_id = g.server_id AND a.user_id = g.user_id WHERE g.id = %s",
+                (request_id,),
             )
-            res = await cur.fetchone()
-            if res is None:
-                await cur.execute("SELECT platform, server_id, user_id FROM generations WHERE id = %s", (request_id,))
-                gen = await cur.fetchone()
-                balance = await self._balance_of(cur, Identity(*gen)) if gen else 0
-                return Settlement(balance=balance, consumed=0, released=0, charged=False)
-            identity = Identity(res[0], res[1], res[2])
-            held = int(res[3])
-            spent = max(0, min(consumed, held))
-            released = held - spent
-            if released:
-                balance = await self._credit(cur, identity, released, now)  # locks the account row
-            else:
-                await cur.execute(
-                    "SELECT balance FROM accounts WHERE platform = %s AND server_id = %s AND user_id = %s"
-                    " FOR UPDATE",
-                    _key(identity),
-                )
-                row = await cur.fetchone()
-                assert row is not None
-                balance = int(row[0])
-            if spent:
-                await self._ledger(cur, identity, "consume", 0, spent, balance - released, request_id,
-                                   str(identity), None, now)
-            if released:
-                await self._ledger(cur, identity, "refund" if spent == 0 else "release", released, released,
-                                   balance, request_id, str(identity), error_code, now)
-            await cur.execute(
-                "UPDATE generations SET status = %s, error_code = %s, provider = COALESCE(%s, provider),"
-                " model = COALESCE(%s, model), credits_consumed = %s, image_count = %s, duration_ms = %s,"
-                " revised_prompt = %s, result_text = %s, input_tokens = %s, output_tokens = %s, finished_at = %s"
-                " WHERE id = %s",
-                (status, error_code, provider, model, spent, len(images), duration_ms, revised_prompt,
-                 result_text, max(0, int(input_tokens)), max(0, int(output_tokens)), now, request_id),
-            )
-            if images:
-                await cur.executemany(
-                    "INSERT INTO generation_images (generation_id, idx, sha256, mime, bytes, width, height)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    [(request_id, i, im.sha256, im.mime, im.size_bytes, im.width, im.height)
-                     for i, im in enumerate(images)],
-                )
-            return Settlement(balance=balance, consumed=spent, released=released, charged=True)
+            found = await cur.fetchone()
+            return Settlement(balance=int(found[0]) if found else 0, consumed=0, released=0, charged=False)
 
-        return await self._write(run)
+        return await self._write(run, single=True)
 
     async def refund(self, request_id: str, *, code: str, duration_ms: float | None = None) -> Settlement:
         """Give the whole hold back and mark the generation FAILED (fenced like ``settle``)."""
@@ -696,6 +675,46 @@ class PostgresLedger:
         )
         return [(str(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4])) for r in rows]
 
+
+#: The whole settle as one statement (atomic by itself): the fence (the reservation still held by this
+#: holder under a live lease), the give-back, the ledger rows (consume, then release or refund, in that
+#: order), the generation and its images. No row back: fenced out, nothing changed.
+_SETTLE = """
+WITH res AS (
+    UPDATE reservations SET status = 'settled', settled_at = %(now)s
+    WHERE id = %(rid)s AND status = 'held' AND holder = %(holder)s AND expires_at > %(now)s
+    RETURNING platform, server_id, user_id, amount, LEAST(GREATEST(%(consumed)s, 0), amount) AS spent
+), acct AS (
+    UPDATE accounts a SET balance = a.balance + (res.amount - res.spent), updated_at = %(now)s
+    FROM res WHERE a.platform = res.platform AND a.server_id = res.server_id AND a.user_id = res.user_id
+    RETURNING a.balance
+), moved AS (
+    INSERT INTO ledger (platform, server_id, user_id, kind, delta, amount, balance_after, request_id, actor,
+                        note, created_at)
+    SELECT res.platform, res.server_id, res.user_id,
+           CASE WHEN k.n = 1 THEN 'consume' WHEN res.spent = 0 THEN 'refund' ELSE 'release' END,
+           CASE WHEN k.n = 1 THEN 0 ELSE res.amount - res.spent END,
+           CASE WHEN k.n = 1 THEN res.spent ELSE res.amount - res.spent END,
+           CASE WHEN k.n = 1 THEN acct.balance - (res.amount - res.spent) ELSE acct.balance END,
+           %(rid)s, res.platform || ':' || res.server_id || ':' || res.user_id,
+           CASE WHEN k.n = 1 THEN NULL ELSE %(code)s END, %(now)s
+    FROM res, acct, (VALUES (1), (2)) AS k (n)
+    WHERE (k.n = 1 AND res.spent > 0) OR (k.n = 2 AND res.amount > res.spent)
+    ORDER BY k.n
+), closed AS (
+    UPDATE generations g SET status = %(status)s, error_code = %(code)s, provider = COALESCE(%(provider)s, provider),
+           model = COALESCE(%(model)s, model), credits_consumed = res.spent, image_count = %(count)s,
+           duration_ms = %(duration)s, revised_prompt = %(revised)s, result_text = %(text)s,
+           input_tokens = %(input)s, output_tokens = %(output)s, finished_at = %(now)s
+    FROM res WHERE g.id = %(rid)s
+), pictured AS (
+    INSERT INTO generation_images (generation_id, idx, sha256, mime, bytes, width, height)
+    SELECT %(rid)s, i.idx - 1, i.sha, i.mime, i.size, i.width, i.height
+    FROM res, unnest(%(shas)s::text[], %(mimes)s::text[], %(sizes)s::bigint[], %(widths)s::int[],
+                     %(heights)s::int[]) WITH ORDINALITY AS i (sha, mime, size, width, height, idx)
+)
+SELECT res.amount, res.spent, acct.balance FROM res, acct
+"""
 
 _GEN_COLUMNS = (
     "id, platform, server_id, user_id, channel_id, command, provider, model, prompt, options, status,"

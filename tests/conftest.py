@@ -33,7 +33,8 @@ def postgres_server() -> str:
         with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
             conn.execute("SELECT 1")
     except Exception as exc:  # noqa: BLE001 - any reason the server cannot be used is reported
-        reason = f"PostgreSQL test server not usable at {url}: {type(exc).__name__}: {exc}".strip()
+        detail = " ".join(str(exc).split())
+        reason = f"PostgreSQL test server not usable at {url}: {type(exc).__name__}: {detail}"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason + " (CI=true: a missing server is a failure; .ci/run starts it)")
         pytest.skip(reason)
