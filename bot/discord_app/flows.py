@@ -56,8 +56,9 @@ async def _start(interaction: discord.Interaction, rt: Runtime, job: Job[Any], *
     if not await rt.jobs.acknowledge(lambda: defer(interaction, ephemeral=ephemeral)):
         await dm(interaction.user, expired)
         return
-    if rt.jobs.start(job) is None:
-        await say(interaction, restarting_text())
+    # Awaited in discord.py's task for this interaction (measurably kinder to the defers of a burst than a
+    # callback that returns at once); the job itself is the runner's, tracked and drained at shutdown.
+    await rt.jobs.run(job)
 
 
 def _images_job(interaction: discord.Interaction, kind: str, work: Work) -> Job[ImagineResult]:
@@ -195,7 +196,7 @@ async def credits_command(interaction: discord.Interaction) -> None:
         return text
 
     # Discord forgot the interaction: the balance goes by DM instead.
-    rt.jobs.start(Job("credits", work, ReplyOutlet(interaction, _text, direct=not acknowledged)))
+    await rt.jobs.run(Job("credits", work, ReplyOutlet(interaction, _text, direct=not acknowledged)))
 
 
 async def adjust_command(interaction: discord.Interaction, kind: str, member: discord.abc.User, amount: int) -> None:
