@@ -1,7 +1,10 @@
 """Configuration: read once at start from the environment and an optional ``imagebot.toml``.
 
-The environment wins over the file. Every value is validated here, so a bad setting stops the bot at
-start with an error naming the key and what it accepts, instead of failing on the first command.
+The environment wins over the file. The file's whole shape is a pydantic schema (``Settings``, a
+pydantic-settings class whose two sources are the environment as handed in and the parsed file), so an
+unknown or misplaced key, a value of the wrong type or out of range stops the bot at start with one
+error naming each key and what it accepts, instead of being ignored or failing on the first command.
+The keys of ``[providers.NAME]`` tables are declared by the providers in ``providers/settings.py``.
 Secrets are kept out of ``repr`` so a logged config never leaks a key.
 """
 
@@ -201,7 +204,7 @@ def _rate(value: Any) -> str:
     match = RATE_RE.match(value) if isinstance(value, str) else None
     if not match or int(match["amount"]) == 0 or (match["multiple"] and int(match["multiple"]) == 0):
         raise ValueError("a rate above zero like '5/minute' or '200 per hour' (N/second|minute|hour|day)")
-    return value.strip()
+    return str(value).strip()
 
 
 def _size(value: Any) -> str:
@@ -308,7 +311,7 @@ class Settings(BaseSettings):
     catalogue_refresh: Annotated[float, _number(60, 7 * 86400), Env("IMAGEBOT_CATALOGUE_REFRESH")] = 6 * 3600.0
     limits: LimitsTable = LimitsTable()
     pricing: PricingTable = PricingTable()
-    providers: ProvidersTable = ProvidersTable()
+    providers: ProvidersTable = ProvidersTable()  # type: ignore[call-arg]  # its extras default to none
     servers: dict[Annotated[str, PlainValidator(_server_key)], ServerTable] = {}
     slack: AdapterTable = AdapterTable()
     discord: AdapterTable = AdapterTable()
@@ -331,9 +334,9 @@ class Settings(BaseSettings):
         return _EnvironmentSource(settings_cls, env), _FileSource(settings_cls, data)
 
 
-def _env_fields(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()) -> dict[str, tuple[tuple[str, ...], type]]:
+def _env_fields(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()) -> dict[str, tuple[tuple[str, ...], Any]]:
     """Environment variable -> (its place in the file's shape, its type), read from the ``Env`` marks."""
-    found: dict[str, tuple[tuple[str, ...], type]] = {}
+    found: dict[str, tuple[tuple[str, ...], Any]] = {}
     for name, info in model.model_fields.items():
         marks = [m for m in info.metadata if isinstance(m, Env)]
         if marks:
@@ -369,7 +372,7 @@ class _EnvironmentSource(PydanticBaseSettingsSource):
         return values
 
 
-def _from_text(text: str, kind: type) -> Any:
+def _from_text(text: str, kind: Any) -> Any:
     try:
         if kind is int:
             return int(text)
@@ -526,6 +529,11 @@ def _explain(error: Mapping[str, Any], name: _Namer) -> str:
             return f"{name.file_name}: {_adapter_unknown(str(path[0]), str(key))}"
         model = _model_at(path)
         accepted = _table_keys(model) if model is not None else ()
+        if model is QualitiesTable:
+            close = difflib.get_close_matches(str(key), accepted, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            return (f"{name.file_name}: {_dotted(loc)}: unknown quality tier{hint}; "
+                    f"[pricing.qualities] accepts {', '.join(accepted)}")
         if model is Settings:
             accepted = tuple(k for k in accepted if k not in ("instance", "reservation_ttl"))
         return f"{name.file_name}: {_unknown(path, str(key), accepted)}"

@@ -55,7 +55,6 @@ def test_a_misplaced_key_says_where_it_belongs(tmp_path: Path) -> None:
                                                                "max_count", "storage"]),
     ("[pricing]\nlarg = 12\n", "pricing.larg", ["sizes", "large", "hd_multiplier", "qualities", "models",
                                                "enhance"]),
-    ("[pricing.qualities]\nultra = 8\n", "pricing.qualities.ultra", ["low", "medium", "high", "max"]),
     ("[providers.openai]\ntimeot = 3\n", "providers.openai.timeot", ["timeout", "text_model", "previews",
                                                                     "moderation", "output_compression"]),
     ("[providers.google]\ntext_modle = 'x'\n", "providers.google.text_modle", ["text_model", "models"]),
@@ -75,6 +74,12 @@ def test_an_unknown_key_in_each_table_names_the_keys_accepted_there(tmp_path: Pa
     assert f"{key} is not a setting" in message
     for word in accepted:
         assert word in message
+
+
+def test_an_unknown_quality_tier_names_the_four(tmp_path: Path) -> None:
+    message = refused(tmp_path, "[pricing.qualities]\nhihg = 8\n")
+    assert "pricing.qualities.hihg: unknown quality tier (did you mean high?)" in message
+    assert "accepts low, medium, high, max" in message
 
 
 def test_near_misses_suggest_the_right_key(tmp_path: Path) -> None:
