@@ -85,6 +85,9 @@ class SqliteStore:
         self._flusher: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self.checkpoint_interval = 1.0
+        #: Group commit at work: writes asked for, and the transactions (commits) that carried them.
+        self.writes = 0
+        self.transactions = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -135,20 +138,23 @@ class SqliteStore:
 
         SQLite's automatic checkpoint runs inside whichever commit crosses the threshold, which
         adds milliseconds to that one command; a PASSIVE checkpoint here never blocks writers. The
-        connection is only ever used by one ``to_thread`` call at a time.
+        connection has its own thread too, so closing it waits for a checkpoint still running.
         """
-        conn = await asyncio.to_thread(
-            sqlite3.connect, str(self.path), isolation_level=None, timeout=30.0, check_same_thread=False
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint")
+        loop = asyncio.get_running_loop()
+        conn = await loop.run_in_executor(
+            thread, lambda: sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
         )
         try:
             while True:
                 await asyncio.sleep(self.checkpoint_interval)
                 try:
-                    await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                    await loop.run_in_executor(thread, conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:
                     log.warning("background checkpoint failed: %s", exc)
         finally:
-            conn.close()
+            await asyncio.wrap_future(thread.submit(conn.close))  # queued behind any checkpoint in flight
+            thread.shutdown(wait=False)
 
     @staticmethod
     def _setup(conn: sqlite3.Connection) -> None:
@@ -200,6 +206,8 @@ class SqliteStore:
         """Run what is waiting as one transaction, then again for what arrived meanwhile, until none."""
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            self.writes += len(batch)
+            self.transactions += 1
             try:
                 outcomes = await self._tx(lambda conn, b=batch: _run_batch(conn, [body for body, _ in b]))
             except BaseException as exc:  # the commit itself failed: every write in the batch failed
