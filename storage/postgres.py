@@ -335,14 +335,6 @@ class PostgresLedger:
         assert row is not None
         return int(row[0])
 
-    @staticmethod
-    async def _balance_of(cur: Cursor, identity: Identity) -> int:
-        await cur.execute(
-            "SELECT balance FROM accounts WHERE platform = %s AND server_id = %s AND user_id = %s", _key(identity)
-        )
-        row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
     async def balance(self, identity: Identity) -> int:
         """The spendable balance. A look never writes: an account not opened yet has the starting
         credits it will be opened with."""
