@@ -131,7 +131,7 @@ async def cmd_providers(config: Config, args: argparse.Namespace) -> int:
     try:
         await registry.refresh(strict=True)
         now = today()
-        out = []
+        out: list[dict[str, Any]] = []
         for name in registry.names():
             p = registry.providers[name]
             listing = registry.catalogue.listings.get(key_of(p))
@@ -146,11 +146,12 @@ async def cmd_providers(config: Config, args: argparse.Namespace) -> int:
             })
         enhancer = registry.enhancer
         text_listing = registry.catalogue.listings.get(key_of(enhancer))
-        text = {
-            "name": enhancer.name, "model": getattr(enhancer, "model", ""),
+        text_models = [_model_entry(m, text_listing.status_of(m, now), now, image=False)
+                       for m in text_listing.models] if text_listing else []
+        text: dict[str, Any] = {
+            "name": enhancer.name, "model": enhancer.model,
             "source": text_listing.source if text_listing else "fixed",
-            "models": [_model_entry(m, text_listing.status_of(m, now), now, image=False)
-                       for m in (text_listing.models if text_listing else [])],
+            "models": text_models,
         }
         warnings = [w for listing in registry.catalogue.listings.values() for w in listing.warnings(now)]
     finally:
@@ -168,7 +169,7 @@ async def cmd_providers(config: Config, args: argparse.Namespace) -> int:
             print(f"  note: {note}")
     print(f"failover order: {' -> '.join(registry.order)}")
     print(f"prompt enhancer: {text['name']} ({text['model'] or 'built in'})")
-    for m in text["models"]:
+    for m in text_models:
         print(f"  {m['name']}: {_lifecycle_text(m)}")
     for warning in warnings:
         print(f"warning: {warning}")

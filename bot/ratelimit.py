@@ -49,7 +49,7 @@ class RateLimiter:
     async def _retry_after(self, item: RateLimitItem, keys: tuple[str, ...]) -> float:
         result = self._limiter.get_window_stats(item, *keys)
         stats = result if self._sync else await result
-        return max(1.0, stats.reset_time - time.time())
+        return max(1.0, float(stats.reset_time) - time.time())
 
     async def check(self, identity: Identity, *, cost: int = 1) -> None:
         """Count one request, or raise ``RateLimited`` (changing nothing) with the time to wait."""

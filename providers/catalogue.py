@@ -27,7 +27,18 @@ from dataclasses import dataclass, field
 
 from bot.errors import ConfigError, ProviderError
 
-from .base import ACTIVE, DEPRECATED, RETIRED, Capabilities, ListedModel, ListsModels, ModelFamily, ModelInfo
+from .base import (
+    ACTIVE,
+    DEPRECATED,
+    RETIRED,
+    Capabilities,
+    ImageProvider,
+    ListedModel,
+    ListsModels,
+    ModelFamily,
+    ModelInfo,
+    TextProvider,
+)
 
 log = logging.getLogger(__name__)
 
@@ -219,18 +230,14 @@ class Catalogue:
         name = key_of(provider)
         listing = self.listings[name]
         models = ordered_models(listing, self._families[name], self._pinned[name], now)
-        if isinstance(getattr(provider, "capabilities", None), Capabilities):
-            caps: Capabilities = provider.capabilities  # type: ignore[attr-defined]
-            if models:
-                default = listing.default_model if any(m.name == listing.default_model for m in models) \
-                    else models[0].name
-                provider.capabilities = dataclasses.replace(caps, models=models,  # type: ignore[attr-defined]
-                                                            default_model=default)
-        elif models and hasattr(provider, "model"):  # a text provider: one model at a time
-            current = getattr(provider, "model", "")
-            if current not in {m.name for m in models} or current != listing.default_model:
-                provider.model = listing.default_model if listing.default_model in {m.name for m in models} \
-                    else models[0].name  # type: ignore[attr-defined]
+        if not models:
+            return
+        names = {m.name for m in models}
+        default = listing.default_model if listing.default_model in names else models[0].name
+        if isinstance(provider, ImageProvider):
+            provider.capabilities = dataclasses.replace(provider.capabilities, models=models, default_model=default)
+        elif isinstance(provider, TextProvider):  # a text provider: one model at a time
+            provider.model = default
 
     def retire(self, provider: object, model: str, reason: str = "the vendor no longer serves it") -> bool:
         """Drop ``model`` from the provider's rotation now; True the first time (log once)."""
@@ -252,18 +259,15 @@ class Catalogue:
             listing.default_model = _preferred(self._families[name], listing, today()) or (
                 remaining[0].name if remaining else "")
         self._pinned[name] = tuple(p for p in self._pinned[name] if p != model)
-        caps = getattr(provider, "capabilities", None)
-        left = [m for m in (caps.models if isinstance(caps, Capabilities) else ()) if m.name != model]
-        if isinstance(caps, Capabilities):
-            if left:
-                default = listing.default_model if any(m.name == listing.default_model for m in left) else left[0].name
-                provider.capabilities = dataclasses.replace(caps, models=tuple(left),  # type: ignore[attr-defined]
-                                                            default_model=default)
-            else:
-                # Nothing left to offer: keep the (dead) entry so plans still resolve, and fail over.
-                provider.capabilities = dataclasses.replace(caps, models=())  # type: ignore[attr-defined]
-        elif hasattr(provider, "model") and listing.default_model:
-            provider.model = listing.default_model  # type: ignore[attr-defined]
+        if isinstance(provider, ImageProvider):
+            caps = provider.capabilities
+            left = tuple(m for m in caps.models if m.name != model)
+            default = listing.default_model if any(m.name == listing.default_model for m in left) else (
+                left[0].name if left else caps.default_model)
+            # With nothing left the provider offers no model, and the registry skips it until a refresh.
+            provider.capabilities = dataclasses.replace(caps, models=left, default_model=default)
+        elif isinstance(provider, TextProvider) and listing.default_model:
+            provider.model = listing.default_model
         log.warning("provider %s: model %s is retired (%s); it has left the rotation%s", name, model, reason,
                     f", now using {listing.default_model}" if listing.default_model else "")
         return True

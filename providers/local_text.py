@@ -43,6 +43,7 @@ DETAIL = (
 
 class LocalEnhancer:
     name = "local"
+    model = "local-enhancer"
 
     async def enhance(self, prompt: str, *, limit: int) -> str:
         subject = " ".join(prompt.split()).rstrip(" .,;")
@@ -59,8 +60,8 @@ class LocalEnhancer:
         return text
 
     async def describe(self, image: bytes) -> str:
-        with Image.open(io.BytesIO(image)) as img:
-            img = img.convert("RGB")
+        with Image.open(io.BytesIO(image)) as opened:
+            img = opened.convert("RGB")
             small = img.resize((1, 1))
             r, g, b = small.getpixel((0, 0))  # type: ignore[misc]
             shape = "square" if img.width == img.height else ("wide" if img.width > img.height else "tall")

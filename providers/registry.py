@@ -7,7 +7,7 @@ takes the config and returns the provider, or ``None`` when its settings (a key)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from bot.errors import ConfigError
@@ -27,11 +27,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ImageBuilder = Callable[["Config"], "list[ImageProvider]"]
+ImageBuilder = Callable[["Config"], "Sequence[ImageProvider]"]
 TextBuilder = Callable[["Config"], "TextProvider | None"]
 
 
-def _local(config: Config) -> list[ImageProvider]:
+def _local(config: Config) -> Sequence[ImageProvider]:
     return [LocalRenderer()]
 
 
@@ -46,7 +46,7 @@ IMAGE_BUILDERS: dict[str, ImageBuilder] = {
 TEXT_BUILDERS: dict[str, TextBuilder] = {
     "openai": build_openai_text,
     "google": build_google_text,
-    "local": lambda config: LocalEnhancer(),
+    "local": lambda config: LocalEnhancer(),  # always available: the offline enhancer
 }
 
 
@@ -141,4 +141,5 @@ def build_registry(config: Config) -> ProviderRegistry:
         for name, text_builder in TEXT_BUILDERS.items():
             if name != "local" and (enhancer := text_builder(config)) is not None:
                 break
-    return ProviderRegistry(built, order, enhancer or LocalEnhancer())
+    fallback: TextProvider = LocalEnhancer()
+    return ProviderRegistry(built, order, enhancer or fallback)
