@@ -61,11 +61,16 @@ class ImageStore:
         return StoredImage(digest, path, mime, len(data), width, height)
 
     def _write_new(self, path: Path, data: bytes) -> None:
-        """Write to a temporary name in the same folder, then rename: readers never see half a file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write to a temporary name in the same folder, then rename: readers never see half a file.
+        The prefix folder is made only when the first write into it finds it missing."""
         tmp = path.parent / f"{self._tmp_prefix}{next(self._names)}"
         try:
-            with open(tmp, "xb") as out:
+            out = open(tmp, "xb")
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            out = open(tmp, "xb")
+        try:
+            with out:
                 out.write(data)
             os.replace(tmp, path)
         except BaseException:

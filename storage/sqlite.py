@@ -18,6 +18,7 @@ balance) rolls back alone: the batch is then redone with a SAVEPOINT per write.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sqlite3
@@ -55,6 +56,11 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 200
 #: Pages of WAL after which a commit checkpoints by itself (the background task normally does it first).
 SAFETY_CHECKPOINT_PAGES = 20000
+
+
+#: A user's live reservations (params: now, platform, server_id, user_id): the concurrent-jobs count.
+_RUNNING = ("SELECT COUNT(*) FROM reservations WHERE status = 'held' AND expires_at > ?"
+            " AND platform = ? AND server_id = ? AND user_id = ?")
 
 
 def _key(identity: Identity) -> tuple[str, str, str]:
@@ -209,7 +215,7 @@ class SqliteStore:
             self.writes += len(batch)
             self.transactions += 1
             try:
-                outcomes = await self._tx(lambda conn, b=batch: _run_batch(conn, [body for body, _ in b]))
+                outcomes = await self._tx(functools.partial(_run_batch, bodies=[body for body, _ in batch]))
             except BaseException as exc:  # the commit itself failed: every write in the batch failed
                 outcomes = [(False, exc)] * len(batch)
             for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
@@ -237,11 +243,8 @@ class SqliteStore:
     @staticmethod
     def _ledger(conn: sqlite3.Connection, identity: Identity, kind: str, delta: int, amount: int,
                 balance_after: int, request_id: str, actor: str, note: str | None, now: float) -> None:
-        conn.execute(
-            "INSERT INTO ledger (platform, server_id, user_id, kind, delta, amount, balance_after,"
-            " request_id, actor, note, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*_key(identity), kind, delta, amount, balance_after, request_id, actor, note, now),
-        )
+        _insert(conn, _LEDGER_INSERT,
+                [(*_key(identity), kind, delta, amount, balance_after, request_id, actor, note, now)])
 
     @staticmethod
     def _balance(conn: sqlite3.Connection, identity: Identity) -> int:
@@ -288,33 +291,34 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> int:
             now = self.clock()
-            if conn.execute("SELECT 1 FROM reservations WHERE id = ?", (request_id,)).fetchone():
+            # The primary key finds a duplicate; a refusal below rolls this row back with the rest.
+            if conn.execute(
+                "INSERT INTO reservations (id, platform, server_id, user_id, amount, status, holder,"
+                " created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'held', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (request_id, *_key(identity), amount, self.holder, now, now + lease),
+            ).rowcount == 0:
                 raise DuplicateRequest(request_id=request_id)
-            running = conn.execute(
-                "SELECT COUNT(*) FROM reservations WHERE status = 'held' AND expires_at > ?"
-                " AND platform = ? AND server_id = ? AND user_id = ?",
-                (now, *_key(identity)),
-            ).fetchone()[0]
-            if running >= max_concurrent:
-                raise TooManyJobs(running=int(running), limit=max_concurrent)
+            # One statement checks the running jobs and the balance and charges; only a refusal (or a
+            # new user) needs more of them, to tell which.
             charge = (
                 "UPDATE accounts SET balance = balance - ?, updated_at = ?"
-                " WHERE platform = ? AND server_id = ? AND user_id = ? AND balance >= ? RETURNING balance",
-                (amount, now, *_key(identity), amount),
+                " WHERE platform = ? AND server_id = ? AND user_id = ? AND balance >= ?"
+                f" AND ({_RUNNING} AND id != ?) < ? RETURNING balance",
+                (amount, now, *_key(identity), amount, now, *_key(identity), request_id, max_concurrent),
             )
             row = conn.execute(*charge).fetchone()
-            if row is None and self._ensure_account(conn, identity, now):  # a new user: charge again
-                row = conn.execute(*charge).fetchone()
+            if row is None:
+                running = int(conn.execute(f"{_RUNNING} AND id != ?",
+                                           (now, *_key(identity), request_id)).fetchone()[0])
+                if running >= max_concurrent:
+                    raise TooManyJobs(running=running, limit=max_concurrent)
+                if self._ensure_account(conn, identity, now):  # a new user: charge again
+                    row = conn.execute(*charge).fetchone()
             if row is None:
                 raise ShortBalance(balance=self._balance(conn, identity), needed=amount)
             balance = int(row[0])
             self._ledger(conn, identity, "reserve", -amount, amount, balance, request_id,
                          str(identity), generation.get("command"), now)
-            conn.execute(
-                "INSERT INTO reservations (id, platform, server_id, user_id, amount, status, holder,"
-                " created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'held', ?, ?, ?)",
-                (request_id, *_key(identity), amount, self.holder, now, now + lease),
-            )
             conn.execute(
                 "INSERT INTO generations (id, platform, server_id, user_id, channel_id, command, provider,"
                 " model, prompt, options, status, credits_reserved, created_at)"
@@ -387,13 +391,16 @@ class SqliteStore:
             held = int(res[3])
             spent = max(0, min(consumed, held))
             released = held - spent
-            balance = self._balance(conn, identity)
+            balance = self._credit(conn, identity, released, now) if released else self._balance(conn, identity)
+            # The consume and the give-back are rows of one statement.
+            key, actor = _key(identity), str(identity)
+            movements: list[tuple[Any, ...]] = []
             if spent:
-                self._ledger(conn, identity, "consume", 0, spent, balance, request_id, str(identity), None, now)
+                movements.append((*key, "consume", 0, spent, balance - released, request_id, actor, None, now))
             if released:
-                balance = self._credit(conn, identity, released, now)
-                self._ledger(conn, identity, "refund" if spent == 0 else "release", released, released,
-                             balance, request_id, str(identity), error_code, now)
+                movements.append((*key, "refund" if spent == 0 else "release", released, released, balance,
+                                  request_id, actor, error_code, now))
+            _insert(conn, _LEDGER_INSERT, movements)
             conn.execute(
                 "UPDATE generations SET status = ?, error_code = ?, provider = COALESCE(?, provider),"
                 " model = COALESCE(?, model), credits_consumed = ?, image_count = ?, duration_ms = ?,"
@@ -402,12 +409,9 @@ class SqliteStore:
                 (status, error_code, provider, model, spent, len(images), duration_ms, revised_prompt,
                  result_text, max(0, int(input_tokens)), max(0, int(output_tokens)), now, request_id),
             )
-            conn.executemany(
-                "INSERT INTO generation_images (generation_id, idx, sha256, mime, bytes, width, height)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(request_id, i, im.sha256, im.mime, im.size_bytes, im.width, im.height)
-                 for i, im in enumerate(images)],
-            )
+            _insert(conn, "INSERT INTO generation_images (generation_id, idx, sha256, mime, bytes, width, height)",
+                    [(request_id, i, im.sha256, im.mime, im.size_bytes, im.width, im.height)
+                     for i, im in enumerate(images)])
             return Settlement(balance=balance, consumed=spent, released=released, charged=True)
 
         return await self._write(run)
@@ -596,7 +600,7 @@ class SqliteStore:
             " LEFT JOIN ledger l ON l.platform = a.platform AND l.server_id = a.server_id"
             " AND l.user_id = a.user_id GROUP BY 1, 2, 3 HAVING a.balance != COALESCE(SUM(l.delta), 0)"
         )
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [(str(p), str(s), str(u), int(b), int(d)) for p, s, u, b, d in rows]
 
 
 def _run_batch(conn: sqlite3.Connection, bodies: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
@@ -636,6 +640,18 @@ def _run_batch(conn: sqlite3.Connection, bodies: list[Callable[[sqlite3.Connecti
         raise
     _commit(conn)
     return outcomes
+
+
+_LEDGER_INSERT = ("INSERT INTO ledger (platform, server_id, user_id, kind, delta, amount, balance_after,"
+                  " request_id, actor, note, created_at)")
+
+
+def _insert(conn: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]]) -> None:
+    """``head VALUES (...), (...)``: all ``rows`` in one statement (one step of SQLite, where
+    ``executemany`` takes one per row); nothing for no rows."""
+    if rows:
+        marks = "(" + ", ".join("?" * len(rows[0])) + ")"
+        conn.execute(f"{head} VALUES {', '.join([marks] * len(rows))}", [v for row in rows for v in row])
 
 
 def _commit(conn: sqlite3.Connection) -> None:
