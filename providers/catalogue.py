@@ -22,7 +22,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bot.errors import ConfigError, ProviderError
@@ -88,7 +88,7 @@ def _days(n: int) -> str:
     return "1 day" if n == 1 else f"{n} days"
 
 
-def family_of(families: Sequence[ModelFamily], model_id: str) -> ModelFamily | None:
+def family_of(families: Iterable[ModelFamily], model_id: str) -> ModelFamily | None:
     """The family a model id belongs to: the longest matching prefix."""
     fits = [f for f in families if f.matches(model_id)]
     return max(fits, key=lambda f: len(f.prefix)) if fits else None

@@ -55,6 +55,7 @@ from bot.errors import ConfigError, ContentRejected, ProviderBadResponse, Provid
 from bot.imaging import inspect_image
 
 from .base import Capabilities, GeneratedImage, GenerationRequest, ListedModel, ModelFamily, ModelInfo
+from .catalogue import family_of
 from .errors_map import POLICY_TEXT, from_google
 from .settings import ClientSettings, client_settings, env, table
 
@@ -212,11 +213,6 @@ def image_config_for(size: str, model: ModelInfo | None) -> tuple[str, str]:
         want = int(w) / int(h) if w.isdigit() and h.isdigit() and int(h) else 1.0
         aspect = min(PIXELS_1K, key=lambda r: abs(PIXELS_1K[r][0] / PIXELS_1K[r][1] - want))
     return aspect, tier
-
-
-def family_of(families: Iterable[ModelFamily], model_id: str) -> ModelFamily | None:
-    fits = [f for f in families if f.matches(model_id)]
-    return max(fits, key=lambda f: len(f.prefix)) if fits else None
 
 
 def model_for(families: Iterable[ModelFamily], model_id: str, lifecycle: Mapping[str, tuple[str, str | None]]

@@ -70,6 +70,7 @@ from .base import (
     ModelFamily,
     ModelInfo,
 )
+from .catalogue import family_of
 from .download import download_image
 from .errors_map import from_openai
 from .settings import ClientSettings, client_settings, env, table
@@ -396,13 +397,18 @@ class OpenAIModels(OpenAIImages):
         self.retired_models = dict(retired_models)
 
     async def list_models(self) -> list[ListedModel]:
-        try:
-            return [ListedModel(m.id, int(getattr(m, "created", 0) or 0), shutdown_of(m))
-                    async for m in self.client.models.list()]
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - mapped at this edge
-            raise self._error(exc) from None
+        return await list_openai_models(self.client, self._error)
+
+
+async def list_openai_models(client: AsyncOpenAI, error: Callable[[BaseException], ProviderError]) -> list[ListedModel]:
+    """``GET /v1/models`` (image and text providers alike), with each entry's shutdown date."""
+    try:
+        return [ListedModel(m.id, int(getattr(m, "created", 0) or 0), shutdown_of(m))
+                async for m in client.models.list()]
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped at this edge
+        raise error(exc) from None
 
 
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}")
@@ -422,12 +428,6 @@ def shutdown_of(model: Any) -> str | None:
 
 
 # -- building ---------------------------------------------------------------------------------------
-
-
-def family_of(families: Sequence[ModelFamily], model_id: str) -> ModelFamily | None:
-    """The family a model id belongs to: the longest matching prefix."""
-    fits = [f for f in families if f.matches(model_id)]
-    return max(fits, key=lambda f: len(f.prefix)) if fits else None
 
 
 def pinned_ids(config: Config, name: str, key: str = "model", many: str | None = "models") -> tuple[str, ...]:

@@ -24,8 +24,9 @@ from bot.errors import ConfigError, ContentRejected, ProviderBadResponse, Provid
 from bot.imaging import inspect_image
 
 from .base import ListedModel, ModelFamily, ModelInfo
+from .catalogue import family_of
 from .errors_map import POLICY_TEXT, from_openai
-from .openai_images import DEFAULT_BASE_URL, family_of, make_client, shutdown_of
+from .openai_images import DEFAULT_BASE_URL, list_openai_models, make_client
 from .settings import client_settings, env, table
 from .text_common import DESCRIBE_LIMIT, DESCRIBE_PROMPT, ENHANCE_SYSTEM, clean_text
 
@@ -90,13 +91,7 @@ class OpenAIText:
         return from_openai(exc, provider=self.name, key_env=self.key_env, secrets=self._secrets, model=model)
 
     async def list_models(self) -> list[ListedModel]:
-        try:
-            return [ListedModel(m.id, int(getattr(m, "created", 0) or 0), shutdown_of(m))
-                    async for m in self.client.models.list()]
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - mapped at this edge
-            raise self._error(exc) from None
+        return await list_openai_models(self.client, self._error)
 
     async def _chat(self, model: str, messages: list[dict[str, Any]], limit: int) -> str:
         try:
