@@ -139,6 +139,8 @@ class FakeOpenAI(FakeServer):
         self.xai_models: list[dict[str, Any]] = default_xai_models()
         #: Tokens reported in ``usage`` for each call (and each completed stream event).
         self.usage = {"input_tokens": 50, "output_tokens": 4160}
+        #: Seconds between streamed events, as a model drawing takes time (0: all at once).
+        self.stream_gap = 0.0
         self.app.router.add_post("/v1/images/generations", self._generations)
         self.app.router.add_post("/v1/images/edits", self._edits)
         self.app.router.add_post("/v1/chat/completions", self._chat)
@@ -295,6 +297,8 @@ class FakeOpenAI(FakeServer):
 
         for image in range(int(body.get("n") or 1)):
             for index in range(partials):
+                if self.stream_gap:
+                    await asyncio.sleep(self.stream_gap)
                 data = picture(size, index, fmt, partial=True)
                 await send({"type": f"{kind}.partial_image", "b64_json": base64.b64encode(data).decode(),
                             "created_at": 1, "partial_image_index": index, **common})
@@ -310,6 +314,8 @@ class FakeOpenAI(FakeServer):
                 break
             if mode == "nocomplete":
                 break
+            if self.stream_gap:
+                await asyncio.sleep(self.stream_gap)
             data = picture(size, next(self._ids) + image, fmt)
             completed: dict[str, Any] = {"type": f"{kind}.completed", "b64_json": base64.b64encode(data).decode(),
                                          "created_at": 1, "usage": self._usage(), **common}
