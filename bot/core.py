@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 #:   queued     (position, provider): waiting for a slot of a busy provider;
 #:   generating (provider, model): a provider call started;
 #:   failover   (from, to): an attempt failed, the next provider (or model) is tried;
+#:   made       (count, provider): the provider's images exist; storing them and the settle follow
+#:              (an adapter may say "Uploading…" now, so that edit overlaps this work);
 #:   preview    (index, of, path, data, mime, provider, model): partial image ``index`` of the ``of``
 #:              previews requested per call, while the model draws; free, saved under
 #:              ``data/previews/``, never a result.

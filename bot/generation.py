@@ -97,6 +97,7 @@ class Generator:
     async def imagine(self, plan: Plan, progress: Progress | None, *, request_id: str, user: str) -> Outcome:
         """Generate with failover, then store the first ``plan.count`` images (at least one, or raise)."""
         attempt, produced, failed, notes = await self._failover(plan, progress, request_id, user)
+        await notify(progress, "made", {"count": len(produced[: plan.count]), "provider": attempt.provider.name})
         stored = await self._store(produced[: plan.count])
         if not stored:
             raise ProviderBadResponse("The provider returned no usable image.", provider=attempt.provider.name)

@@ -2,7 +2,7 @@
 
     platform event ── adapter: translate, check, ack (within 3 s) ──> runner.start(Job)
         task: wait for pending acks ── job.work(progress) ──> core ──> result
-              progress.finish(result)           (never waits out a pending progress edit)
+              outlet.prepare(result) | progress.finish(result)   (at once; never waits out a pending edit)
               outlet.targets(result), in order  (Discord: here -> private -> DM; Slack: channel -> DM)
               none took it -> core.delivery_failed(id) -> outlet.undelivered(...) tells the asker
 
@@ -138,6 +138,10 @@ class Outlet(Generic[R]):
 
     def targets(self, result: R) -> Sequence[Target[R]]:
         raise NotImplementedError
+
+    def prepare(self, result: R) -> None:
+        """Called the moment the result exists, before progress stops: start whatever the first send needs
+        (reading and fitting files) so it overlaps that. Must not raise; a failure surfaces at ``send``."""
 
     async def tell(self, text: str) -> None:
         """A private note to the asker; must not raise (the runner guards it anyway)."""
@@ -288,6 +292,7 @@ class JobRunner:
         generation = generation_id_of(result)
         outlet = job.outlet
         try:
+            outlet.prepare(result)
             await self._finish(sink, result)
             failures: list[BaseException] = []
             for target in outlet.targets(result):

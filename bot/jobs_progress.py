@@ -12,6 +12,7 @@ what a frame is, how long it waits (``delay``) and how it is sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -34,6 +35,7 @@ class LatestFrame(Generic[F]):
         self.shown: F | None = None
         self._task: asyncio.Task[None] | None = None
         self._sending = False
+        self._newer = asyncio.Event()
         self.closed = False
         #: The destination said it is gone: nothing more is sent.
         self.gone = False
@@ -46,12 +48,23 @@ class LatestFrame(Generic[F]):
         if not self.alive:
             return
         self.wanted = frame
+        self._newer.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._pump(), name=self._name)
 
     async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
         while self.alive and self.wanted is not None and self.wanted != self.shown:
-            await asyncio.sleep(self._delay(self.wanted))
+            # A newer frame may only bring the send forward (a frame wanted at once, delay 0, goes now),
+            # never push it back: a steady stream of changes still shows one every ``delay``.
+            deadline = loop.time() + self._delay(self.wanted)
+            while (left := deadline - loop.time()) > 0:
+                self._newer.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self._newer.wait()
+                if self.wanted is not None:
+                    deadline = min(deadline, loop.time() + self._delay(self.wanted))
             if self.alive:
                 await self.send_now()
 

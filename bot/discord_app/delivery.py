@@ -129,6 +129,23 @@ def _fit_all(raw: list[tuple[bytes, str]], limit: int, stem: str) -> list[list[U
     ]
 
 
+def _read_and_fit(images: Sequence[StoredImage], limit: int,
+                  stem: str) -> tuple[list[tuple[bytes, str]], list[list[Upload]] | None]:
+    """One trip to a worker thread for the usual case: the files, and the batches for the interaction's
+    limit (None when they cannot fit: the target that tries says so)."""
+    raw = _read(images)
+    try:
+        return raw, _fit_all(raw, limit, stem)
+    except CannotFit:
+        return raw, None
+
+
+def _retrieved(task: asyncio.Task[object]) -> None:
+    """A preparation nobody awaited (the job was cut short) must not log "exception never retrieved"."""
+    if not task.cancelled():
+        task.exception()
+
+
 class ImageOutlet(Outlet[ImagineResult]):
     """A generation's images: the original response, else a private reply, else a direct message.
 
@@ -141,9 +158,20 @@ class ImageOutlet(Outlet[ImagineResult]):
     def __init__(self, interaction: discord.Interaction, build: Callable[[ImagineResult], Outgoing]) -> None:
         self._interaction = interaction
         self._build = build
-        self._raw: list[tuple[bytes, str]] | None = None
-        self._out: Outgoing | None = None
+        self._ready: asyncio.Task[tuple[Outgoing, list[tuple[bytes, str]], list[list[Upload]] | None]] | None = None
         self._limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
+
+    def prepare(self, result: ImagineResult) -> None:
+        """Build the message and read and fit the files while the progress display stops, so the upload
+        leaves as soon as it may (a failure here surfaces when the first target sends)."""
+        if self._ready is None:
+            self._ready = asyncio.create_task(self._load(result), name=f"prepare-{self._interaction.id}")
+            self._ready.add_done_callback(_retrieved)
+
+    async def _load(self, result: ImagineResult) -> tuple[Outgoing, list[tuple[bytes, str]], list[list[Upload]] | None]:
+        out = self._build(result)
+        raw, batches = await asyncio.to_thread(_read_and_fit, out.images, self._limit, out.stem)
+        return out, raw, batches
 
     def targets(self, result: ImagineResult) -> Sequence[Target[ImagineResult]]:
         return [
@@ -153,13 +181,15 @@ class ImageOutlet(Outlet[ImagineResult]):
         ]
 
     async def _send_to(self, target: str, result: ImagineResult, failures: Sequence[BaseException]) -> None:
-        if self._out is None:
-            self._out = self._build(result)
-            self._raw = await asyncio.to_thread(_read, self._out.images)
-        out, raw = self._out, self._raw or []
+        self.prepare(result)
+        assert self._ready is not None
+        out, raw, fitted = await self._ready
         budget = min(self._limit, DEFAULT_UPLOAD_LIMIT) if target == DM else self._limit
         for attempt in range(2):
-            batches = await asyncio.to_thread(_fit_all, raw, budget, out.stem)
+            if attempt == 0 and budget == self._limit and fitted is not None:
+                batches = fitted
+            else:
+                batches = await asyncio.to_thread(_fit_all, raw, budget, out.stem)
             try:
                 await _send(self._interaction, target, out, batches)
                 break

@@ -56,6 +56,8 @@ class Frame:
     text: str
     image: bytes | None = None
     filename: str = ""
+    #: Sent without the settle (the last text before the result).
+    now: bool = False
 
 
 class ProgressMessage:
@@ -76,17 +78,27 @@ class ProgressMessage:
         """The core's progress callback."""
         if stage == "preview":
             self.preview(details)
+        elif stage == "made":
+            # The provider is done; the core still stores the images and settles the charge. "Uploading…"
+            # goes out now, without a settle, so its edit overlaps that work instead of preceding the upload.
+            self.uploading(int(details.get("count", 0) or 0))
         else:
             self.show(stage_text(stage, details))
 
     async def finish(self, result: object | None) -> None:
-        """Before delivery: "Uploading N images" at once (no settle), or, when the job failed, just stop."""
+        """Before delivery: "Uploading N images" at once (unless already shown), or, when the job failed,
+        just stop."""
         images = getattr(result, "images", None)
         if images:
-            self.show(f"\N{OUTBOX TRAY} Uploading {plural(len(images), 'image')}…")
+            self.uploading(len(images))
             await self.close()
         else:
             await self.close(flush=False)
+
+    def uploading(self, count: int) -> None:
+        """The last progress text before the result, sent at once (no settle)."""
+        if count > 0:
+            self._frames.want(Frame(f"\N{OUTBOX TRAY} Uploading {plural(count, 'image')}…", now=True))
 
     def show(self, text: str) -> None:
         self._frames.want(Frame(text))
@@ -103,6 +115,8 @@ class ProgressMessage:
         self._frames.want(Frame(stage_text("preview", details), bytes(data), f"preview-{details.get('index', 0)}.{ext}"))
 
     def _delay(self, frame: Frame) -> float:
+        if frame.now:
+            return 0.0
         if frame.image is None:
             return self._settle
         return max(self._settle, self._last_preview + self._interval - self._clock())
@@ -129,5 +143,5 @@ class ProgressMessage:
         await frames.close(timeout)
         wanted, shown = frames.wanted, frames.shown
         if flush and not frames.gone and wanted is not None and (shown is None or wanted.text != shown.text):
-            frames.wanted = Frame(wanted.text)
+            frames.wanted = Frame(wanted.text, now=wanted.now)
             await frames.send_now()
