@@ -15,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import ImagebotError
 from bot.jobs import Outlet, Target
-from bot.models import ImagineResult
+from bot.models import ImagineResult, StoredImage
 from bot.replies import error_text, imagine_summary, plural
 
 from .apierrors import CHANNEL_ERRORS, error_code, report
@@ -45,8 +45,8 @@ def summary_text(result: ImagineResult, user_id: str) -> str:
 async def _post(client: AsyncWebClient, result: ImagineResult, user_id: str, channel: str,
                 thread_ts: str | None) -> None:
     uploads: list[dict[str, Any]] = []
-    for i, image in enumerate(result.images):
-        data = await asyncio.to_thread(image.path.read_bytes)
+    contents = await asyncio.to_thread(_read_all, result.images)  # one trip to a worker thread, not one per image
+    for i, (image, data) in enumerate(zip(result.images, contents, strict=True)):
         ext = EXTENSIONS.get(image.mime, "png")
         uploads.append({
             "file": data, "filename": f"imagebot-{result.generation_id[:8]}-{i + 1}.{ext}",
@@ -62,6 +62,10 @@ async def _post(client: AsyncWebClient, result: ImagineResult, user_id: str, cha
         )
     except Exception as exc:  # noqa: BLE001 - the images are there (no refund, no re-post); only the buttons are missing
         report(exc, "chat.postMessage")
+
+
+def _read_all(images: Sequence[StoredImage]) -> list[bytes]:
+    return [image.path.read_bytes() for image in images]
 
 
 class ImagesOutlet(Outlet[ImagineResult]):

@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bot.config import load_config  # noqa: E402
 from bot.discord_app import run_discord  # noqa: E402
+from providers.base import GeneratedImage, GenerationRequest  # noqa: E402
 from storage.sqlite import SqliteStore  # noqa: E402
 from tests.doubles import ScriptedProvider, make_core  # noqa: E402
 from tests.fakes.discord_api import Call, FakeDiscord, Payloads  # noqa: E402
@@ -43,6 +46,26 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
+class TimedProvider(ScriptedProvider):
+    """The slow double, noting when each call starts and ends (for ``--breakdown``; the clock is shared
+    by both processes: ``time.perf_counter`` is the system's monotonic clock)."""
+
+    def __init__(self, log: Path, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.log = log
+        self.times: dict[str, tuple[float, float]] = {}
+
+    async def generate(self, request: GenerationRequest) -> list[GeneratedImage]:
+        started = time.perf_counter()
+        try:
+            return await super().generate(request)
+        finally:
+            self.times[request.prompt] = (started, time.perf_counter())
+
+    def save(self) -> None:
+        self.log.write_text(json.dumps(self.times))
+
+
 async def serve_bot(workdir: Path, api_base: str, gateway: str, delay: float, concurrency: int) -> None:
     """The bot process: ``run_discord`` on a core whose registry holds the slow double."""
     (workdir / "imagebot.toml").write_text("")
@@ -52,11 +75,13 @@ async def serve_bot(workdir: Path, api_base: str, gateway: str, delay: float, co
         "DISCORD_TOKEN": "bench-token", "DISCORD_API_BASE_URL": api_base, "DISCORD_GATEWAY_URL": gateway,
     }
     config = load_config(env=env, path=workdir / "imagebot.toml")
-    slow = ScriptedProvider("slow", delay=delay, concurrency=concurrency, max_per_call=1, sizes=("256x256",))
+    slow = TimedProvider(workdir / "provider-times.jsonl", "slow", delay=delay, concurrency=concurrency,
+                         max_per_call=1, sizes=("256x256",))
     async with make_core(config, [slow]) as core:
         task = asyncio.create_task(run_discord(core, config))
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         await asyncio.gather(task, return_exceptions=True)
+    slow.save()
 
 
 def delivered(calls: list[Call]) -> Call | None:
@@ -80,7 +105,31 @@ async def result_ratios(fake: FakeDiscord, payloads: list[dict[str, object]], de
     return [(r.at - fake.dispatched[t]) / delay for r, t in zip(found, tokens, strict=True)]
 
 
-async def run(requests: int, delay: float, concurrency: int, workdir: Path, burst: int = 40) -> bool:
+def print_breakdown(calls: dict[str, tuple[float, list[Call]]], provider: dict[str, list[float]]) -> None:
+    """Where the burst's time went, per command (ms, p50 / max over the burst): dispatch -> defer received,
+    -> provider call starts, provider ends -> the next REST call arrives, -> the result arrives; and which
+    calls each command made."""
+    phases: dict[str, list[float]] = {"dispatch->defer": [], "defer->provider": [], "dispatch->provider": [],
+                                      "provider end->next call": [], "provider end->result": [],
+                                      "calls after provider": []}
+    for prompt, (dispatched, made) in calls.items():
+        start, end = provider[prompt]
+        result = delivered(made)
+        if result is None:
+            continue
+        after = [c for c in made if c.at >= end]
+        phases["dispatch->defer"].append(made[0].at - dispatched)
+        phases["defer->provider"].append(start - made[0].at)
+        phases["dispatch->provider"].append(start - dispatched)
+        phases["provider end->next call"].append(after[0].at - end if after else 0.0)
+        phases["provider end->result"].append(result.at - end)
+        phases["calls after provider"].append(len(after) / 1000)
+    for name, values in phases.items():
+        print(f"  {name:<24} p50 {percentile(values, 50) * 1000:6.1f} ms   max {max(values) * 1000:6.1f} ms")
+
+
+async def run(requests: int, delay: float, concurrency: int, workdir: Path, burst: int = 40,
+              breakdown: bool = False) -> bool:
     fake = await FakeDiscord().start()
     payloads = Payloads(fake)
     # The bot runs in its own process, as in production: the fake Discord does not share its event loop.
@@ -98,7 +147,10 @@ async def run(requests: int, delay: float, concurrency: int, workdir: Path, burs
         await fake.dispatch(warm)
         await fake.wait_for(lambda: delivered(fake.for_token(warm["token"])), timeout=60)
 
-        ratios = await result_ratios(fake, [imagine(5000 + i, f"burst fox {i}") for i in range(burst)], delay)
+        burst_payloads = [imagine(5000 + i, f"burst fox {i}") for i in range(burst)]
+        ratios = await result_ratios(fake, burst_payloads, delay)
+        burst_calls = {f"burst fox {i}": (fake.dispatched[str(p["token"])], list(fake.for_token(p["token"])))
+                       for i, p in enumerate(burst_payloads)}
 
         batch = [imagine(1000 + i, f"benchmark fox {i}") for i in range(requests)]
         tokens = [str(p["token"]) for p in batch]
@@ -156,6 +208,8 @@ async def run(requests: int, delay: float, concurrency: int, workdir: Path, burs
           f"{last:.2f}x the provider's {delay:.1f} s (per command p50 {percentile(ratios, 50):.2f}x, "
           f"min {min(ratios):.2f}x)")
     fast = last <= TARGET_RATIO
+    if breakdown:
+        print_breakdown(burst_calls, json.loads((workdir / "provider-times.jsonl").read_text()))
     print(f"target command -> last image <= {TARGET_RATIO:.1f}x: {'met' if fast else 'MISSED'}")
     return ok and fast
 
@@ -170,13 +224,16 @@ def main() -> int:
     parser.add_argument("--delay", type=float, default=2.0, help="provider seconds per image")
     parser.add_argument("--provider-concurrency", type=int, default=50)
     parser.add_argument("--burst", type=int, default=40, help="concurrent commands for the result-latency figure")
+    parser.add_argument("--breakdown", action="store_true", help="print where the burst's time went")
     parser.add_argument("--dir", type=Path, default=None, help="where the SQLite file goes (default: a temp dir)")
     args = parser.parse_args()
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
-        return 0 if asyncio.run(run(args.requests, args.delay, args.provider_concurrency, args.dir, args.burst)) else 1
+        return 0 if asyncio.run(run(args.requests, args.delay, args.provider_concurrency, args.dir, args.burst,
+                                           args.breakdown)) else 1
     with tempfile.TemporaryDirectory() as tmp:
-        return 0 if asyncio.run(run(args.requests, args.delay, args.provider_concurrency, Path(tmp), args.burst)) else 1
+        return 0 if asyncio.run(run(args.requests, args.delay, args.provider_concurrency, Path(tmp), args.burst,
+                                           args.breakdown)) else 1
 
 
 if __name__ == "__main__":

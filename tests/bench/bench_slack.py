@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import socket
 import statistics
@@ -49,6 +50,9 @@ class SlowProvider:
 
     def __init__(self, delay: float, concurrency: int) -> None:
         self.delay = delay
+        #: prompt -> (start, end) of its call, for ``--breakdown`` (``time.monotonic`` is the system's clock,
+        #: shared by both processes).
+        self.times: dict[str, tuple[float, float]] = {}
         self.capabilities = Capabilities(
             models=(ModelInfo("slow-1", sizes=("256x256", "1024x1024"), max_per_call=1),),
             default_model="slow-1", concurrency=concurrency,
@@ -56,7 +60,9 @@ class SlowProvider:
         self.image = render("benchmark", "256x256", "natural", 0, 0)
 
     async def generate(self, request: GenerationRequest) -> list[GeneratedImage]:
+        started = time.monotonic()
         await asyncio.sleep(self.delay * request.count)
+        self.times[request.prompt] = (started, time.monotonic())
         return [GeneratedImage(self.image) for _ in range(request.count)]
 
     async def aclose(self) -> None:
@@ -81,11 +87,13 @@ async def serve_bot(workdir: Path, api_url: str, port: int, delay: float, concur
     """The bot process: the real entry point ``run_slack`` on a core whose registry holds the slow double."""
     (workdir / "imagebot.toml").write_text("")
     config = load_config(env=bot_env(workdir, api_url, port), path=workdir / "imagebot.toml")
-    async with make_core(config, [SlowProvider(delay, concurrency)]) as core:
+    slow = SlowProvider(delay, concurrency)
+    async with make_core(config, [slow]) as core:
         task = asyncio.create_task(run_slack(core, config))
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
         await asyncio.gather(task, return_exceptions=True)
+    (workdir / "provider-times.json").write_text(json.dumps(slow.times))
 
 
 def raw_request(fake: FakeSlack, port: int, i: int) -> bytes:
@@ -114,11 +122,23 @@ async def timed_ack(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return seconds
 
 
+def print_breakdown(sent: dict[str, float], done: dict[str, float], provider: dict[str, list[float]]) -> None:
+    """Where the burst's time went (ms, p50 / max over the burst): command sent -> provider call starts,
+    provider ends -> upload complete."""
+    phases: dict[str, list[float]] = {"sent->provider": [], "provider end->result": []}
+    for i, user in enumerate(sent):
+        start, end = provider[f"burst fox {i}"]
+        phases["sent->provider"].append(start - sent[user])
+        phases["provider end->result"].append(done[user] - end)
+    for name, values in phases.items():
+        print(f"  {name:<24} p50 {percentile(values, 50) * 1000:6.1f} ms   max {max(values) * 1000:6.1f} ms")
+
+
 async def result_ratios(fake: FakeSlack, http: aiohttp.ClientSession, url: str, burst: int,
-                        delay: float) -> list[float]:
+                        delay: float, sent: dict[str, float], done: dict[str, float]) -> list[float]:
     """``burst`` concurrent signed /imagine; for each, the seconds from sending it to its upload completing
-    (``files.completeUploadExternal`` accepted by the fake), divided by the provider latency."""
-    sent: dict[str, float] = {}
+    (``files.completeUploadExternal`` accepted by the fake), divided by the provider latency. ``sent`` and
+    ``done`` are filled in: user -> when the command was sent, when its upload completed."""
     before = len(fake.uploads)
 
     async def send(i: int) -> None:
@@ -134,11 +154,13 @@ async def result_ratios(fake: FakeSlack, http: aiohttp.ClientSession, url: str, 
     ratios = []
     for upload in fake.uploads[before:]:
         user = next(u for u in sent if f"<@{u}>" in upload.initial_comment)
+        done[user] = upload.at
         ratios.append((upload.at - sent[user]) / delay)
     return ratios
 
 
-async def run(requests: int, delay: float, concurrency: int, workdir: Path, burst: int = 40) -> bool:
+async def run(requests: int, delay: float, concurrency: int, workdir: Path, burst: int = 40,
+              breakdown: bool = False) -> bool:
     fake = await FakeSlack().start()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -166,7 +188,9 @@ async def run(requests: int, delay: float, concurrency: int, workdir: Path, burs
             await one(-1, "U0WARM001")  # Bolt calls auth.test on its first request: keep it out of the figures
             await fake.until(lambda: fake.uploads, timeout=60)
             fake.uploads.clear()
-            ratios = await result_ratios(fake, http, url, burst, delay)
+            sent: dict[str, float] = {}
+            done: dict[str, float] = {}
+            ratios = await result_ratios(fake, http, url, burst, delay, sent, done)
             fake.uploads.clear()
             # Slack's requests come from many machines: prepare, sign and connect all of them first, so the
             # figures measure the bot's answer, not this one client process building 200 requests.
@@ -209,6 +233,8 @@ async def run(requests: int, delay: float, concurrency: int, workdir: Path, burs
           f"{last:.2f}x the provider's {delay:.1f} s (per command p50 {percentile(ratios, 50):.2f}x, "
           f"min {min(ratios):.2f}x)")
     fast = last <= TARGET_RATIO
+    if breakdown:
+        print_breakdown(sent, done, json.loads((workdir / "provider-times.json").read_text()))
     print(f"target command -> last image <= {TARGET_RATIO:.1f}x: {'met' if fast else 'MISSED'}")
     return ok and fast
 
@@ -223,13 +249,16 @@ def main() -> int:
     parser.add_argument("--delay", type=float, default=2.0, help="provider seconds per image")
     parser.add_argument("--provider-concurrency", type=int, default=50)
     parser.add_argument("--burst", type=int, default=40, help="concurrent commands for the result-latency figure")
+    parser.add_argument("--breakdown", action="store_true", help="print where the burst's time went")
     parser.add_argument("--dir", type=Path, default=None, help="where the SQLite file goes (default: a temp dir)")
     args = parser.parse_args()
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
-        return 0 if asyncio.run(run(args.requests, args.delay, args.provider_concurrency, args.dir, args.burst)) else 1
+        return 0 if asyncio.run(run(args.requests, args.delay, args.provider_concurrency, args.dir, args.burst,
+                                           args.breakdown)) else 1
     with tempfile.TemporaryDirectory() as tmp:
-        return 0 if asyncio.run(run(args.requests, args.delay, args.provider_concurrency, Path(tmp), args.burst)) else 1
+        return 0 if asyncio.run(run(args.requests, args.delay, args.provider_concurrency, Path(tmp), args.burst,
+                                           args.breakdown)) else 1
 
 
 if __name__ == "__main__":
