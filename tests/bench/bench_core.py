@@ -4,7 +4,8 @@ The provider hands back a ready-made image (a distinct PNG per call, encoded bef
 starts), so nothing is drawn: the figures are the core's own Python, the rate limiter, the SQLite
 ledger on a real file (WAL, ``synchronous=FULL``) and the image store writing real files.
 
-Prints, in one run:
+Prints, in one run, after how long creating one small file takes on that disk (every stored image
+pays it; on ext4 it grows after many deletions nearby, which moves (a) and (b) more than code does):
   (a) core overhead per /imagine, p50 and p99, one user at a time;
   (b) /imagine commands per second, 200 concurrent users from 20 servers;
   (c) the raw durable (WAL, synchronous=FULL) single-row write-transaction rate on the same disk, and
@@ -148,6 +149,19 @@ def raw_rate(tmp: Path, n: int) -> float:
     return n / elapsed
 
 
+def file_creation_ms(tmp: Path, n: int = 200) -> float:
+    """How long creating one small file takes in a fresh folder on the disk, in ms. Not a target: on
+    ext4 it grows after many files were deleted nearby (a test run, an earlier benchmark), and every
+    stored image pays it, so it explains much of the spread of (a) and (b) between runs."""
+    folder = tmp / "creation"
+    folder.mkdir()
+    start = time.perf_counter()
+    for i in range(n):
+        with open(folder / f"{i}.png", "xb") as out:
+            out.write(b"x" * 12000)
+    return (time.perf_counter() - start) / n * 1000
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -162,6 +176,7 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp_name:
         tmp = Path(tmp_name)
+        print(f"disk: creating a small file takes {file_creation_ms(tmp):.2f} ms (every stored image pays it)")
         raw_before = raw_rate(tmp, args.raw // 2)
         p50, p99 = await overhead(tmp, args.commands)
         print(f"(a) core overhead per /imagine, one user at a time: p50 {p50:.2f} ms, p99 {p99:.2f} ms"
