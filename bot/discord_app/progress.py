@@ -8,8 +8,10 @@ the acknowledgements of later commands are not queued behind progress edits of e
 Previews (partial images while the model draws) are edits with the picture attached, at most one every
 ``preview_interval`` seconds: a newer preview replaces one still waiting, so only the newest is sent.
 
-Progress never delays a result: ``close`` cancels an edit that is still waiting (a settle or the preview
-interval) instead of waiting it out. Only an edit already on the wire is let finish (bounded by
+"Uploading N images…" goes out, without a settle, when the core says the images exist (stage ``made``), so
+it overlaps the core's storing and settling. Progress never delays a result: when the result is ready no new
+edit is sent (the result replaces whatever is shown), and ``close`` cancels an edit that is still waiting (a
+settle or the preview interval) instead of waiting it out. Only an edit already on the wire is let finish (bounded by
 ``timeout``), so that it can never land after the result and overwrite it.
 """
 
@@ -86,14 +88,10 @@ class ProgressMessage:
             self.show(stage_text(stage, details))
 
     async def finish(self, result: object | None) -> None:
-        """Before delivery: "Uploading N images" at once (unless already shown), or, when the job failed,
-        just stop."""
-        images = getattr(result, "images", None)
-        if images:
-            self.uploading(len(images))
-            await self.close()
-        else:
-            await self.close(flush=False)
+        """Before delivery, or when the job failed: stop. Nothing new is sent now: the result replaces
+        whatever is shown, so an edit right before it would only delay it ("Uploading…" went out when the
+        core said the images exist, and is let finish if it is still on the wire)."""
+        await self.close(flush=False)
 
     def uploading(self, count: int) -> None:
         """The last progress text before the result, sent at once (no settle)."""
