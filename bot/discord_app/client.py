@@ -43,7 +43,7 @@ def invite_url(application_id: int) -> str:
     return discord.utils.oauth_url(application_id, permissions=INVITE_PERMISSIONS, scopes=INVITE_SCOPES)
 
 
-class ImagebotTree(app_commands.CommandTree):  # type: ignore[type-arg]
+class ImagebotTree(app_commands.CommandTree):
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         if isinstance(error, app_commands.CommandNotFound | app_commands.CommandSignatureMismatch):
             text = ("Discord sent an old version of this command; it refreshes within a minute. "
@@ -77,7 +77,7 @@ class _Setup:
         log.info("logged in to Discord as %s; invite URL: %s", self.user, invite_url(app_id))  # type: ignore[attr-defined]
 
 
-async def sync_commands(tree: app_commands.CommandTree, guilds: tuple[int, ...]) -> None:  # type: ignore[type-arg]
+async def sync_commands(tree: app_commands.CommandTree, guilds: tuple[int, ...]) -> None:
     try:
         if not guilds:
             await tree.sync()

@@ -121,6 +121,7 @@ def build_commands(*, dms: bool = True) -> list[app_commands.Command | app_comma
     async def credits(interaction: discord.Interaction) -> None:
         await flows.credits_command(interaction)
 
-    for command in (imagine, enhance, credits):
+    chat_commands: list[app_commands.Command] = [imagine, enhance, credits]  # type: ignore[type-arg]
+    for command in chat_commands:
         command.guild_only = not dms
     return [imagine, enhance, credits, build_admin_group()]

@@ -67,10 +67,11 @@ async def defer(interaction: discord.Interaction, *, ephemeral: bool = False) ->
         return False
 
 
-async def dm(user: discord.abc.User, content: str | None = None, *, embed: discord.Embed | None = None,
+async def dm(user: discord.User | discord.Member, content: str | None = None, *, embed: discord.Embed | None = None,
              files: Sequence[Upload] = ()) -> bool:
     try:
-        await user.send(content, embed=embed, files=[to_file(u) for u in files], allowed_mentions=NO_MENTIONS)
+        await user.send(content, embed=embed or discord.utils.MISSING, files=[to_file(u) for u in files],
+                        allowed_mentions=NO_MENTIONS)
         return True
     except discord.HTTPException as exc:
         log.warning("could not DM user %s: %s (%s)", user.id, exc.status, exc.code)
@@ -83,21 +84,21 @@ async def say(interaction: discord.Interaction, text: str | None, *, ephemeral: 
 
     Before any response this is the first (ephemeral) response; after a defer it replaces the
     original response's text. Returns whether anyone could be told."""
-    extra: dict[str, object] = {"view": view} if view is not None else {}
+    missing = discord.utils.MISSING
     try:
         if not interaction.response.is_done():
-            await interaction.response.send_message(text, ephemeral=ephemeral, embed=embed or discord.utils.MISSING,
-                                                    allowed_mentions=NO_MENTIONS, **extra)  # type: ignore[arg-type]
+            await interaction.response.send_message(text, ephemeral=ephemeral, embed=embed or missing,
+                                                    allowed_mentions=NO_MENTIONS, view=view or missing)
         else:
             await interaction.edit_original_response(content=text, embed=embed, attachments=[],
-                                                     allowed_mentions=NO_MENTIONS, **extra)  # type: ignore[arg-type]
+                                                     allowed_mentions=NO_MENTIONS, view=view or missing)
         return True
     except discord.HTTPException as exc:
         log.warning("reply to interaction %s refused: %s (%s)", interaction.id, exc.status, exc.code)
         if not is_gone(exc) and interaction.response.is_done():
             try:
-                await interaction.followup.send(text, ephemeral=True, embed=embed or discord.utils.MISSING,
-                                                allowed_mentions=NO_MENTIONS, **extra)  # type: ignore[arg-type]
+                await interaction.followup.send(text or missing, ephemeral=True, embed=embed or missing,
+                                                allowed_mentions=NO_MENTIONS, view=view or missing)
                 return True
             except discord.HTTPException:
                 pass

@@ -64,7 +64,7 @@ async def _start(interaction: discord.Interaction, rt: Runtime, job: Job[Any], *
 def _images_job(interaction: discord.Interaction, kind: str, work: Work) -> Job[ImagineResult]:
     def build(result: ImagineResult) -> Outgoing:
         return Outgoing(embed=result_embed(result, interaction.user), images=result.images,
-                        stem=f"imagebot-{result.generation_id[:8]}", view=result_view(result))
+                        stem=f"imagebot-{result.generation_id[-8:]}", view=result_view(result))
 
     return Job(kind, work, ImageOutlet(interaction, build), ProgressMessage(interaction))
 

@@ -47,7 +47,7 @@ class GenerationButton(
                              match: Any) -> GenerationButton:
         return cls(match["action"], match["gen"], int(match["index"] or 0))
 
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+    async def callback(self, interaction: discord.Interaction) -> None:
         """Handled by whatever ``flows.register`` put on the runtime (no import of the flows here)."""
         await runtime_of(interaction).press(interaction, self.action, self.generation_id, self.index)
 

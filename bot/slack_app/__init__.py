@@ -71,11 +71,11 @@ async def run_slack(core: Imagebot, config: Config, *, grace: float = DEFAULT_GR
             await check_app_token(bot)
             handler = socket_handler(bot.app, settings.app_token)
             try:
-                await handler.connect_async()  # retries by itself while Slack is unreachable
+                await handler.connect_async()  # type: ignore[no-untyped-call]  # retries while Slack is unreachable
                 log.info("Slack: connected in Socket Mode")
                 await asyncio.Event().wait()
             finally:
-                await handler.close_async()
+                await handler.close_async()  # type: ignore[no-untyped-call]
         else:
             try:
                 runner, port = await serve_http(bot.app, settings.http_host, settings.http_port, bot.jobs.acks)

@@ -49,7 +49,7 @@ async def _post(client: AsyncWebClient, result: ImagineResult, user_id: str, cha
     for i, (image, data) in enumerate(zip(result.images, contents, strict=True)):
         ext = EXTENSIONS.get(image.mime, "png")
         uploads.append({
-            "file": data, "filename": f"imagebot-{result.generation_id[:8]}-{i + 1}.{ext}",
+            "file": data, "filename": f"imagebot-{result.generation_id[-8:]}-{i + 1}.{ext}",
             "title": f"Image {i + 1} of {len(result.images)}", "alt_txt": result.prompt[:1000],
         })
     await client.files_upload_v2(

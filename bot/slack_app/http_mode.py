@@ -43,5 +43,6 @@ async def serve_http(app: AsyncApp, host: str, port: int,
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
     server = site._server  # noqa: SLF001 - the only way to learn the port when 0 was asked for
-    bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
+    sockets = getattr(server, "sockets", None)  # an asyncio.Server once started
+    bound = sockets[0].getsockname()[1] if sockets else port
     return runner, int(bound)
