@@ -3,6 +3,7 @@ and the upload fitting on its own."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import random
 from pathlib import Path
@@ -148,7 +149,7 @@ async def test_the_benchmark_script_runs_end_to_end(tmp_path: Path, capsys: pyte
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
-    await bench.run(5, 0.05, 2, tmp_path)
+    await asyncio.wait_for(bench.run(5, 0.05, 2, tmp_path), 150)  # a hang fails here, showing where
     assert (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY) == saved
     out = capsys.readouterr().out
     assert "defer latency: p50" in out and "every image delivered after" in out and "ledger audit: balanced" in out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import statistics
@@ -128,6 +129,21 @@ def print_breakdown(calls: dict[str, tuple[float, list[Call]]], provider: dict[s
         print(f"  {name:<24} p50 {percentile(values, 50) * 1000:6.1f} ms   max {max(values) * 1000:6.1f} ms")
 
 
+async def stop_bot(bot: asyncio.subprocess.Process) -> None:
+    """SIGTERM (the bot drains its jobs), then SIGKILL if it is still there after a minute; never hang
+    on a child whose exit the event loop did not hear about."""
+    if bot.returncode is None:
+        bot.terminate()
+    try:
+        await asyncio.wait_for(bot.wait(), 60)
+    except TimeoutError:
+        if bot.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                bot.kill()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(bot.wait(), 5)
+
+
 async def run(requests: int, delay: float, concurrency: int, workdir: Path, burst: int = 40,
               breakdown: bool = False) -> bool:
     fake = await FakeDiscord().start()
@@ -182,10 +198,8 @@ async def run(requests: int, delay: float, concurrency: int, workdir: Path, burs
         queued = sum(1 for t in tokens if any("Queued" in (c.content or "") for c in fake.by_token[t]))
         first_call = [fake.by_token[t][0].json for t in tokens]
     finally:
-        if bot.returncode is None:
-            bot.terminate()
-        await bot.wait()
-        await fake.stop()
+        await stop_bot(bot)
+        await asyncio.wait_for(fake.stop(), 30)
     store = SqliteStore(workdir / "imagebot.sqlite3")
     await store.open()
     audit = await store.audit()

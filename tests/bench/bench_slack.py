@@ -210,7 +210,11 @@ async def run(requests: int, delay: float, concurrency: int, workdir: Path, burs
     finally:
         if bot.returncode is None:
             bot.terminate()
-        await bot.wait()
+        try:  # never hang on a child whose exit the event loop did not hear about
+            await asyncio.wait_for(bot.wait(), 60)
+        except TimeoutError:
+            if bot.returncode is None:
+                bot.kill()
         await fake.close()
     store = SqliteStore(workdir / "imagebot.sqlite3")
     await store.open()
