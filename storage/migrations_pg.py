@@ -110,10 +110,30 @@ CREATE INDEX reservations_expiry ON reservations (status, expires_at);
 CREATE UNIQUE INDEX ledger_movement ON ledger (request_id, kind)
 """
 
+# The generation row is the job: one job row per generation that a worker runs and delivers. Payload and
+# address are JSON text (as on SQLite); the partial indexes keep claim and the queue counts on the few rows
+# that are not done, however long the history grows.
+M004_JOBS = """
+CREATE TABLE jobs (
+    id         TEXT             PRIMARY KEY REFERENCES generations (id),
+    state      TEXT             NOT NULL CHECK (state IN ('queued', 'running', 'delivering', 'done')),
+    payload    TEXT             NOT NULL,
+    address    TEXT             NOT NULL,
+    deliver_by DOUBLE PRECISION NOT NULL,
+    attempts   INTEGER          NOT NULL,
+    holder     TEXT             NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    outcome    TEXT             NOT NULL DEFAULT '',
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX jobs_open ON jobs (state, created_at) WHERE state <> 'done'
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", M001_INITIAL),
     ("m002_usage_tokens", M002_USAGE_TOKENS),
     ("m003_leases", M003_LEASES),
+    ("m004_jobs", M004_JOBS),
 ]
 
 #: The first key of the two-key advisory lock (the second is the schema's hash), so imagebot's lock

@@ -53,6 +53,8 @@ from .ledger import (
     DuplicateRequest,
     GenerationRow,
     ImageRow,
+    JobRow,
+    JobSpec,
     ReadOnlyLedger,
     RevokeAboveBalance,
     Settlement,
@@ -354,25 +356,31 @@ class PostgresLedger:
         max_concurrent: int,
         lease: float,
         generation: Mapping[str, Any],
+        job: JobSpec | None = None,
+        queued: bool = False,
     ) -> int:
-        """Hold ``amount`` credits and open a PENDING generation, atomically, under this holder's
-        lease; return the balance left.
+        """Hold ``amount`` credits and open a PENDING generation (and its job, with ``job``),
+        atomically, under this holder's lease; return the balance left.
 
         The account row is locked before the live reservations are counted, so no other process can
         pass the concurrent-jobs limit (or spend the same credits) between the count and the charge.
+        A queued job's reservation is held by nobody and counts as live for as long as it waits.
         """
+        queued = queued and job is not None
 
         async def run(cur: Cursor) -> int:
             now = self.clock()
             balance, _ = await self._lock_account(cur, identity, now)
             # One statement after the lock (so it sees every reservation committed before it): the
-            # checks, the conditional charge, and the ledger row, the reservation and the generation
-            # only if the charge happened.
+            # checks, the conditional charge, and the ledger row, the reservation, the generation and
+            # the job only if the charge happened.
             await cur.execute(
                 "WITH state AS ("
                 "  SELECT EXISTS (SELECT 1 FROM reservations WHERE id = %(rid)s) AS dup,"
-                "   (SELECT COUNT(*) FROM reservations WHERE status = 'held' AND expires_at > %(now)s"
-                "    AND platform = %(platform)s AND server_id = %(server)s AND user_id = %(user)s) AS running"
+                "   (SELECT COUNT(*) FROM reservations r WHERE r.status = 'held'"
+                "    AND r.platform = %(platform)s AND r.server_id = %(server)s AND r.user_id = %(user)s"
+                "    AND (r.expires_at > %(now)s OR EXISTS (SELECT 1 FROM jobs j WHERE j.id = r.id"
+                "     AND j.state = 'queued'))) AS running"
                 "), charged AS ("
                 "  UPDATE accounts SET balance = balance - %(amount)s, updated_at = %(now)s"
                 "  WHERE platform = %(platform)s AND server_id = %(server)s AND user_id = %(user)s"
@@ -393,15 +401,25 @@ class PostgresLedger:
                 "   model, prompt, options, status, credits_reserved, created_at)"
                 "  SELECT %(rid)s, %(platform)s, %(server)s, %(user)s, %(channel)s, %(command)s, %(provider)s,"
                 "   %(model)s, %(prompt)s, %(options)s, 'PENDING', %(amount)s, %(now)s FROM charged"
+                "), jobbed AS ("
+                "  INSERT INTO jobs (id, state, payload, address, deliver_by, attempts, holder, expires_at,"
+                "   created_at)"
+                "  SELECT %(rid)s, %(state)s, %(payload)s, %(address)s, %(deliver_by)s, %(attempts)s, %(holder)s,"
+                "   %(expires)s, %(now)s FROM charged WHERE %(job)s"
                 ") SELECT state.dup, state.running, (SELECT balance FROM charged) FROM state",
                 {
                     "amount": amount, "now": now, "limit": max_concurrent, "platform": identity.platform, "server": identity.server_id,
                     "user": identity.user_id, "rid": request_id, "actor": str(identity),
-                    "note": generation.get("command"), "holder": self.holder, "expires": now + lease,
+                    "note": generation.get("command"), "holder": "" if queued else self.holder,
+                    "expires": 0.0 if queued else now + lease,
                     "channel": generation.get("channel_id", ""), "command": generation["command"],
                     "provider": generation.get("provider"), "model": generation.get("model"),
                     "prompt": generation["prompt"],
                     "options": json.dumps(generation.get("options", {}), sort_keys=True),
+                    "job": job is not None, "state": "queued" if queued else "running",
+                    "payload": json.dumps(dict(job.payload) if job else {}, sort_keys=True),
+                    "address": json.dumps(dict(job.address) if job else {}, sort_keys=True),
+                    "deliver_by": job.deliver_by if job else 0.0, "attempts": 0 if queued else 1,
                 },
             )
             row = await cur.fetchone()
@@ -421,18 +439,100 @@ class PostgresLedger:
             raise DuplicateRequest(request_id=request_id) from None
 
     async def renew(self, request_id: str, *, lease: float) -> bool:
-        """The heartbeat: push this holder's live lease ``lease`` seconds ahead."""
+        """The heartbeat: push this holder's live leases (the reservation's while held, the job's until
+        done) ``lease`` seconds ahead, in one statement."""
 
         async def run(cur: Cursor) -> bool:
             now = self.clock()
             await cur.execute(
-                "UPDATE reservations SET expires_at = %s WHERE id = %s AND status = 'held' AND holder = %s"
-                " AND expires_at > %s",
-                (now + lease, request_id, self.holder, now),
+                "WITH res AS ("
+                "  UPDATE reservations SET expires_at = %(expires)s WHERE id = %(rid)s AND status = 'held'"
+                "  AND holder = %(holder)s AND expires_at > %(now)s RETURNING 1"
+                "), job AS ("
+                "  UPDATE jobs SET expires_at = %(expires)s WHERE id = %(rid)s AND state <> 'done'"
+                "  AND holder = %(holder)s AND expires_at > %(now)s RETURNING 1"
+                ") SELECT (SELECT COUNT(*) FROM res) + (SELECT COUNT(*) FROM job)",
+                {"expires": now + lease, "rid": request_id, "holder": self.holder, "now": now},
+            )
+            row = await cur.fetchone()
+            return bool(row and row[0])
+
+        return await self._write(run, single=True)
+
+    # -- jobs: the generation row is the job -----------------------------------------------------
+
+    async def claim(self, limit: int, *, lease: float) -> list[JobRow]:
+        """Take up to ``limit`` jobs, oldest first, queued or whose lease expired, with their held
+        reservations.
+
+        ``FOR UPDATE OF j, r SKIP LOCKED`` locks each job and its reservation or skips both, so two
+        claimers never take one job and a claim never waits on a settle (no lock cycle)."""
+        if limit <= 0:
+            if self.read_only:
+                raise ReadOnlyLedger("this ledger was opened read-only")
+            return []
+
+        async def run(cur: Cursor) -> list[JobRow]:
+            now = self.clock()
+            await cur.execute(_CLAIM, {"now": now, "limit": limit, "holder": self.holder, "expires": now + lease})
+            rows = await cur.fetchall()
+            return await self._jobs(cur, rows)
+
+        return await self._write(run)
+
+    async def _jobs(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> list[JobRow]:
+        """Job rows (``_JOB_SELECT``'s columns) with their generations and images, read on ``cur``."""
+        if not rows:
+            return []
+        await cur.execute(
+            "SELECT generation_id, sha256, mime, bytes, width, height FROM generation_images"
+            " WHERE generation_id = ANY(%s) ORDER BY generation_id, idx",
+            ([r[0] for r in rows],),
+        )
+        images: dict[str, list[ImageRow]] = {}
+        for gid, *image in await cur.fetchall():
+            images.setdefault(gid, []).append(ImageRow(*image))
+        return [_job(r, images.get(r[0], ())) for r in rows]
+
+    async def finish_job(self, request_id: str, outcome: str) -> bool:
+        """Mark this holder's job done with ``outcome`` and forget its address (its credential).
+        Fenced on the holder only: a lease that ran out while delivering still lets it finish."""
+
+        async def run(cur: Cursor) -> bool:
+            await cur.execute(
+                "UPDATE jobs SET state = 'done', outcome = %s, address = '{}'"
+                " WHERE id = %s AND state <> 'done' AND holder = %s",
+                (outcome, request_id, self.holder),
             )
             return cur.rowcount == 1
 
         return await self._write(run, single=True)
+
+    async def job(self, request_id: str) -> JobRow | None:
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        if self._empty:
+            return None
+
+        async def run(cur: Cursor) -> list[JobRow]:
+            await cur.execute(f"{_JOB_SELECT} WHERE j.id = %s", (request_id,))
+            return await self._jobs(cur, [tuple(r) for r in await cur.fetchall()])
+
+        # A transaction, so the job and its images are one snapshot.
+        found = await self._transaction(run)
+        return found[0] if found else None
+
+    async def queued_ahead(self, request_id: str) -> int:
+        rows = await self._read(
+            "SELECT COUNT(q.id) FROM jobs me JOIN jobs q ON q.state = 'queued' AND q.created_at < me.created_at"
+            " WHERE me.id = %s AND me.state = 'queued'",
+            (request_id,),
+        )
+        return int(rows[0][0]) if rows else 0
+
+    async def queue_depth(self) -> int:
+        rows = await self._read("SELECT COUNT(*) FROM jobs WHERE state = 'queued'")
+        return int(rows[0][0]) if rows else 0
 
     async def settle(
         self,
@@ -450,7 +550,8 @@ class PostgresLedger:
         input_tokens: int = 0,
         output_tokens: int = 0,
     ) -> Settlement:
-        """Consume ``consumed`` of the hold, give back the rest, and close the generation record.
+        """Consume ``consumed`` of the hold, give back the rest, close the generation record, and
+        move its job (if any) to ``delivering``.
 
         Fenced by one conditional update: unless the reservation is still held by this holder under a
         live lease, nothing changes and ``charged`` is False."""
@@ -487,15 +588,17 @@ class PostgresLedger:
         return await self.settle(request_id, 0, status="FAILED", error_code=code, duration_ms=duration_ms)
 
     async def release_expired(self) -> int:
-        """Refund held reservations whose lease has expired, whoever held them; mark their generations
-        FAILED (interrupted). Rows another sweeper is releasing right now are skipped, not waited for."""
+        """Refund held reservations whose lease has expired, whoever held them, that no worker can
+        resume (no job, or its job is done); mark their generations FAILED (interrupted). Rows another
+        sweeper is releasing right now are skipped, not waited for. A job not done is ``claim``'s."""
 
         async def run(cur: Cursor) -> int:
             now = self.clock()
             await cur.execute(
                 "UPDATE reservations SET status = 'released', settled_at = %s WHERE id IN ("
-                " SELECT id FROM reservations WHERE status = 'held' AND expires_at <= %s"
-                " FOR UPDATE SKIP LOCKED)"
+                " SELECT r.id FROM reservations r WHERE r.status = 'held' AND r.expires_at <= %s"
+                " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = r.id AND j.state <> 'done')"
+                " FOR UPDATE OF r SKIP LOCKED)"
                 " RETURNING id, platform, server_id, user_id, amount",
                 (now, now),
             )
@@ -670,7 +773,7 @@ class PostgresLedger:
 
 #: The whole settle as one statement (atomic by itself): the fence (the reservation still held by this
 #: holder under a live lease), the give-back, the ledger rows (consume, then release or refund, in that
-#: order), the generation and its images. No row back: fenced out, nothing changed.
+#: order), the generation and its images, and its job (if any) to ``delivering``. No row back: fenced out, nothing changed.
 _SETTLE = """
 WITH res AS (
     UPDATE reservations SET status = 'settled', settled_at = %(now)s
@@ -699,6 +802,8 @@ WITH res AS (
            duration_ms = %(duration)s, revised_prompt = %(revised)s, result_text = %(text)s,
            input_tokens = %(input)s, output_tokens = %(output)s, finished_at = %(now)s
     FROM res WHERE g.id = %(rid)s
+), delivering AS (
+    UPDATE jobs j SET state = 'delivering' FROM res WHERE j.id = %(rid)s AND j.state <> 'done'
 ), pictured AS (
     INSERT INTO generation_images (generation_id, idx, sha256, mime, bytes, width, height)
     SELECT %(rid)s, i.idx - 1, i.sha, i.mime, i.size, i.width, i.height
@@ -719,3 +824,46 @@ def _generation(row: tuple[Any, ...]) -> GenerationRow:
     values = list(row)
     values[9] = json.loads(values[9] or "{}")
     return GenerationRow(*values)
+
+
+_JOB_COLUMNS = "j.id, j.state, j.payload, j.address, j.deliver_by, j.attempts, j.holder, j.expires_at, j.outcome, j.created_at"
+_JOB_SELECT = (
+    f"SELECT {_JOB_COLUMNS}, "
+    + ", ".join(f"g.{c.strip()}" for c in _GEN_COLUMNS.split(","))
+    + " FROM jobs j JOIN generations g ON g.id = j.id"
+)
+
+#: One claim as one statement: pick the oldest claimable jobs, locking each with its reservation (or
+#: skipping it when another transaction holds either), take them (attempts + 1, queued -> running), take
+#: over the reservations still held, and return the rows as they now are with their generations.
+_CLAIM = f"""
+WITH picked AS (
+    SELECT j.id FROM jobs j JOIN reservations r ON r.id = j.id
+    WHERE j.state <> 'done' AND (j.holder = '' OR j.expires_at <= %(now)s)
+    ORDER BY j.created_at, j.id COLLATE "C"
+    LIMIT %(limit)s
+    FOR UPDATE OF j, r SKIP LOCKED
+), taken AS (
+    UPDATE jobs j SET holder = %(holder)s, expires_at = %(expires)s, attempts = j.attempts + 1,
+           state = CASE WHEN j.state = 'queued' THEN 'running' ELSE j.state END
+    FROM picked WHERE j.id = picked.id
+    RETURNING {_JOB_COLUMNS}
+), resumed AS (
+    UPDATE reservations r SET holder = %(holder)s, expires_at = %(expires)s
+    FROM taken WHERE r.id = taken.id AND r.status = 'held'
+)
+SELECT taken.*, {", ".join(f"g.{c.strip()}" for c in _GEN_COLUMNS.split(","))}
+FROM taken JOIN generations g ON g.id = taken.id
+ORDER BY taken.created_at, taken.id COLLATE "C"
+"""
+
+
+def _job(row: tuple[Any, ...], images: Iterable[ImageRow]) -> JobRow:
+    """A job row from ``_JOB_SELECT``'s (or ``_CLAIM``'s) columns: the job's ten, then the generation's."""
+    gen = _generation(row[10:])
+    return JobRow(
+        id=row[0], state=row[1], payload=json.loads(row[2] or "{}"), address=json.loads(row[3] or "{}"),
+        deliver_by=float(row[4]), attempts=int(row[5]), holder=row[6], expires_at=float(row[7]),
+        outcome=row[8], created_at=float(row[9]),
+        generation=GenerationRow(**{**gen.__dict__, "images": tuple(images)}),
+    )
