@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -364,9 +365,11 @@ class PostgresLedger:
 
         The account row is locked before the live reservations are counted, so no other process can
         pass the concurrent-jobs limit (or spend the same credits) between the count and the charge.
-        A queued job's reservation is held by nobody and counts as live for as long as it waits.
+        A queued job's reservation is held by nobody and never expires (``claim`` gives it a lease), so
+        it counts as live for as long as it waits.
         """
-        queued = queued and job is not None
+        if queued and job is None:
+            raise ValueError("a queued reservation needs its job (nobody could claim it otherwise)")
 
         async def run(cur: Cursor) -> int:
             now = self.clock()
@@ -377,10 +380,8 @@ class PostgresLedger:
             await cur.execute(
                 "WITH state AS ("
                 "  SELECT EXISTS (SELECT 1 FROM reservations WHERE id = %(rid)s) AS dup,"
-                "   (SELECT COUNT(*) FROM reservations r WHERE r.status = 'held'"
-                "    AND r.platform = %(platform)s AND r.server_id = %(server)s AND r.user_id = %(user)s"
-                "    AND (r.expires_at > %(now)s OR EXISTS (SELECT 1 FROM jobs j WHERE j.id = r.id"
-                "     AND j.state = 'queued'))) AS running"
+                "   (SELECT COUNT(*) FROM reservations WHERE status = 'held' AND expires_at > %(now)s"
+                "    AND platform = %(platform)s AND server_id = %(server)s AND user_id = %(user)s) AS running"
                 "), charged AS ("
                 "  UPDATE accounts SET balance = balance - %(amount)s, updated_at = %(now)s"
                 "  WHERE platform = %(platform)s AND server_id = %(server)s AND user_id = %(user)s"
@@ -395,7 +396,7 @@ class PostgresLedger:
                 "  INSERT INTO reservations (id, platform, server_id, user_id, amount, status, holder,"
                 "   created_at, expires_at)"
                 "  SELECT %(rid)s, %(platform)s, %(server)s, %(user)s, %(amount)s, 'held', %(holder)s,"
-                "   %(now)s, %(expires)s FROM charged"
+                "   %(now)s, %(res_expires)s FROM charged"
                 "), opened AS ("
                 "  INSERT INTO generations (id, platform, server_id, user_id, channel_id, command, provider,"
                 "   model, prompt, options, status, credits_reserved, created_at)"
@@ -405,13 +406,14 @@ class PostgresLedger:
                 "  INSERT INTO jobs (id, state, payload, address, deliver_by, attempts, holder, expires_at,"
                 "   created_at)"
                 "  SELECT %(rid)s, %(state)s, %(payload)s, %(address)s, %(deliver_by)s, %(attempts)s, %(holder)s,"
-                "   %(expires)s, %(now)s FROM charged WHERE %(job)s"
+                "   %(job_expires)s, %(now)s FROM charged WHERE %(job)s"
                 ") SELECT state.dup, state.running, (SELECT balance FROM charged) FROM state",
                 {
                     "amount": amount, "now": now, "limit": max_concurrent, "platform": identity.platform, "server": identity.server_id,
                     "user": identity.user_id, "rid": request_id, "actor": str(identity),
                     "note": generation.get("command"), "holder": "" if queued else self.holder,
-                    "expires": 0.0 if queued else now + lease,
+                    "res_expires": math.inf if queued else now + lease,
+                    "job_expires": 0.0 if queued else now + lease,
                     "channel": generation.get("channel_id", ""), "command": generation["command"],
                     "provider": generation.get("provider"), "model": generation.get("model"),
                     "prompt": generation["prompt"],
@@ -563,8 +565,14 @@ class PostgresLedger:
             "input": max(0, int(input_tokens)), "output": max(0, int(output_tokens)),
             "shas": [im.sha256 for im in images], "mimes": [im.mime for im in images],
             "sizes": [im.size_bytes for im in images], "widths": [im.width for im in images],
-            "heights": [im.height for im in images],
+            "heights": [im.height for im in images], "deliver": True,
         }
+        return await self._settle(params)
+
+    async def _settle(self, params: dict[str, Any]) -> Settlement:
+        """``settle`` and ``refund``: ``_SETTLE`` with ``params`` (``now`` set here), then, when fenced
+        out, the balance as it is."""
+        request_id = params["rid"]
 
         async def run(cur: Cursor) -> Settlement:
             params["now"] = self.clock()
@@ -584,8 +592,14 @@ class PostgresLedger:
         return await self._write(run, single=True)
 
     async def refund(self, request_id: str, *, code: str, duration_ms: float | None = None) -> Settlement:
-        """Give the whole hold back and mark the generation FAILED (fenced like ``settle``)."""
-        return await self.settle(request_id, 0, status="FAILED", error_code=code, duration_ms=duration_ms)
+        """Give the whole hold back and mark the generation FAILED (fenced like ``settle``). Its job
+        stays as it is: its worker still tells the user, then calls ``finish_job``."""
+        return await self._settle({
+            "now": 0.0, "rid": request_id, "holder": self.holder, "consumed": 0, "status": "FAILED",
+            "code": code, "provider": None, "model": None, "count": 0, "duration": duration_ms,
+            "revised": None, "text": None, "input": 0, "output": 0, "shas": [], "mimes": [], "sizes": [],
+            "widths": [], "heights": [], "deliver": False,
+        })
 
     async def release_expired(self) -> int:
         """Refund held reservations whose lease has expired, whoever held them, that no worker can
@@ -773,7 +787,7 @@ class PostgresLedger:
 
 #: The whole settle as one statement (atomic by itself): the fence (the reservation still held by this
 #: holder under a live lease), the give-back, the ledger rows (consume, then release or refund, in that
-#: order), the generation and its images, and its job (if any) to ``delivering``. No row back: fenced out, nothing changed.
+#: order), the generation and its images, and (a settle, not a refund) its job to ``delivering``. No row back: fenced out, nothing changed.
 _SETTLE = """
 WITH res AS (
     UPDATE reservations SET status = 'settled', settled_at = %(now)s
@@ -803,7 +817,7 @@ WITH res AS (
            input_tokens = %(input)s, output_tokens = %(output)s, finished_at = %(now)s
     FROM res WHERE g.id = %(rid)s
 ), delivering AS (
-    UPDATE jobs j SET state = 'delivering' FROM res WHERE j.id = %(rid)s AND j.state <> 'done'
+    UPDATE jobs j SET state = 'delivering' FROM res WHERE j.id = %(rid)s AND j.state <> 'done' AND %(deliver)s
 ), pictured AS (
     INSERT INTO generation_images (generation_id, idx, sha256, mime, bytes, width, height)
     SELECT %(rid)s, i.idx - 1, i.sha, i.mime, i.size, i.width, i.height

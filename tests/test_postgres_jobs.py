@@ -183,3 +183,26 @@ async def test_a_refused_reservation_inserts_no_job_and_a_read_only_ledger_claim
         await looker.claim(1, lease=LEASE)
     with pytest.raises(ReadOnlyLedger):
         await looker.finish_job("q1", "told")
+
+
+async def test_a_refund_leaves_the_job_to_its_worker_and_release_expired_leaves_it_to_claim(
+    ledgers: Ledgers,
+) -> None:
+    a, b = await ledgers.open(), await ledgers.open()
+    alice = Identity("slack", "T1", "alice")
+    await a.reserve(alice, "j1", 5, max_concurrent=3, lease=LEASE, generation=GEN, job=_spec(1))
+    await a.reserve(alice, "plain", 5, max_concurrent=3, lease=LEASE, generation=GEN)
+    assert (await a.refund("j1", code="IMG-PROVIDER-001")).charged
+    job = await a.job("j1")
+    assert job is not None and (job.state, job.holder) == ("running", a.holder)  # its user is still to be told
+    assert job.generation.status == "FAILED" and await a.balance(alice) == 45
+    ledgers.clock.now += LEASE
+    await a.reserve(alice, "j2", 5, max_concurrent=3, lease=LEASE, generation=GEN, job=_spec(2))
+    ledgers.clock.now += LEASE
+    assert await b.release_expired() == 1  # "plain" only: j2's worker died, and claim resumes it
+    assert [job.id for job in await b.claim(5, lease=LEASE)] == ["j1", "j2"]
+    assert not await a.finish_job("j1", "told") and await b.finish_job("j1", "told")
+    assert (await b.settle("j2", 5, status="COMPLETED")).charged
+    assert await b.balance(alice) == 45 and await b.held(alice) == 0 and await b.audit() == []
+    done = await b.job("j1")
+    assert done is not None and (done.state, done.outcome, done.address) == ("done", "told", {})
