@@ -25,12 +25,17 @@ def _ctx(bot: SlackBot, body: dict[str, Any]) -> Context:
     user = body.get("user") or {}
     team = (body.get("team") or {}).get("id") or user.get("team_id") or (body.get("enterprise") or {}).get("id")
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or ""
-    return bot.context(str(team or ""), str(user.get("id", "")), str(channel), str(user.get("username", "")))
+    return bot.context(str(team or ""), str(user.get("id", "")), str(channel), str(user.get("username", "")),
+                       response_url=str(body.get("response_url") or ""), thread_ts=_thread(body) or "")
+
+
+def _thread(body: dict[str, Any]) -> str | None:
+    thread = (body.get("container") or {}).get("thread_ts") or (body.get("message") or {}).get("thread_ts")
+    return str(thread) if thread else None
 
 
 def _where(ctx: Context, body: dict[str, Any]) -> Destination:
-    thread = (body.get("container") or {}).get("thread_ts") or (body.get("message") or {}).get("thread_ts")
-    return Destination(ctx.channel_id, ctx.identity.user_id, thread or None)
+    return Destination(ctx.channel_id, ctx.identity.user_id, _thread(body))
 
 
 async def _start(ack: Ack, action: dict[str, Any], tell: Tell) -> tuple[str, int] | None:

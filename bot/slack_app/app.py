@@ -9,14 +9,11 @@ Each listener is a translation: Slack payload -> ``Context`` and a ``Job`` for t
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core import Imagebot
@@ -24,10 +21,16 @@ from bot.jobs import DEFAULT_GRACE, Job, JobRunner
 from bot.models import Context, Identity
 from bot.replies import restarting_text
 
+from .client import web_client
 from .respond import Tell
 from .settings import SlackSettings
 
 log = logging.getLogger(__name__)
+
+#: Seconds a Slack response_url takes messages (and at most 5 of them).
+RESPONSE_URL_LIFE = 30 * 60.0
+#: Seconds before that a worker stops counting on it (the clock of another machine, a slow call).
+DELIVER_MARGIN = 60.0
 
 AUTHORIZE_ERROR = ("The imagebot app's Slack token was refused. The operator needs to update SLACK_BOT_TOKEN "
                    "or reinstall the app.")
@@ -35,11 +38,7 @@ AUTHORIZE_ERROR = ("The imagebot app's Slack token was refused. The operator nee
 
 def make_client(settings: SlackSettings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
     """One Web API client for every call; ``ratelimited`` answers wait for Retry-After, then retry."""
-    return AsyncWebClient(
-        token=settings.bot_token, base_url=settings.api_url, session=session, timeout=30,
-        retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1),
-                        AsyncRateLimitErrorRetryHandler(max_retry_count=3)],
-    )
+    return web_client(settings.bot_token, settings.api_url, session)
 
 
 class SlackBot:
@@ -61,8 +60,19 @@ class SlackBot:
         #: HTTP mode counts requests in flight in ``jobs.acks``, so jobs let pending acks go first.
         self.jobs = JobRunner(core, grace=grace)
 
-    def context(self, team_id: str, user_id: str, channel_id: str, name: str = "") -> Context:
-        return Context(Identity("slack", team_id, user_id), channel_id=channel_id, display_name=name)
+    def context(self, team_id: str, user_id: str, channel_id: str, name: str = "", *,
+                response_url: str = "", thread_ts: str = "") -> Context:
+        """The asker, with the address any worker delivers to (``bot.couriers``) if this process dies, and
+        until when the response_url lives (Slack: 30 minutes; a minute's margin)."""
+        address = {"platform": "slack", "team_id": team_id, "channel_id": channel_id, "user_id": user_id,
+                   "response_url": response_url, "thread_ts": thread_ts}
+        return Context(Identity("slack", team_id, user_id), channel_id=channel_id, display_name=name,
+                       address=address, deliver_by=time.time() + RESPONSE_URL_LIFE - DELIVER_MARGIN)
+
+    @property
+    def queues(self) -> bool:
+        """Role ingress: commands become jobs for the workers (``core.enqueue``), none run here."""
+        return self.core.config.role == "ingress"
 
     def tell(self, body: dict[str, Any]) -> Tell:
         return Tell(self._session, body.get("response_url"))

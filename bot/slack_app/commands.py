@@ -11,13 +11,12 @@ from typing import Any
 from bot.errors import ImagebotError, ValidationError
 from bot.jobs import Job, Progress
 from bot.models import Context, EnhanceResult, Identity, ImagineResult
-from bot.replies import adjust_summary, credits_summary, enhance_summary, error_text, plural, usage_summary
+from bot.replies import adjust_summary, credits_summary, error_text, plural, usage_summary
 from bot.textcommands import IMAGINE_USAGE, CreditsCommand, mention_user_id, parse_credits, parse_imagine
 
 from .admin import is_workspace_admin
 from .app import SlackBot
-from .blocks import enhance_blocks
-from .delivery import Destination, ImagesOutlet, NotesOutlet
+from .delivery import Destination, ImagesOutlet, NotesOutlet, enhance_message
 from .progress import ProgressNotes
 from .respond import Tell
 from .settings import USER_ID_RE
@@ -29,7 +28,8 @@ ENHANCE_USAGE = "Usage: /enhance <a short prompt>"
 
 def _ctx(bot: SlackBot, body: dict[str, Any]) -> Context:
     return bot.context(str(body.get("team_id") or body.get("enterprise_id") or ""), str(body.get("user_id", "")),
-                       str(body.get("channel_id", "")), str(body.get("user_name", "")))
+                       str(body.get("channel_id", "")), str(body.get("user_name", "")),
+                       response_url=str(body.get("response_url") or ""), thread_ts=str(body.get("thread_ts") or ""))
 
 
 def usage_error(exc: ImagebotError) -> str:
@@ -75,11 +75,7 @@ def enhance_job(bot: SlackBot, ctx: Context, prompt: Callable[[], Awaitable[str]
     async def work(progress: Progress | None) -> EnhanceResult:
         return await bot.core.enhance(ctx, await prompt())
 
-    def render(result: EnhanceResult) -> tuple[str, list[dict[str, Any]]]:
-        summary = enhance_summary(result)
-        return escape(summary), enhance_blocks(result, summary)
-
-    return Job("enhance", work, NotesOutlet(tell, "enhance", render))
+    return Job("enhance", work, NotesOutlet(tell, "enhance", enhance_message))
 
 
 async def enhance(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> None:

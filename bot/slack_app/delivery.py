@@ -15,11 +15,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import ImagebotError
 from bot.jobs import Outlet, Target
-from bot.models import ImagineResult, StoredImage
-from bot.replies import error_text, imagine_summary, plural
+from bot.models import EnhanceResult, ImagineResult, StoredImage
+from bot.replies import enhance_summary, error_text, imagine_summary, plural
 
 from .apierrors import CHANNEL_ERRORS, error_code, report
-from .blocks import result_blocks
+from .blocks import enhance_blocks, result_blocks
 from .respond import Tell
 from .text import escape, mention
 
@@ -42,8 +42,21 @@ def summary_text(result: ImagineResult, user_id: str) -> str:
     return f"{mention(user_id)} asked for: {escape(imagine_summary(result))}"
 
 
-async def _post(client: AsyncWebClient, result: ImagineResult, user_id: str, channel: str,
-                thread_ts: str | None) -> None:
+def dm_note(code: str) -> str:
+    """Said to the asker when the channel refused the bot and the images go to their DM instead."""
+    return (f"I can't post in this conversation ({code}), so I'm sending your images by direct "
+            "message. Invite me with /invite to get them here next time.")
+
+
+def enhance_message(result: EnhanceResult) -> tuple[str, list[dict[str, Any]]]:
+    """An /enhance answer: the text and its blocks with "Imagine this" (in-process and courier alike)."""
+    summary = enhance_summary(result)
+    return escape(summary), enhance_blocks(result, summary)
+
+
+async def post_result(client: AsyncWebClient, result: ImagineResult, user_id: str, channel: str,
+                      thread_ts: str | None) -> None:
+    """Upload the images with the summary, then the buttons under them. Raises Slack's refusal of the upload."""
     uploads: list[dict[str, Any]] = []
     contents = await asyncio.to_thread(_read_all, result.images)  # one trip to a worker thread, not one per image
     for i, (image, data) in enumerate(zip(result.images, contents, strict=True)):
@@ -83,16 +96,15 @@ class ImagesOutlet(Outlet[ImagineResult]):
         return [Target("channel", self._channel), Target("dm", self._dm, after=_channel_refused)]
 
     async def _channel(self, result: ImagineResult, failures: Sequence[BaseException]) -> None:
-        await _post(self._client, result, self._where.user_id, self._where.channel_id, self._where.thread_ts)
+        await post_result(self._client, result, self._where.user_id, self._where.channel_id, self._where.thread_ts)
 
     async def _dm(self, result: ImagineResult, failures: Sequence[BaseException]) -> None:
         code = error_code(failures[-1])
         log.info("cannot post in %s (%s); delivering generation %s by DM", self._where.channel_id, code,
                  result.generation_id)
-        await self._tell(f"I can't post in this conversation ({code}), so I'm sending your images by direct "
-                         "message. Invite me with /invite to get them here next time.")
+        await self._tell(dm_note(code))
         opened = await self._client.conversations_open(users=self._where.user_id)
-        await _post(self._client, result, self._where.user_id, str(opened["channel"]["id"]), None)
+        await post_result(self._client, result, self._where.user_id, str(opened["channel"]["id"]), None)
 
     async def tell(self, text: str) -> None:
         await self._tell(text)
@@ -112,17 +124,20 @@ class ImagesOutlet(Outlet[ImagineResult]):
 class NotesOutlet(Outlet[R]):
     """An answer as an ephemeral note through the response_url (text, and blocks from ``render``)."""
 
-    def __init__(self, tell: Tell, what: str, render: Callable[[R], tuple[str, list[dict[str, Any]] | None]]) -> None:
+    def __init__(self, tell: Tell, what: str, render: Callable[[R], tuple[str, list[dict[str, Any]] | None]], *,
+                 replace: bool = False) -> None:
+        """``replace``: the answer updates the message the response_url belongs to (a slash command's ack)."""
         self._tell = tell
         self._what = what
         self._render = render
+        self._replace = replace
 
     def targets(self, result: R) -> Sequence[Target[R]]:
         return [Target("response_url", self._send)]
 
     async def _send(self, result: R, failures: Sequence[BaseException]) -> None:
         text, blocks = self._render(result)
-        await self._tell(text, blocks)
+        await self._tell(text, blocks, replace=self._replace)
 
     async def tell(self, text: str) -> None:
         await self._tell(text)

@@ -25,12 +25,13 @@ class Tell:
         self._url = response_url
         self._hook: AsyncWebhookClient | None = None
 
-    async def __call__(self, text: str, blocks: list[dict[str, Any]] | None = None, *, replace: bool = False) -> None:
+    async def __call__(self, text: str, blocks: list[dict[str, Any]] | None = None, *, replace: bool = False) -> bool:
         """Post an ephemeral reply; with ``replace``, update the message this response_url belongs to
-        instead (a slash command's own ephemeral answer: its progress message)."""
+        instead (a slash command's own ephemeral answer: its progress message). False when Slack did not
+        take it (expired, used up, unreachable): a courier then tries the next way."""
         if not self._url:
             log.warning("a Slack payload had no response_url; an ephemeral reply was dropped")
-            return
+            return False
         if self._hook is None:  # built on first use: most acks never need it
             self._hook = AsyncWebhookClient(
                 self._url, session=self._session, timeout=10,
@@ -42,5 +43,8 @@ class Tell:
                                              replace_original=replace)
             if response.status_code >= 300:
                 log.warning("Slack refused an ephemeral reply (HTTP %s)", response.status_code)
+                return False
         except Exception as exc:  # noqa: BLE001 - an expired response_url must not break the job
             log.warning("could not send an ephemeral reply: %s", type(exc).__name__)
+            return False
+        return True

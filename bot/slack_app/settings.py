@@ -6,6 +6,7 @@ Tokens are kept out of ``repr`` so a logged settings object never leaks them.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bot.config import Config
@@ -13,6 +14,26 @@ from bot.errors import ConfigError
 
 DEFAULT_API_URL = "https://slack.com/api/"
 USER_ID_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+def bot_token_of(env: Mapping[str, str]) -> str:
+    """SLACK_BOT_TOKEN, checked: all a worker needs (with the API URL) to deliver to Slack."""
+    bot_token = env.get("SLACK_BOT_TOKEN", "").strip()
+    if not bot_token:
+        raise ConfigError("SLACK_BOT_TOKEN is not set: copy the Bot User OAuth Token (xoxb-...) from the "
+                          "app's OAuth & Permissions page")
+    if not bot_token.startswith("xoxb-"):
+        raise ConfigError("SLACK_BOT_TOKEN must be the Bot User OAuth Token, which starts with xoxb-")
+    return bot_token
+
+
+def api_url_of(env: Mapping[str, str]) -> str:
+    api_url = env.get("SLACK_API_URL", "").strip() or DEFAULT_API_URL
+    if not re.match(r"^https?://", api_url):
+        raise ConfigError(f"SLACK_API_URL must be an http(s) URL such as {DEFAULT_API_URL}")
+    if not api_url.endswith("/"):
+        api_url += "/"  # the SDK joins method names onto it
+    return api_url
 
 
 @dataclass(frozen=True)
@@ -34,14 +55,9 @@ class SlackSettings:
     @classmethod
     def from_config(cls, config: Config) -> SlackSettings:
         env = config.env
-        bot_token = env.get("SLACK_BOT_TOKEN", "").strip()
+        bot_token = bot_token_of(env)
         app_token = env.get("SLACK_APP_TOKEN", "").strip()
         secret = env.get("SLACK_SIGNING_SECRET", "").strip()
-        if not bot_token:
-            raise ConfigError("SLACK_BOT_TOKEN is not set: copy the Bot User OAuth Token (xoxb-...) from the "
-                              "app's OAuth & Permissions page")
-        if not bot_token.startswith("xoxb-"):
-            raise ConfigError("SLACK_BOT_TOKEN must be the Bot User OAuth Token, which starts with xoxb-")
         if app_token and not app_token.startswith("xapp-"):
             raise ConfigError("SLACK_APP_TOKEN must be an app-level token (xapp-...) with the connections:write "
                               "scope, from the app's Basic Information page")
@@ -51,11 +67,7 @@ class SlackSettings:
         port_text = env.get("IMAGEBOT_HTTP_PORT", "").strip() or "3000"
         if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
             raise ConfigError(f"IMAGEBOT_HTTP_PORT must be a port number from 0 to 65535, got {port_text!r}")
-        api_url = env.get("SLACK_API_URL", "").strip() or DEFAULT_API_URL
-        if not re.match(r"^https?://", api_url):
-            raise ConfigError(f"SLACK_API_URL must be an http(s) URL such as {DEFAULT_API_URL}")
-        if not api_url.endswith("/"):
-            api_url += "/"  # the SDK joins method names onto it
+        api_url = api_url_of(env)
         admins = frozenset(a.strip() for a in env.get("IMAGEBOT_SLACK_ADMINS", "").split(",") if a.strip())
         bad = sorted(a for a in admins if not USER_ID_RE.match(a))
         if bad:

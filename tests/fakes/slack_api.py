@@ -59,6 +59,10 @@ class FakeSlack:
         self.uploads: list[Upload] = []
         self.messages: list[dict[str, Any]] = []
         self.responses: dict[str, list[dict[str, Any]]] = {}
+        #: ``chat.postEphemeral`` messages Slack accepted (seen by ``user`` only).
+        self.ephemerals: list[dict[str, Any]] = []
+        #: response_url keys Slack no longer takes (expired after 30 minutes, or used 5 times).
+        self.dead_urls: set[str] = set()
         self.users: dict[str, dict[str, Any]] = {}
         #: channel id -> the error Slack gives when the bot posts there (``not_in_channel``...).
         self.blocked: dict[str, str] = {}
@@ -117,6 +121,10 @@ class FakeSlack:
 
     def called(self, method: str) -> list[ApiCall]:
         return [c for c in self.calls if c.method == method]
+
+    def dms(self, user_id: str) -> list[dict[str, Any]]:
+        """Messages posted in the user's DM (the channel ``conversations.open`` gives for them)."""
+        return [m for m in self.messages if m.get("channel") == "D" + user_id.lstrip("UW")]
 
     def replies(self, key: str) -> list[str]:
         return [str(r.get("text", "")) for r in self.responses.get(key, [])]
@@ -183,6 +191,15 @@ class FakeSlack:
         self.messages.append({**args, "ts": ts})
         return {"ok": True, "channel": channel, "ts": ts, "message": {"text": args.get("text", ""), "ts": ts}}
 
+    async def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = str(args.get("channel", ""))
+        if channel in self.blocked:
+            return {"ok": False, "error": self.blocked[channel]}
+        if not args.get("user"):
+            return {"ok": False, "error": "user_not_in_channel"}
+        self.ephemerals.append(dict(args))
+        return {"ok": True, "message_ts": f"{time.time():.6f}"}
+
     async def _m_apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": self.url.replace("http://", "ws://") + "/link/"}
 
@@ -216,6 +233,8 @@ class FakeSlack:
     # -- response_url ----------------------------------------------------------------------------
 
     async def _respond(self, request: web.Request) -> web.Response:
+        if request.match_info["key"] in self.dead_urls:
+            return web.Response(status=404, text="expired_url")
         self.responses.setdefault(request.match_info["key"], []).append(await request.json())
         return web.Response(text="ok")
 

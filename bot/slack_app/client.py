@@ -1,0 +1,20 @@
+"""The Slack Web API client, built the same way for the adapter and for the courier (a worker that only
+delivers has the bot token and no signing secret or app token)."""
+
+from __future__ import annotations
+
+import aiohttp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+
+def web_client(token: str, api_url: str, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
+    """One Web API client for every call; ``ratelimited`` answers wait for Retry-After, then retry."""
+    return AsyncWebClient(
+        token=token, base_url=api_url, session=session, timeout=30,
+        retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1),
+                        AsyncRateLimitErrorRetryHandler(max_retry_count=3)],
+    )
