@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.ledger import ImageRow, Ledger, LedgerRefused, Settlement
+from storage.ledger import ImageRow, JobSpec, Ledger, LedgerRefused, Settlement
 
 from .errors import ContentRejected, GenerationFailed, ImagebotError, LeaseLost
 from .models import Identity, StoredImage
@@ -121,13 +121,25 @@ async def charge(
     lease: float,
     generation: Mapping[str, Any],
     failure: Failure = _as_is,
+    job: JobSpec | None = None,
 ) -> AsyncIterator[Bill]:
-    """Reserve ``amount`` for the body, keep its lease alive, then settle or refund (see the module)."""
+    """Reserve ``amount`` for the body (with its job row, when ``job`` is given), keep its lease alive,
+    then settle or refund (see the module)."""
     try:
         balance = await ledger.reserve(identity, request_id, amount, max_concurrent=max_concurrent, lease=lease,
-                                       generation=generation)
+                                       generation=generation, job=job)
     except LedgerRefused as exc:
         raise refusal(exc) from None
+    async with hold(ledger, request_id, amount, balance, lease=lease, failure=failure) as bill:
+        yield bill
+
+
+@contextlib.asynccontextmanager
+async def hold(
+    ledger: Ledger, request_id: str, amount: int, balance: int, *, lease: float, failure: Failure = _as_is,
+) -> AsyncIterator[Bill]:
+    """The second phase of a charge whose reservation this holder already has: taken by ``charge``, or
+    claimed by a worker from the job table (``Ledger.claim``). Heartbeat, then settle or refund."""
     bill = Bill(request_id, amount, balance)
     heartbeat = asyncio.create_task(_heartbeat(ledger, bill, lease), name=f"lease-{request_id}")
     started = time.perf_counter()
@@ -145,6 +157,7 @@ async def charge(
         if not settled.charged:
             log.warning("generation %s: its lease was lost before the refund; the lease sweep gave it back",
                         request_id)
+            bill.lost = True
         raise failure(exc, amount) from None
     heartbeat.cancel()
     settled = await asyncio.shield(
@@ -154,11 +167,24 @@ async def charge(
     bill.settlement = settled
     await _stop(heartbeat)
     if not settled.charged:
+        bill.lost = True
         log.warning("generation %s finished after its lease was lost; nothing charged, result withheld", request_id)
         raise failure(LeaseLost(
             "This job ran past its reservation's lease (the bot was paused or overloaded) and the credits "
             "were handed back, so its result was discarded. Please try again."
         ), amount) from None
+
+
+@contextlib.asynccontextmanager
+async def keep_lease(ledger: Ledger, request_id: str, lease: float) -> AsyncIterator[Bill]:
+    """Renew a job's lease while the body runs (its delivery, after the settle): a job whose process is
+    alive is never taken over by another worker. ``bill.lost`` tells whether it was lost meanwhile."""
+    bill = Bill(request_id, 0, 0)
+    heartbeat = asyncio.create_task(_heartbeat(ledger, bill, lease), name=f"job-lease-{request_id}")
+    try:
+        yield bill
+    finally:
+        await _stop(heartbeat)
 
 
 async def _heartbeat(ledger: Ledger, bill: Bill, lease: float) -> None:

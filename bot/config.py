@@ -94,6 +94,8 @@ class Limits:
     max_concurrent: int = 2
     max_count: int = 10
     storage_uri: str = "memory://"
+    #: While the limits storage (Redis) is unreachable: "closed" refuses commands, "open" lets them through.
+    on_outage: str = "closed"
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     #: Seconds a reservation's lease lasts; the job's process renews it every third of that.
     lease_seconds: float = 30.0
+    #: "all" takes commands and works jobs; "ingress" only takes commands; "worker" only works jobs.
+    role: str = "all"
     enhancer: str = ""
     #: Seconds between asks of each vendor for its model list (lifecycle, new models).
     catalogue_refresh: float = 6 * 3600.0
@@ -136,7 +140,8 @@ ADAPTER_ENV: dict[str, tuple[str, ...]] = {
     "slack": ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "IMAGEBOT_SLACK_ADMINS",
               "IMAGEBOT_HTTP_HOST", "IMAGEBOT_HTTP_PORT", "SLACK_API_URL"),
     "discord": ("DISCORD_TOKEN", "IMAGEBOT_DISCORD_GUILDS", "IMAGEBOT_DISCORD_SHARDS", "IMAGEBOT_DISCORD_ADMIN_ROLES",
-                "IMAGEBOT_DISCORD_DMS", "DISCORD_API_BASE_URL", "DISCORD_GATEWAY_URL"),
+                "IMAGEBOT_DISCORD_DMS", "DISCORD_API_BASE_URL", "DISCORD_GATEWAY_URL", "DISCORD_PUBLIC_KEY",
+                "DISCORD_APPLICATION_ID"),
 }
 
 #: How the free-keyed tables look, for an error that found something else there.
@@ -231,6 +236,23 @@ def _storage(value: Any) -> str:
     return value.strip()
 
 
+def _outage(value: Any) -> str:
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text not in ("closed", "open"):
+        raise ValueError("'closed' (refuse commands while the limits storage is unreachable) or 'open' (let them through)")
+    return text
+
+
+ROLES = ("all", "ingress", "worker")
+
+
+def _role(value: Any) -> str:
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text not in ROLES:
+        raise ValueError("'all' (take commands and work jobs), 'ingress' (take commands only) or 'worker' (work jobs only)")
+    return text
+
+
 def _server_key(value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9_-]+:\S+", value):
         raise ValueError('a server key like "discord:123456789012345678" or "slack:T012ABCDEF"')
@@ -258,6 +280,7 @@ class LimitsTable(_Table):
     max_concurrent: Annotated[int, _whole(1, 100), Env("IMAGEBOT_MAX_CONCURRENT")] = 2
     max_count: Annotated[int, _whole(1, 10), Env("IMAGEBOT_MAX_COUNT")] = 10
     storage: Annotated[str, PlainValidator(_storage), Env("IMAGEBOT_RATELIMIT_STORAGE")] = "memory://"
+    on_outage: Annotated[str, PlainValidator(_outage), Env("IMAGEBOT_RATELIMIT_ON_OUTAGE")] = "closed"
 
 
 class QualitiesTable(_Table):
@@ -307,6 +330,7 @@ class Settings(BaseSettings):
     starting_credits: Annotated[int, _whole(0, MAX_AMOUNT), Env("IMAGEBOT_STARTING_CREDITS")] = 50
     default_size: Annotated[str, PlainValidator(_size), Env("IMAGEBOT_DEFAULT_SIZE")] = "1024x1024"
     lease_seconds: Annotated[float, _number(1, 3600), Env("IMAGEBOT_LEASE_SECONDS")] = 30.0
+    role: Annotated[str, PlainValidator(_role), Env("IMAGEBOT_ROLE")] = "all"
     enhancer: Annotated[str, PlainValidator(_text), Env("IMAGEBOT_ENHANCER")] = ""
     catalogue_refresh: Annotated[float, _number(60, 7 * 86400), Env("IMAGEBOT_CATALOGUE_REFRESH")] = 6 * 3600.0
     limits: LimitsTable = LimitsTable()
@@ -711,7 +735,7 @@ def _build(s: Settings, env: dict[str, str], data: Mapping[str, Any]) -> Config:
     )
     limits = Limits(user_rate=s.limits.user_rate, server_rate=s.limits.server_rate,
                     max_concurrent=s.limits.max_concurrent, max_count=s.limits.max_count,
-                    storage_uri=s.limits.storage)
+                    storage_uri=s.limits.storage, on_outage=s.limits.on_outage)
     servers = {key: table.providers for key, table in s.servers.items() if "providers" in table.model_fields_set}
     return Config(
         database=s.database,
@@ -723,6 +747,7 @@ def _build(s: Settings, env: dict[str, str], data: Mapping[str, Any]) -> Config:
         pricing=pricing,
         limits=limits,
         lease_seconds=s.lease_seconds,
+        role=s.role,
         enhancer=s.enhancer.lower(),
         catalogue_refresh=s.catalogue_refresh,
         provider_settings=dict(s.providers.__pydantic_extra__ or {}),

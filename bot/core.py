@@ -16,24 +16,26 @@ acknowledge the platform first, then call in here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import logging
 import secrets
 import time
 import uuid
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from providers.registry import ProviderRegistry
 from storage.images import ImageStore
-from storage.ledger import GenerationRow, Ledger, LedgerRefused
+from storage.ledger import GenerationRow, JobRow, JobSpec, Ledger, LedgerRefused
 
-from .billing import Bill, charge, image_rows, not_charged
+from .billing import Bill, charge, hold, image_rows, keep_lease, not_charged
 from .config import Config
-from .errors import NotFound, PermissionDenied, ProviderBadResponse, ValidationError
-from .generation import Generator, Progress
+from .errors import Interrupted, NotFound, PermissionDenied, ProviderBadResponse, ValidationError
+from .generation import Generator, Outcome, Progress
 from .imaging import inspect_image
 from .models import (
     Context,
@@ -42,13 +44,17 @@ from .models import (
     Identity,
     ImagineOptions,
     ImagineResult,
+    Queued,
+    StoredImage,
     UsageLine,
 )
 from .ratelimit import RateLimiter
-from .replies import refusal
+from .replies import interrupted_text, refusal
 from .validation import Plan, clean_prompt, parse_amount, plan_imagine, recorded_options, repeat_options
 
 log = logging.getLogger(__name__)
+#: Seconds a job may wait to be delivered when its adapter set no deadline of its own.
+DEFAULT_DELIVER_WITHIN = 15 * 60.0
 
 #: ``await progress(stage, details)``; stages and their detail keys:
 #:   queued     (position, provider): waiting for a slot of a busy provider;
@@ -108,6 +114,8 @@ class Imagebot:
         self._sweeper: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._ids = RequestIds()
+        #: Set when this process queued a job, so its own worker claims it at once instead of at its next poll.
+        self.job_added = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -185,25 +193,37 @@ class Imagebot:
         plan = self.plan(ctx, options)
         await self.limiter.check(ctx.identity)
         request_id = self._ids.new()
+        work = await self._imagine_work(ctx, plan, options, command)
+        async with self._charge(ctx, request_id, work) as bill:
+            made = await self._generate(plan, bill, progress, ctx.identity)
+        return self._imagine_result(plan, made, bill)
+
+    async def _imagine_work(self, ctx: Context, plan: Plan, options: ImagineOptions, command: str) -> _Work:
         recorded = recorded_options(plan, options)
         if plan.reference is not None:
             recorded["reference_sha256"] = (await self.images.save(plan.reference)).sha256
+            recorded["reference_mime"] = inspect_image(plan.reference)[0]
         primary = plan.attempts[0]
-        async with self._charge(ctx, request_id, plan.total, {
-            "command": command, "channel_id": ctx.channel_id, "prompt": plan.prompt,
-            "provider": primary.provider.name, "model": primary.model.name, "options": recorded,
-        }) as bill:
-            made = await self.generator.imagine(plan, progress, request_id=request_id, user=safety_id(ctx.identity))
-            bill.produced(plan.price_per_image * len(made.images), provider=made.provider, model=made.model,
-                          revised_prompt=made.revised_prompt, images=image_rows(made.images),
-                          input_tokens=made.input_tokens, output_tokens=made.output_tokens)
+        generation = {"command": command, "channel_id": ctx.channel_id, "prompt": plan.prompt,
+                      "provider": primary.provider.name, "model": primary.model.name, "options": recorded}
+        return _Work("imagine", plan.total, generation, {"kind": "imagine", "command": command})
+
+    async def _generate(self, plan: Plan, bill: Bill, progress: Progress | None, identity: Identity) -> Outcome:
+        made = await self.generator.imagine(plan, progress, request_id=bill.request_id, user=safety_id(identity))
+        bill.produced(plan.price_per_image * len(made.images), provider=made.provider, model=made.model,
+                      revised_prompt=made.revised_prompt, images=image_rows(made.images),
+                      input_tokens=made.input_tokens, output_tokens=made.output_tokens)
+        return made
+
+    @staticmethod
+    def _imagine_result(plan: Plan, made: Outcome, bill: Bill) -> ImagineResult:
         settled = bill.settlement
         assert settled is not None
         notes = list(made.notes)
         if len(made.images) < plan.count:
             notes.append(f"{len(made.images)} of {plan.count} images were made; you paid only for those.")
         return ImagineResult(
-            generation_id=request_id, prompt=plan.prompt, images=made.images, provider=made.provider,
+            generation_id=bill.request_id, prompt=plan.prompt, images=made.images, provider=made.provider,
             model=made.model, size=plan.size, style=plan.style, quality=plan.quality,
             requested=plan.count, credits_spent=settled.consumed, credits_refunded=settled.released,
             balance=settled.balance, revised_prompt=made.revised_prompt, partial_note=" ".join(notes) or None,
@@ -214,42 +234,64 @@ class Imagebot:
 
     async def reroll(self, ctx: Context, generation_id: str, *, progress: Progress | None = None) -> ImagineResult:
         """The same request again, with a new seed."""
-        gen = await self._own_generation(ctx, generation_id)
-        options = repeat_options(gen.prompt, gen.options, seed=secrets.randbelow(2**31))
-        return await self.imagine(ctx, options, progress=progress, command="reroll")
+        return await self.imagine(ctx, await self._button_options(ctx, "reroll", generation_id, 0),
+                                  progress=progress, command="reroll")
 
     async def variations(
         self, ctx: Context, generation_id: str, index: int = 0, *, progress: Progress | None = None
     ) -> ImagineResult:
         """The same prompt with the chosen image as the reference."""
+        return await self.imagine(ctx, await self._button_options(ctx, "variations", generation_id, index),
+                                  progress=progress, command="variations")
+
+    async def _button_options(self, ctx: Context, kind: str, generation_id: str, index: int) -> ImagineOptions:
         gen = await self._own_generation(ctx, generation_id)
-        options = repeat_options(gen.prompt, gen.options, seed=secrets.randbelow(2**31),
-                                 reference=self._image_bytes(gen, index))
-        return await self.imagine(ctx, options, progress=progress, command="variations")
+        reference = self._image_bytes(gen, index) if kind == "variations" else None
+        return repeat_options(gen.prompt, gen.options, seed=secrets.randbelow(2**31), reference=reference)
 
     async def upscale(
         self, ctx: Context, generation_id: str, index: int = 0, *, progress: Progress | None = None
     ) -> ImagineResult:
         """The chosen image at twice its size, by the provider that made it (when its model can)."""
-        gen = await self._own_generation(ctx, generation_id)
-        provider = self.generator.upscaler(gen.provider or "", gen.model)
-        source = self._image_bytes(gen, index)
-        _, w, h = inspect_image(source)
-        size = f"{w * 2}x{h * 2}"
-        price = self.config.pricing.per_image(size, "standard")
+        work = await self._upscale_work(ctx, generation_id, index)
         await self.limiter.check(ctx.identity)
         request_id = self._ids.new()
-        async with self._charge(ctx, request_id, price, {
-            "command": "upscale", "channel_id": ctx.channel_id, "prompt": gen.prompt, "provider": provider.name,
-            "model": gen.model, "options": {"source": generation_id, "index": index, "size": size},
-        }) as bill:
-            stored = await self.generator.upscale(provider, gen.model or "", source, progress)
-            bill.produced(price, provider=provider.name, model=gen.model, images=image_rows([stored]))
+        async with self._charge(ctx, request_id, work) as bill:
+            stored = await self._upscale(bill, work.generation, progress)
+        return self._upscale_result(bill, work.generation, stored)
+
+    async def _upscale_work(self, ctx: Context, generation_id: str, index: int) -> _Work:
+        gen = await self._own_generation(ctx, generation_id)
+        provider = self.generator.upscaler(gen.provider or "", gen.model)
+        _, w, h = inspect_image(self._image_bytes(gen, index))
+        size = f"{w * 2}x{h * 2}"
+        price = self.config.pricing.per_image(size, "standard")
+        generation = {"command": "upscale", "channel_id": ctx.channel_id, "prompt": gen.prompt,
+                      "provider": provider.name, "model": gen.model,
+                      "options": {"source": generation_id, "index": index, "size": size,
+                                  "style": gen.options.get("style", "")}}
+        return _Work("upscale", price, generation, {"kind": "upscale"})
+
+    async def _upscale(self, bill: Bill, generation: Mapping[str, Any], progress: Progress | None) -> StoredImage:
+        """Run an upscale under its hold, from what its generation row records."""
+        options = generation.get("options") or {}
+        source = await self.store.generation(str(options.get("source", "")))
+        if source is None:
+            raise NotFound("That image is no longer known to the bot.", code="IMG-NOTFOUND-GEN")
+        provider = self.generator.upscaler(generation.get("provider") or "", generation.get("model"))
+        data = self._image_bytes(source, int(options.get("index", 0)))
+        stored = await self.generator.upscale(provider, generation.get("model") or "", data, progress)
+        bill.produced(bill.amount, provider=provider.name, model=generation.get("model"), images=image_rows([stored]))
+        return stored
+
+    @staticmethod
+    def _upscale_result(bill: Bill, generation: Mapping[str, Any], stored: StoredImage) -> ImagineResult:
         settled = bill.settlement
         assert settled is not None
         return ImagineResult(
-            generation_id=request_id, prompt=gen.prompt, images=[stored], provider=provider.name,
-            model=gen.model or "", size=f"{stored.width}x{stored.height}", style=gen.options.get("style", ""),
+            generation_id=bill.request_id, prompt=str(generation.get("prompt") or ""), images=[stored],
+            provider=str(generation.get("provider") or ""), model=str(generation.get("model") or ""),
+            size=f"{stored.width}x{stored.height}", style=str((generation.get("options") or {}).get("style", "")),
             quality="standard", requested=1, credits_spent=settled.consumed, credits_refunded=settled.released,
             balance=settled.balance,
         )
@@ -283,22 +325,137 @@ class Imagebot:
 
     async def enhance(self, ctx: Context, prompt: str) -> EnhanceResult:
         """A richer prompt from the text model; a retired text model is replaced within the same charge."""
-        text = clean_prompt(prompt)
+        work = self._enhance_work(ctx, prompt)
         await self.limiter.check(ctx.identity)
-        price = self.config.pricing.enhance
         request_id = self._ids.new()
+        async with self._charge(ctx, request_id, work) as bill:
+            enhanced = await self._enhance(bill, work.generation["prompt"])
+        return self._enhance_result(bill, work.generation["prompt"], enhanced)
+
+    def _enhance_work(self, ctx: Context, prompt: str) -> _Work:
+        text = clean_prompt(prompt)
+        generation = {"command": "enhance", "channel_id": ctx.channel_id, "prompt": text,
+                      "provider": self.generator.enhancer.name, "options": {}}
+        return _Work("enhance", self.config.pricing.enhance, generation, {"kind": "enhance"})
+
+    async def _enhance(self, bill: Bill, text: str) -> str:
         enhancer = self.generator.enhancer
-        async with self._charge(ctx, request_id, price, {
-            "command": "enhance", "channel_id": ctx.channel_id, "prompt": text, "provider": enhancer.name,
-            "options": {},
-        }) as bill:
-            enhanced = await self.generator.enhance(text)
-            bill.produced(price, provider=enhancer.name, model=getattr(enhancer, "model", None) or None,
-                          result_text=enhanced)
+        enhanced = await self.generator.enhance(text)
+        bill.produced(bill.amount, provider=enhancer.name, model=getattr(enhancer, "model", None) or None,
+                      result_text=enhanced)
+        return enhanced
+
+    def _enhance_result(self, bill: Bill, original: str, enhanced: str) -> EnhanceResult:
         settled = bill.settlement
         assert settled is not None
-        return EnhanceResult(generation_id=request_id, original=text, enhanced=enhanced, credits_spent=settled.consumed,
-                             balance=settled.balance, enhancer=enhancer.name)
+        return EnhanceResult(generation_id=bill.request_id, original=original, enhanced=enhanced,
+                             credits_spent=settled.consumed, balance=settled.balance,
+                             enhancer=self.generator.enhancer.name)
+
+    # -- jobs: queued for any worker, resumed by any worker ----------------------------------------
+
+    async def enqueue(self, ctx: Context, kind: str, *, options: ImagineOptions | None = None,
+                      generation_id: str | None = None, index: int = 0, prompt: str | None = None) -> Queued:
+        """Accept a command as a job for any worker (``bot.worker``): validate, check the limits, and
+        reserve its credits and insert its job in one transaction. Raises an ``ImagebotError`` when
+        refused; nothing is charged then."""
+        if ctx.address is None:
+            raise ValueError("a queued job needs an address to deliver to")
+        if kind == "imagine":
+            if options is None:
+                raise ValueError("imagine needs options")
+            plan = self.plan(ctx, options)
+            work = await self._imagine_work(ctx, plan, options, "imagine")
+        elif kind in ("reroll", "variations"):
+            replay = await self._button_options(ctx, kind, generation_id or "", index)
+            plan = self.plan(ctx, replay)
+            work = await self._imagine_work(ctx, plan, replay, kind)
+        elif kind == "upscale":
+            work = await self._upscale_work(ctx, generation_id or "", index)
+        elif kind == "enhance":
+            work = self._enhance_work(ctx, prompt or "")
+        else:
+            raise ValueError(f"unknown job kind {kind!r}")
+        await self.limiter.check(ctx.identity)
+        request_id = self._ids.new()
+        try:
+            balance = await self.store.reserve(
+                ctx.identity, request_id, work.amount, max_concurrent=self.config.limits.max_concurrent,
+                lease=self.config.lease_seconds, generation=work.generation, job=self._job_spec(ctx, work),
+                queued=True)
+        except LedgerRefused as exc:
+            raise refusal(exc) from None
+        self.job_added.set()
+        ahead = await self.store.queued_ahead(request_id)
+        return Queued(request_id, kind, work.amount, balance, ahead)
+
+    async def work(self, job: JobRow, progress: Progress | None = None) -> ImagineResult | EnhanceResult:
+        """Run a job this process claimed (``Ledger.claim``) to its result, charged under the claimed
+        reservation; a job already settled (its worker died while delivering) returns its stored result
+        again, charging nothing more. Raises like the in-process commands (``GenerationFailed``...)."""
+        gen = job.generation
+        if job.state == "delivering" or gen.status == "COMPLETED":
+            return await self._stored_result(gen)
+        if gen.status != "PENDING":
+            raise Interrupted(interrupted_text(None), code=gen.error_code or "IMG-INTERRUPTED")
+        lease = self.config.lease_seconds
+        async with hold(self.store, job.id, gen.credits_reserved, await self.store.balance(gen.identity),
+                        lease=lease, failure=not_charged) as bill:
+            kind = job.payload.get("kind")
+            if kind == "imagine":
+                plan = plan_imagine(self._stored_options(gen), self.registry, self.config,
+                                    gen.identity.server_key)
+                made = await self._generate(plan, bill, progress, gen.identity)
+            elif kind == "upscale":
+                stored = await self._upscale(bill, _row_dict(gen), progress)
+            elif kind == "enhance":
+                enhanced = await self._enhance(bill, gen.prompt)
+            else:
+                raise ValidationError(f"This job's kind ({kind!r}) is unknown to this version of the bot.",
+                                      code="IMG-JOB-KIND")
+        if kind == "imagine":
+            return self._imagine_result(plan, made, bill)
+        if kind == "upscale":
+            return self._upscale_result(bill, _row_dict(gen), stored)
+        return self._enhance_result(bill, gen.prompt, enhanced)
+
+    def _stored_options(self, gen: GenerationRow) -> ImagineOptions:
+        o = gen.options
+        reference = None
+        if o.get("reference_sha256"):
+            reference = self.generator.load(str(o["reference_sha256"]), str(o.get("reference_mime") or "image/png"))
+        return repeat_options(gen.prompt, o, seed=int(o.get("seed") or 0), reference=reference)
+
+    async def _stored_result(self, gen: GenerationRow) -> ImagineResult | EnhanceResult:
+        balance = await self.store.balance(gen.identity)
+        if gen.command == "enhance":
+            return EnhanceResult(generation_id=gen.id, original=gen.prompt, enhanced=gen.result_text or "",
+                                 credits_spent=gen.credits_consumed, balance=balance, enhancer=gen.provider or "")
+        images = [StoredImage(i.sha256, self.images.path_for(i.sha256, i.mime), i.mime, i.size_bytes, i.width,
+                              i.height) for i in gen.images]
+        o = gen.options
+        return ImagineResult(
+            generation_id=gen.id, prompt=gen.prompt, images=images, provider=gen.provider or "",
+            model=gen.model or "", size=str(o.get("size") or ""), style=str(o.get("style") or ""),
+            quality=str(o.get("quality") or ""), requested=int(o.get("count") or len(images) or 1),
+            credits_spent=gen.credits_consumed, credits_refunded=gen.credits_reserved - gen.credits_consumed,
+            balance=balance, revised_prompt=gen.revised_prompt,
+        )
+
+    async def job_finished(self, generation_id: str, outcome: str) -> bool:
+        """The job's one outcome reached its user (or was refunded and told): no worker takes it again."""
+        return await self.store.finish_job(generation_id, outcome)
+
+    def keep_lease(self, generation_id: str) -> AbstractAsyncContextManager[Bill]:
+        """Renew a job's lease while its result is delivered (``bot.billing.keep_lease``)."""
+        return keep_lease(self.store, generation_id, self.config.lease_seconds)
+
+    @staticmethod
+    def _job_spec(ctx: Context, work: _Work) -> JobSpec | None:
+        if ctx.address is None:
+            return None
+        deliver_by = ctx.deliver_by or time.time() + DEFAULT_DELIVER_WITHIN
+        return JobSpec(payload=work.payload, address=dict(ctx.address), deliver_by=deliver_by)
 
     # -- /credits --------------------------------------------------------------------------------
 
@@ -349,10 +506,36 @@ class Imagebot:
 
     # -- the charge ------------------------------------------------------------------------------
 
-    def _charge(
-        self, ctx: Context, request_id: str, amount: int, generation: dict[str, Any]
-    ) -> AbstractAsyncContextManager[Bill]:
-        """``bot.billing.charge`` with this bot's ledger, limits and lease, worded for the user."""
-        return charge(self.store, ctx.identity, request_id, amount, max_concurrent=self.config.limits.max_concurrent,
-                      lease=self.config.lease_seconds, generation=generation, failure=not_charged)
+    @contextlib.asynccontextmanager
+    async def _charge(self, ctx: Context, request_id: str, work: _Work) -> AsyncIterator[Bill]:
+        """``bot.billing.charge`` with this bot's ledger, limits and lease, worded for the user; the job
+        row goes with it when the adapter gave an address (any worker can then resume it). A job that
+        failed here is finished here: the adapter that runs it tells its user next."""
+        job = self._job_spec(ctx, work)
+        reserved = False
+        try:
+            async with charge(self.store, ctx.identity, request_id, work.amount,
+                              max_concurrent=self.config.limits.max_concurrent, lease=self.config.lease_seconds,
+                              generation=work.generation, failure=not_charged, job=job) as bill:
+                reserved = True
+                yield bill
+        except BaseException as exc:
+            if job is not None and reserved:
+                outcome = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
+                await asyncio.shield(self.store.finish_job(request_id, outcome))
+            raise
 
+
+@dataclass(frozen=True)
+class _Work:
+    """A command made ready to charge: its price, its generation row, and its job payload."""
+
+    kind: str
+    amount: int
+    generation: dict[str, Any]
+    payload: dict[str, Any]
+
+
+def _row_dict(gen: GenerationRow) -> dict[str, Any]:
+    return {"command": gen.command, "prompt": gen.prompt, "provider": gen.provider, "model": gen.model,
+            "options": gen.options, "channel_id": gen.channel_id}

@@ -161,3 +161,19 @@ class StorageError(ImagebotError):
 
 class LeaseLost(ImagebotError):
     code = "IMG-LEASE-LOST"
+
+
+class LimitsUnavailable(RateLimited):
+    """The limits store (Redis) is unreachable and the bot fails closed: refused before any charge."""
+
+    code = "IMG-RATE-UNAVAILABLE"
+
+    def __init__(self, message: str = "Rate limits can't be checked right now (the limits store is unreachable); "
+                 "nothing was charged. Try again in a minute.", *, retry_after: float = 60.0) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
+class Interrupted(UserError):
+    """A job whose process stopped after it was refunded: its user is told so, nothing more runs."""
+
+    code = "IMG-INTERRUPTED"

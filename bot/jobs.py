@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -60,6 +61,10 @@ class Core(Protocol):
     async def delivery_failed(self, generation_id: str, *, code: str = ...) -> int: ...
 
     async def generation(self, generation_id: str) -> GenerationRow | None: ...
+
+    async def job_finished(self, generation_id: str, outcome: str) -> bool: ...
+
+    def keep_lease(self, generation_id: str) -> AbstractAsyncContextManager[Any]: ...
 
 
 # -- acknowledgements first ---------------------------------------------------------------------------
@@ -290,6 +295,24 @@ class JobRunner:
 
     async def _deliver(self, job: Job[R], sink: _Sink, result: R) -> None:
         generation = generation_id_of(result)
+        if generation is None:
+            await self._deliver_now(job, sink, result, None)
+            return
+        # The job's lease is renewed while its result travels, so no other worker takes it over; once the
+        # outcome is settled here, the job is done and no worker ever delivers it again.
+        try:
+            async with self.core.keep_lease(generation):
+                await self._deliver_now(job, sink, result, generation)
+        finally:
+            await self._shielded(self._done(generation, job))
+
+    async def _done(self, generation: str, job: Job[Any]) -> None:
+        try:
+            await self.core.job_finished(generation, job.outcome or "interrupted")
+        except Exception:  # noqa: BLE001 - the job then expires and a worker finds it told or delivered
+            log.exception("marking job %s done failed", generation)
+
+    async def _deliver_now(self, job: Job[R], sink: _Sink, result: R, generation: str | None) -> None:
         outlet = job.outlet
         try:
             outlet.prepare(result)

@@ -6,8 +6,10 @@ result values below into platform calls. Nothing here knows about Discord or Sla
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,11 @@ class Context:
     channel_id: str = ""
     is_admin: bool = False
     display_name: str = ""
+    #: Where a job's outcome goes when another process (or this one after a restart) delivers it: see
+    #: ``bot.couriers``. None: only this process can answer (the console); its jobs are not resumable.
+    address: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    #: Epoch seconds after which the address's short-lived credential (interaction token, response_url) is dead.
+    deliver_by: float = 0.0
 
     @property
     def actor(self) -> str:
@@ -119,3 +126,15 @@ class CreditsSummary:
     spent: int
     images: int
     recent: list[UsageLine]
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A command accepted as a job for any worker: reserved, not yet run (``Imagebot.enqueue``)."""
+
+    generation_id: str
+    kind: str
+    price: int
+    balance: int
+    #: Jobs queued before this one, across processes.
+    ahead: int

@@ -88,6 +88,43 @@ class GenerationRow:
         return Identity(self.platform, self.server_id, self.user_id)
 
 
+#: A job's states. ``queued``: reserved, waiting for a worker; ``running``: a worker holds it and calls the
+#: provider; ``delivering``: settled, its images stored, on their way to the user; ``done``: its user saw
+#: its one outcome (or it was refunded). Only ``done`` is final.
+JOB_STATES = ("queued", "running", "delivering", "done")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What ``reserve`` stores with a generation so that any process can run and deliver it."""
+
+    #: What to run: ``{"kind": "imagine" | "upscale" | "enhance", ...}`` (``bot.worker`` reads it).
+    payload: Mapping[str, Any]
+    #: Where its outcome goes: platform-specific (``{"platform": "discord", "token": ...}``). It may hold
+    #: a short-lived credential (a Discord interaction token, a Slack response_url): never logged, and
+    #: cleared when the job is done.
+    address: Mapping[str, Any]
+    #: Epoch seconds after which the address's short-lived credential is dead (fallbacks only).
+    deliver_by: float
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    state: str
+    payload: dict[str, Any]
+    address: dict[str, Any]
+    deliver_by: float
+    #: Claims so far: 1 for a job running in the process that took the command, +1 per takeover.
+    attempts: int
+    holder: str
+    expires_at: float
+    #: "delivered", "undelivered", "failed", "told", "refunded" once done; "" before.
+    outcome: str
+    created_at: float
+    generation: GenerationRow
+
+
 @dataclass(frozen=True)
 class Settlement:
     balance: int
@@ -192,17 +229,50 @@ class Ledger(Protocol):
         max_concurrent: int,
         lease: float,
         generation: Mapping[str, Any],
+        job: JobSpec | None = None,
+        queued: bool = False,
     ) -> int:
         """Hold ``amount`` and open a PENDING generation, atomically, under a lease held by
         ``self.holder`` for ``lease`` seconds; return the balance left.
 
-        Raises ``ShortBalance``, ``TooManyJobs`` (live reservations at ``max_concurrent``) or
-        ``DuplicateRequest``; a refusal changes nothing (not even opening the account)."""
+        With ``job``, its job row is inserted in the same transaction (no reservation without a job, no
+        job without a reservation): state ``running`` held by this holder, or, with ``queued``, state
+        ``queued`` held by nobody (holder ``""``) for any worker's ``claim``.
+
+        Raises ``ShortBalance``, ``TooManyJobs`` (live reservations at ``max_concurrent``; a queued
+        job's reservation counts as live) or ``DuplicateRequest``; a refusal changes nothing (not even
+        opening the account)."""
         ...
 
     async def renew(self, request_id: str, *, lease: float) -> bool:
-        """Extend this holder's live lease to ``lease`` seconds from now. False (and nothing changed)
-        when the reservation is not held by this holder under a live lease any more."""
+        """Extend this holder's live lease to ``lease`` seconds from now: the reservation's while it is
+        held, and the job's (if the request has one) until it is done. False (and nothing changed) when
+        this holder holds neither under a live lease any more."""
+        ...
+
+    # jobs: the generation row is the job
+
+    async def claim(self, limit: int, *, lease: float) -> list[JobRow]:
+        """Take up to ``limit`` jobs, oldest first, that are not done and are held by nobody (queued) or
+        whose lease expired (their process died or stalled): each becomes this holder's for ``lease``
+        seconds, ``attempts`` + 1, ``queued`` -> ``running`` (``running`` and ``delivering`` stay). A
+        reservation still held is taken over with it, so the old holder's settle or refund is fenced
+        off. Two processes never claim the same job (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)."""
+        ...
+
+    async def finish_job(self, request_id: str, outcome: str) -> bool:
+        """Mark this holder's job ``done`` with ``outcome`` and clear its address. Fenced: False (and
+        nothing changed) when the job is not held by this holder, or is done already."""
+        ...
+
+    async def job(self, request_id: str) -> JobRow | None: ...
+
+    async def queued_ahead(self, request_id: str) -> int:
+        """Jobs still ``queued`` that were created before this one (0 once it runs), across processes."""
+        ...
+
+    async def queue_depth(self) -> int:
+        """Jobs ``queued`` (not yet claimed), across processes."""
         ...
 
     async def settle(
@@ -222,21 +292,24 @@ class Ledger(Protocol):
         output_tokens: int = 0,
     ) -> Settlement:
         """Consume ``consumed`` of the hold (at most the hold), give back the rest, close the
-        generation. Fenced: changes nothing unless this holder's lease is live."""
+        generation; its job (if any) becomes ``delivering``. Fenced: changes nothing unless this
+        holder's lease is live."""
         ...
 
     async def refund(self, request_id: str, *, code: str, duration_ms: float | None = None) -> Settlement:
-        """Give the whole hold back and mark the generation FAILED with ``code``. Fenced like settle."""
+        """Give the whole hold back and mark the generation FAILED with ``code``; its job (if any) stays
+        held by this holder until ``finish_job`` (its user must still be told). Fenced like settle."""
         ...
 
     async def refund_completed(self, request_id: str, *, code: str) -> int:
         """Refund what a COMPLETED generation consumed (its images reached nobody); return the amount,
-        0 when there was nothing (left) to refund."""
+        0 when there was nothing (left) to refund. Its job's state is left to ``finish_job``."""
         ...
 
     async def release_expired(self) -> int:
-        """Refund every held reservation whose lease has expired, whoever held it; mark their
-        generations FAILED (``IMG-INTERRUPTED``). Return how many were released."""
+        """Refund every held reservation whose lease has expired, whoever held it, that no worker can
+        resume: it has no job, or its job is done. Mark their generations FAILED
+        (``IMG-INTERRUPTED``). Return how many were released. Jobs not done are ``claim``'s."""
         ...
 
     # admin movements

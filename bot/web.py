@@ -1,0 +1,62 @@
+"""The one HTTP server of a process: Slack's ``/slack/events``, Discord's ``/discord/interactions`` and
+``/healthz`` share ``IMAGEBOT_HTTP_PORT``, so an operator opens one port per process whatever it serves.
+
+Adapters add their routes (``add``) before ``start``; the server then listens until ``stop``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Chat platforms' payloads are small; anything larger is not from them.
+MAX_BODY = 256 * 1024
+
+
+class WebServer:
+    def __init__(self, host: str = "0.0.0.0", port: int = 3000) -> None:
+        self.host = host
+        self.port = port
+        self.app = web.Application(client_max_size=MAX_BODY)
+        self.app.router.add_get("/healthz", self._health)
+        self._runner: web.AppRunner | None = None
+        self.paths: list[str] = []
+
+    def add(self, method: str, path: str, handler: Handler) -> None:
+        self.app.router.add_route(method, path, handler)
+        self.paths.append(path)
+
+    async def start(self) -> int:
+        """Listen; return the bound port (``port`` 0 picks a free one). A taken port stops the bot naming the key."""
+        runner = web.AppRunner(self.app, access_log=None)
+        await runner.setup()
+        # A burst of commands opens many connections at once; the default backlog (128) drops SYNs past it,
+        # and a dropped SYN costs the client a 1 s retransmit: too much of a platform's 3 s.
+        site = web.TCPSite(runner, self.host, self.port, backlog=1024)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(f"IMAGEBOT_HTTP_PORT: cannot listen on {self.host}:{self.port} "
+                              f"({exc.strerror or exc}); pick a free port") from None
+        self._runner = runner
+        server = site._server  # noqa: SLF001 - the only way to learn the port when 0 was asked for
+        sockets = getattr(server, "sockets", None)
+        self.port = int(sockets[0].getsockname()[1]) if sockets else self.port
+        log.info("HTTP: listening on %s:%d (%s)", self.host, self.port, ", ".join(["/healthz", *self.paths]))
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
