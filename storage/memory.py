@@ -11,6 +11,8 @@ Nothing survives the process: ``memory://`` is for tests and demos, not for cred
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -26,6 +28,8 @@ from .ledger import (
     DuplicateRequest,
     GenerationRow,
     ImageRow,
+    JobRow,
+    JobSpec,
     ReadOnlyLedger,
     RevokeAboveBalance,
     Settlement,
@@ -34,6 +38,8 @@ from .ledger import (
 )
 
 Key = tuple[str, str, str]
+#: A queued job's reservation is held by nobody and never expires (``storage.sqlite`` does the same).
+QUEUED_EXPIRY = math.inf
 
 
 def _key(identity: Identity) -> Key:
@@ -53,6 +59,21 @@ class _Reservation:
 
 
 @dataclass
+class _Job:
+    id: str
+    state: str  # queued | running | delivering | done
+    #: JSON text, as the database keeps it: a row read is a copy, never the caller's dict.
+    payload: str
+    address: str
+    deliver_by: float
+    attempts: int
+    holder: str
+    expires_at: float
+    created_at: float
+    outcome: str = ""
+
+
+@dataclass
 class MemoryDatabase:
     """What a SQLite file holds, as dicts. Share one between ledgers to model several processes."""
 
@@ -63,6 +84,7 @@ class MemoryDatabase:
     reservations: dict[str, _Reservation] = field(default_factory=dict)
     generations: dict[str, GenerationRow] = field(default_factory=dict)
     tokens: dict[str, tuple[int, int]] = field(default_factory=dict)
+    jobs: dict[str, _Job] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -137,8 +159,14 @@ class MemoryLedger:
         max_concurrent: int,
         lease: float,
         generation: Mapping[str, Any],
+        job: JobSpec | None = None,
+        queued: bool = False,
     ) -> int:
         self._check(write=True)
+        if queued and job is None:
+            raise ValueError("a queued reservation needs its job (nobody could claim it otherwise)")
+        payload, address = (None, None) if job is None else (
+            json.dumps(dict(job.payload), sort_keys=True), json.dumps(dict(job.address), sort_keys=True))
         async with self.db.lock:
             now = self.clock()
             key = _key(identity)
@@ -156,8 +184,9 @@ class MemoryLedger:
             balance = self.db.accounts[key]
             self._row(key, "reserve", -amount, amount, balance, request_id, str(identity),
                       generation.get("command"), now)
-            self.db.reservations[request_id] = _Reservation(request_id, key, amount, "held", self.holder,
-                                                            now, now + lease)
+            holder, expires_at = ("", QUEUED_EXPIRY) if queued else (self.holder, now + lease)
+            self.db.reservations[request_id] = _Reservation(request_id, key, amount, "held", holder,
+                                                            now, expires_at)
             self.db.generations[request_id] = GenerationRow(
                 id=request_id, platform=key[0], server_id=key[1], user_id=key[2],
                 channel_id=generation.get("channel_id", ""), command=generation["command"],
@@ -167,6 +196,11 @@ class MemoryLedger:
                 revised_prompt=None, result_text=None, created_at=now, finished_at=None,
             )
             self.db.tokens[request_id] = (0, 0)
+            if job is not None and payload is not None and address is not None:
+                self.db.jobs[request_id] = _Job(
+                    id=request_id, state="queued" if queued else "running", payload=payload, address=address,
+                    deliver_by=float(job.deliver_by), attempts=0 if queued else 1, holder=holder,
+                    expires_at=0.0 if queued else now + lease, created_at=now)
             return balance
 
     def _live(self, request_id: str, now: float) -> _Reservation | None:
@@ -180,10 +214,65 @@ class MemoryLedger:
         async with self.db.lock:
             now = self.clock()
             res = self._live(request_id, now)
-            if res is None:
+            if res is not None:
+                res.expires_at = now + lease
+            job = self.db.jobs.get(request_id)
+            working = (job is not None and job.state != "done" and job.holder == self.holder
+                       and job.expires_at > now)
+            if job is not None and working:
+                job.expires_at = now + lease
+            return res is not None or working
+
+    # -- jobs: the generation row is the job -----------------------------------------------------
+
+    def _job_row(self, job: _Job) -> JobRow:
+        return JobRow(id=job.id, state=job.state, payload=json.loads(job.payload), address=json.loads(job.address),
+                      deliver_by=job.deliver_by, attempts=job.attempts, holder=job.holder,
+                      expires_at=job.expires_at, outcome=job.outcome, created_at=job.created_at,
+                      generation=self.db.generations[job.id])
+
+    async def claim(self, limit: int, *, lease: float) -> list[JobRow]:
+        self._check(write=True)
+        if limit <= 0:
+            return []
+        async with self.db.lock:
+            now = self.clock()
+            free = sorted((j for j in self.db.jobs.values()
+                           if j.state != "done" and (j.holder == "" or j.expires_at <= now)),
+                          key=lambda j: (j.created_at, j.id))[:limit]
+            for job in free:
+                job.holder, job.expires_at, job.attempts = self.holder, now + lease, job.attempts + 1
+                if job.state == "queued":
+                    job.state = "running"
+                res = self.db.reservations.get(job.id)
+                if res is not None and res.status == "held":
+                    res.holder, res.expires_at = self.holder, now + lease
+            return [self._job_row(j) for j in free]
+
+    async def finish_job(self, request_id: str, outcome: str) -> bool:
+        self._check(write=True)
+        async with self.db.lock:
+            job = self.db.jobs.get(request_id)
+            if job is None or job.state == "done" or job.holder != self.holder:
                 return False
-            res.expires_at = now + lease
+            job.state, job.outcome, job.address = "done", outcome, "{}"
             return True
+
+    async def job(self, request_id: str) -> JobRow | None:
+        self._check(write=False)
+        job = self.db.jobs.get(request_id)
+        return None if job is None else self._job_row(job)
+
+    async def queued_ahead(self, request_id: str) -> int:
+        self._check(write=False)
+        mine = self.db.jobs.get(request_id)
+        if mine is None or mine.state != "queued":
+            return 0
+        return sum(1 for j in self.db.jobs.values() if j.state == "queued" and j.created_at < mine.created_at)
+
+    async def queue_depth(self) -> int:
+        self._check(write=False)
+        return sum(1 for j in self.db.jobs.values() if j.state == "queued")
 
     async def settle(
         self,
@@ -201,6 +290,29 @@ class MemoryLedger:
         input_tokens: int = 0,
         output_tokens: int = 0,
     ) -> Settlement:
+        return await self._settle(request_id, consumed, status=status, error_code=error_code, provider=provider,
+                                  model=model, duration_ms=duration_ms, revised_prompt=revised_prompt,
+                                  result_text=result_text, images=images, input_tokens=input_tokens,
+                                  output_tokens=output_tokens, deliver=True)
+
+    async def _settle(
+        self,
+        request_id: str,
+        consumed: int,
+        *,
+        status: str,
+        error_code: str | None,
+        provider: str | None = None,
+        model: str | None = None,
+        duration_ms: float | None,
+        revised_prompt: str | None = None,
+        result_text: str | None = None,
+        images: Iterable[ImageRow] = (),
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        deliver: bool,
+    ) -> Settlement:
+        """``settle`` and ``refund``: only a settle moves the job on (a refunded job's user is still to be told)."""
         self._check(write=True)
         images = tuple(images)
         async with self.db.lock:
@@ -228,16 +340,21 @@ class MemoryLedger:
                 revised_prompt=revised_prompt, result_text=result_text, finished_at=now, images=images,
             )
             self.db.tokens[request_id] = (max(0, int(input_tokens)), max(0, int(output_tokens)))
+            job = self.db.jobs.get(request_id)
+            if deliver and job is not None and job.state != "done":
+                job.state = "delivering"
             return Settlement(balance=balance, consumed=spent, released=released, charged=True)
 
     async def refund(self, request_id: str, *, code: str, duration_ms: float | None = None) -> Settlement:
-        return await self.settle(request_id, 0, status="FAILED", error_code=code, duration_ms=duration_ms)
+        return await self._settle(request_id, 0, status="FAILED", error_code=code, duration_ms=duration_ms,
+                                  deliver=False)
 
     async def release_expired(self) -> int:
         self._check(write=True)
         async with self.db.lock:
             now = self.clock()
-            expired = [r for r in self.db.reservations.values() if r.status == "held" and r.expires_at <= now]
+            expired = [r for r in self.db.reservations.values() if r.status == "held" and r.expires_at <= now
+                       and (r.id not in self.db.jobs or self.db.jobs[r.id].state == "done")]
             for res in expired:
                 res.status, res.settled_at = "released", now
                 if res.amount:

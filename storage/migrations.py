@@ -125,10 +125,31 @@ CREATE INDEX reservations_expiry ON reservations (status, expires_at);
 CREATE UNIQUE INDEX ledger_movement ON ledger (request_id, kind)
 """
 
+# The generation row is the job: what any process needs to run and deliver a request (its payload, its
+# address and the address's deadline) and who works it under which lease. A job's row is inserted with
+# its reservation and its generation in one transaction. Jobs not done are few, so the index holds only
+# them (claims and queue counts read nothing else).
+M004_JOBS = """
+CREATE TABLE jobs (
+    id          TEXT    PRIMARY KEY REFERENCES generations (id),
+    state       TEXT    NOT NULL CHECK (state IN ('queued', 'running', 'delivering', 'done')),
+    payload     TEXT    NOT NULL,
+    address     TEXT    NOT NULL,
+    deliver_by  REAL    NOT NULL,
+    attempts    INTEGER NOT NULL CHECK (attempts >= 0),
+    holder      TEXT    NOT NULL,
+    expires_at  REAL    NOT NULL,
+    outcome     TEXT    NOT NULL DEFAULT '',
+    created_at  REAL    NOT NULL
+);
+CREATE INDEX jobs_open ON jobs (state, created_at) WHERE state != 'done'
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", M001_INITIAL),
     ("m002_usage_tokens", M002_USAGE_TOKENS),
     ("m003_leases", M003_LEASES),
+    ("m004_jobs", M004_JOBS),
 ]
 
 

@@ -21,11 +21,13 @@ import asyncio
 import functools
 import json
 import logging
+import math
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.request import pathname2url
@@ -40,6 +42,8 @@ from .ledger import (
     DuplicateRequest,
     GenerationRow,
     ImageRow,
+    JobRow,
+    JobSpec,
     ReadOnlyLedger,
     RevokeAboveBalance,
     Settlement,
@@ -48,7 +52,7 @@ from .ledger import (
 )
 from .migrations import apply_migrations, missing_migrations
 
-__all__ = ["MAX_BALANCE", "GenerationRow", "ImageRow", "Settlement", "SqliteStore"]
+__all__ = ["MAX_BALANCE", "GenerationRow", "ImageRow", "JobRow", "JobSpec", "Settlement", "SqliteStore"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -56,6 +60,9 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 200
 #: Pages of WAL after which a commit checkpoints by itself (the background task normally does it first).
 SAFETY_CHECKPOINT_PAGES = 20000
+#: A queued job's reservation is held by nobody and never expires: it counts toward the user's
+#: concurrent jobs however long it waits, and no sweep releases it (a claim gives it a real lease).
+QUEUED_EXPIRY = math.inf
 
 
 #: A user's live reservations (params: platform, server_id, user_id, now): the concurrent-jobs count.
@@ -282,22 +289,32 @@ class SqliteStore:
         max_concurrent: int,
         lease: float,
         generation: Mapping[str, Any],
+        job: JobSpec | None = None,
+        queued: bool = False,
     ) -> int:
         """Hold ``amount`` credits and open a PENDING generation, atomically, under this holder's
-        lease; return the balance left.
+        lease; return the balance left. With ``job``, its job row too, in the same transaction:
+        ``running`` under this holder's lease, or ``queued`` (held by nobody) for any ``claim``.
 
         Refuses (changing nothing) when the balance is short or the user already has
         ``max_concurrent`` live reservations: the count is taken inside the same write transaction,
         so the limit holds across processes too.
         """
+        if queued and job is None:
+            raise ValueError("a queued reservation needs its job (nobody could claim it otherwise)")
+        # Serialized here, not in the transaction: a payload that is not JSON fails alone, before the batch.
+        job_values = None if job is None else (
+            json.dumps(dict(job.payload), sort_keys=True), json.dumps(dict(job.address), sort_keys=True),
+            float(job.deliver_by))
 
         def run(conn: sqlite3.Connection) -> int:
             now = self.clock()
+            holder, expires_at = ("", QUEUED_EXPIRY) if queued else (self.holder, now + lease)
             # The primary key finds a duplicate; a refusal below rolls this row back with the rest.
             if conn.execute(
                 "INSERT INTO reservations (id, platform, server_id, user_id, amount, status, holder,"
                 " created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'held', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (request_id, *_key(identity), amount, self.holder, now, now + lease),
+                (request_id, *_key(identity), amount, holder, now, expires_at),
             ).rowcount == 0:
                 raise DuplicateRequest(request_id=request_id)
             # One statement checks the running jobs and the balance and charges; only a refusal (or a
@@ -332,23 +349,96 @@ class SqliteStore:
                     amount, now,
                 ),
             )
+            if job_values is not None:
+                payload, address, deliver_by = job_values
+                conn.execute(
+                    "INSERT INTO jobs (id, state, payload, address, deliver_by, attempts, holder, expires_at,"
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (request_id, "queued" if queued else "running", payload, address, deliver_by,
+                     0 if queued else 1, holder, 0.0 if queued else now + lease, now),
+                )
             return balance
 
         return await self._write(run)
 
     async def renew(self, request_id: str, *, lease: float) -> bool:
-        """The heartbeat: push this holder's live lease ``lease`` seconds ahead."""
+        """The heartbeat: push this holder's live leases ``lease`` seconds ahead (the reservation's
+        while it is held, the job's until it is done)."""
 
         def run(conn: sqlite3.Connection) -> bool:
             now = self.clock()
-            cur = conn.execute(
+            held = conn.execute(
                 "UPDATE reservations SET expires_at = ? WHERE id = ? AND status = 'held' AND holder = ?"
                 " AND expires_at > ?",
                 (now + lease, request_id, self.holder, now),
-            )
-            return cur.rowcount == 1
+            ).rowcount
+            working = conn.execute(
+                "UPDATE jobs SET expires_at = ? WHERE id = ? AND state != 'done' AND holder = ? AND expires_at > ?",
+                (now + lease, request_id, self.holder, now),
+            ).rowcount
+            return held == 1 or working == 1
 
         return await self._write(run)
+
+    # -- jobs: the generation row is the job -----------------------------------------------------
+
+    async def claim(self, limit: int, *, lease: float) -> list[JobRow]:
+        """Take up to ``limit`` jobs, oldest first, that nobody holds (queued) or whose lease ran out,
+        with their reservations if still held (the old holder is fenced off). A write transaction:
+        ``BEGIN IMMEDIATE`` makes two processes' claims take turns, so none is claimed twice."""
+        if limit <= 0:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[JobRow]:
+            now = self.clock()
+            ids = [str(r[0]) for r in conn.execute(
+                "UPDATE jobs SET holder = ?, expires_at = ?, attempts = attempts + 1,"
+                " state = CASE state WHEN 'queued' THEN 'running' ELSE state END"
+                " WHERE id IN (SELECT id FROM jobs WHERE state != 'done' AND (holder = '' OR expires_at <= ?)"
+                " ORDER BY created_at, id LIMIT ?) RETURNING id",
+                (self.holder, now + lease, now, limit),
+            ).fetchall()]
+            if not ids:
+                return []
+            marks = ", ".join("?" * len(ids))
+            conn.execute(
+                f"UPDATE reservations SET holder = ?, expires_at = ? WHERE id IN ({marks}) AND status = 'held'",
+                (self.holder, now + lease, *ids),
+            )
+            return _jobs(conn, ids)
+
+        return await self._write(run)
+
+    async def finish_job(self, request_id: str, outcome: str) -> bool:
+        """Close this holder's job with ``outcome`` and forget its address (it may hold a credential).
+        Fenced by the holder only: a job is finished after its user was told, however late."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "UPDATE jobs SET state = 'done', outcome = ?, address = '{}'"
+                " WHERE id = ? AND state != 'done' AND holder = ?",
+                (outcome, request_id, self.holder),
+            ).rowcount == 1
+
+        return await self._write(run)
+
+    async def job(self, request_id: str) -> JobRow | None:
+        rows = await self._tx(functools.partial(_jobs, ids=[request_id]))
+        return rows[0] if rows else None
+
+    async def queued_ahead(self, request_id: str) -> int:
+        """Jobs queued before this one (0 when it is not queued); ``state != 'done'`` lets the open-jobs
+        index answer."""
+        rows = await self._read(
+            "SELECT COUNT(*) FROM jobs WHERE state != 'done' AND state = 'queued'"
+            " AND created_at < (SELECT created_at FROM jobs WHERE id = ? AND state = 'queued')",
+            (request_id,),
+        )
+        return int(rows[0][0])
+
+    async def queue_depth(self) -> int:
+        rows = await self._read("SELECT COUNT(*) FROM jobs WHERE state != 'done' AND state = 'queued'")
+        return int(rows[0][0])
 
     async def settle(
         self,
@@ -366,13 +456,37 @@ class SqliteStore:
         input_tokens: int = 0,
         output_tokens: int = 0,
     ) -> Settlement:
-        """Consume ``consumed`` of the hold, give back the rest, and close the generation record.
+        """Consume ``consumed`` of the hold, give back the rest, and close the generation record; its
+        job (if any) becomes ``delivering``.
 
         With ``consumed == 0`` the give-back is a ``refund``; otherwise the unused part is a
         ``release``. Fenced: unless the reservation is still held by this holder under a live lease
         (it was settled already, or its lease expired and it was or may be released), nothing changes
         and ``charged`` is False.
         """
+        return await self._settle(request_id, consumed, status=status, error_code=error_code, provider=provider,
+                                  model=model, duration_ms=duration_ms, revised_prompt=revised_prompt,
+                                  result_text=result_text, images=images, input_tokens=input_tokens,
+                                  output_tokens=output_tokens, deliver=True)
+
+    async def _settle(
+        self,
+        request_id: str,
+        consumed: int,
+        *,
+        status: str,
+        error_code: str | None,
+        provider: str | None = None,
+        model: str | None = None,
+        duration_ms: float | None,
+        revised_prompt: str | None = None,
+        result_text: str | None = None,
+        images: Iterable[ImageRow] = (),
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        deliver: bool,
+    ) -> Settlement:
+        """``settle`` and ``refund``: only a settle moves the job on (a refunded job's user is still to be told)."""
         images = list(images)
 
         def run(conn: sqlite3.Connection) -> Settlement:
@@ -414,23 +528,29 @@ class SqliteStore:
             _insert(conn, "INSERT INTO generation_images (generation_id, idx, sha256, mime, bytes, width, height)",
                     [(request_id, i, im.sha256, im.mime, im.size_bytes, im.width, im.height)
                      for i, im in enumerate(images)])
+            if deliver:
+                conn.execute("UPDATE jobs SET state = 'delivering' WHERE id = ? AND state != 'done'", (request_id,))
             return Settlement(balance=balance, consumed=spent, released=released, charged=True)
 
         return await self._write(run)
 
     async def refund(self, request_id: str, *, code: str, duration_ms: float | None = None) -> Settlement:
-        """Give the whole hold back and mark the generation FAILED (fenced like ``settle``)."""
-        return await self.settle(request_id, 0, status="FAILED", error_code=code, duration_ms=duration_ms)
+        """Give the whole hold back and mark the generation FAILED (fenced like ``settle``); its job
+        stays as it is until ``finish_job``."""
+        return await self._settle(request_id, 0, status="FAILED", error_code=code, duration_ms=duration_ms,
+                                  deliver=False)
 
     async def release_expired(self) -> int:
-        """Refund held reservations whose lease has expired, whoever held them; mark their
-        generations FAILED (interrupted)."""
+        """Refund held reservations whose lease has expired, whoever held them, unless their job is
+        not done (``claim`` resumes it); mark their generations FAILED (interrupted). A queued job's
+        reservation never expires."""
 
         def run(conn: sqlite3.Connection) -> int:
             now = self.clock()
             rows = conn.execute(
                 "UPDATE reservations SET status = 'released', settled_at = ?"
                 " WHERE status = 'held' AND expires_at <= ?"
+                " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = reservations.id AND jobs.state != 'done')"
                 " RETURNING id, platform, server_id, user_id, amount",
                 (now, now),
             ).fetchall()
@@ -676,3 +796,34 @@ def _generation(row: tuple[Any, ...]) -> GenerationRow:
     values = list(row)
     values[9] = json.loads(values[9] or "{}")
     return GenerationRow(*values)
+
+
+_JOB_COLUMNS = "id, state, payload, address, deliver_by, attempts, holder, expires_at, outcome, created_at"
+
+
+def _jobs(conn: sqlite3.Connection, ids: list[str]) -> list[JobRow]:
+    """The job rows of ``ids`` as they are now, each with its generation and images, oldest first
+    (run inside the caller's transaction, so a claim returns what it committed)."""
+    marks = ", ".join("?" * len(ids))
+    jobs = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN ({marks})", ids).fetchall()
+    if not jobs:
+        return []
+    found = [str(j[0]) for j in jobs]
+    marks = ", ".join("?" * len(found))
+    gens = {str(r[0]): _generation(tuple(r)) for r in conn.execute(
+        f"SELECT {_GEN_COLUMNS} FROM generations WHERE id IN ({marks})", found)}
+    images: dict[str, list[ImageRow]] = {}
+    for gid, *image in conn.execute(
+        f"SELECT generation_id, sha256, mime, bytes, width, height FROM generation_images"
+        f" WHERE generation_id IN ({marks}) ORDER BY generation_id, idx", found,
+    ):
+        images.setdefault(str(gid), []).append(ImageRow(*image))
+    rows = [
+        JobRow(id=str(j[0]), state=str(j[1]), payload=json.loads(j[2]), address=json.loads(j[3]),
+               deliver_by=float(j[4]), attempts=int(j[5]), holder=str(j[6]), expires_at=float(j[7]),
+               outcome=str(j[8]), created_at=float(j[9]),
+               generation=replace(gens[str(j[0])], images=tuple(images.get(str(j[0]), ()))))
+        for j in jobs
+    ]
+    rows.sort(key=lambda r: (r.created_at, r.id))
+    return rows
