@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import discord
 
@@ -22,6 +23,9 @@ from .settings import DiscordSettings
 ButtonHandler = Callable[[discord.Interaction, str, str, int], Awaitable[None]]
 
 PLATFORM = "discord"
+#: An interaction token lives 15 minutes; a delivery starts early enough to finish inside it.
+TOKEN_LIFETIME = 15 * 60.0
+TOKEN_MARGIN = 30.0
 
 
 def identity_for(interaction: discord.Interaction) -> Identity:
@@ -55,13 +59,29 @@ def is_admin(interaction: discord.Interaction, admin_roles: Iterable[str]) -> bo
     return bool(wanted & (role_ids | role_names))
 
 
-def context_for(interaction: discord.Interaction, settings: DiscordSettings) -> Context:
+def context_for(interaction: discord.Interaction, settings: DiscordSettings, *, ephemeral: bool = False) -> Context:
+    """With the job's address, so another worker can deliver if this process dies (``bot.couriers``)."""
     return Context(
         identity_for(interaction),
         channel_id=str(interaction.channel_id or ""),
         is_admin=is_admin(interaction, settings.admin_roles),
         display_name=interaction.user.display_name,
+        address=address_for(interaction, ephemeral=ephemeral),
+        deliver_by=interaction.created_at.timestamp() + TOKEN_LIFETIME - TOKEN_MARGIN,
     )
+
+
+def address_for(interaction: discord.Interaction, *, ephemeral: bool = False) -> dict[str, Any]:
+    """The discord address of ``bot.couriers``, plus the asker's name, avatar and upload limit so a
+    courier in another process builds the same embed and fits the same files without a lookup."""
+    user = interaction.user
+    return {
+        "platform": PLATFORM, "application_id": str(interaction.application_id), "token": interaction.token,
+        "channel_id": str(interaction.channel_id or ""), "user_id": str(user.id),
+        "guild_id": str(interaction.guild_id or ""), "ephemeral": ephemeral, "message": "@original",
+        "display_name": user.display_name, "avatar": user.avatar.key if user.avatar else "",
+        "upload_limit": interaction.filesize_limit or 0,
+    }
 
 
 def dm_refusal(interaction: discord.Interaction, settings: DiscordSettings) -> str | None:

@@ -10,7 +10,6 @@ Nothing here imports the bot's code.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import re
 import time
@@ -26,6 +25,7 @@ CHANNEL_ID = 700000000000000001
 DEFAULT_LIMIT = 10 * 1024 * 1024
 EVERYONE = 0x0000_0000_0004_0C41  # a plain member: view, send, read history, add reactions, use commands
 MANAGE_GUILD = 1 << 5
+DISCORD_EPOCH = 1_420_070_400_000
 TIMESTAMP = "2026-01-01T00:00:00.000000+00:00"
 
 
@@ -115,7 +115,7 @@ class FakeDiscord:
         #: What GET /gateway/bot names as the gateway (default: this fake's own).
         self.bot_gateway_url: str | None = None
         self._sockets: dict[int, tuple[web.WebSocketResponse, list[int]]] = {}
-        self._ids = itertools.count(1_000_000_000_000_000_000)
+        self._last_id = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.app = web.Application(client_max_size=256 * 1024 * 1024)
@@ -154,7 +154,11 @@ class FakeDiscord:
                 "DISCORD_GATEWAY_URL": self.gateway_url}
 
     def new_id(self) -> int:
-        return next(self._ids)
+        """A snowflake of the current time, as Discord's are: the bot reads an interaction's age from its id
+        (the token's 15 minutes), so ids from the past would make every interaction look expired."""
+        now = (int(time.time() * 1000) - DISCORD_EPOCH) << 22
+        self._last_id = max(self._last_id + 1, now)
+        return self._last_id
 
     # -- scripting and reading back ----------------------------------------------------------------
 
