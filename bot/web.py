@@ -1,7 +1,8 @@
 """The one HTTP server of a process: Slack's ``/slack/events``, Discord's ``/discord/interactions`` and
 ``/healthz`` share ``IMAGEBOT_HTTP_PORT``, so an operator opens one port per process whatever it serves.
 
-Adapters add their routes (``add``) before ``start``; the server then listens until ``stop``.
+Adapters add their routes (``add``) whenever they start, before or after the server listens: one
+catch-all route dispatches to them, so the order in which a process starts its parts does not matter.
 """
 
 from __future__ import annotations
@@ -25,13 +26,25 @@ class WebServer:
         self.host = host
         self.port = port
         self.app = web.Application(client_max_size=MAX_BODY)
-        self.app.router.add_get("/healthz", self._health)
+        self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner: web.AppRunner | None = None
-        self.paths: list[str] = []
+        self._routes: dict[tuple[str, str], Handler] = {("GET", "/healthz"): self._health}
+
+    @property
+    def paths(self) -> list[str]:
+        return [path for _, path in self._routes]
 
     def add(self, method: str, path: str, handler: Handler) -> None:
-        self.app.router.add_route(method, path, handler)
-        self.paths.append(path)
+        self._routes[(method.upper(), path)] = handler
+        log.info("HTTP: serving %s %s", method.upper(), path)
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        handler = self._routes.get((request.method, request.path))
+        if handler is None:
+            if any(path == request.path for _, path in self._routes):
+                return web.Response(status=405, text="method not allowed")
+            return web.Response(status=404, text="not found")
+        return await handler(request)
 
     async def start(self) -> int:
         """Listen; return the bound port (``port`` 0 picks a free one). A taken port stops the bot naming the key."""
@@ -50,7 +63,7 @@ class WebServer:
         server = site._server  # noqa: SLF001 - the only way to learn the port when 0 was asked for
         sockets = getattr(server, "sockets", None)
         self.port = int(sockets[0].getsockname()[1]) if sockets else self.port
-        log.info("HTTP: listening on %s:%d (%s)", self.host, self.port, ", ".join(["/healthz", *self.paths]))
+        log.info("HTTP: listening on %s:%d", self.host, self.port)
         return self.port
 
     async def stop(self) -> None:
