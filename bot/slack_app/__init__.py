@@ -1,23 +1,31 @@
 """The Slack adapter: /imagine, /enhance and /credits for a workspace, through the shared core.
 
 ``run_slack`` reads the tokens from the config, checks them with ``auth.test``, then serves in Socket
-Mode (``SLACK_APP_TOKEN`` set) or HTTP mode (``SLACK_SIGNING_SECRET``, port ``IMAGEBOT_HTTP_PORT``).
+Mode (``SLACK_APP_TOKEN`` set) or HTTP mode (``SLACK_SIGNING_SECRET``, port ``IMAGEBOT_HTTP_PORT``, or
+``/slack/events`` on the process's shared ``bot.web`` server).
+
+Role "all": commands and buttons run here (``bot.jobs``), stored as jobs with their address, so another
+worker resumes them if this process dies. Role "ingress": they are acked and queued (``core.enqueue``); a
+worker delivers them through ``courier.SlackCourier``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from bot.config import Config
 from bot.core import Imagebot
 from bot.errors import ConfigError
 from bot.jobs import DEFAULT_GRACE
+from bot.web import WebServer
 
 from . import actions, commands
 from .apierrors import AUTH_ERRORS, AUTH_FIX, error_code, report
 from .app import SlackBot
-from .http_mode import EVENTS_PATH, serve_http
+from .http_mode import EVENTS_PATH, LateEvents, serve_http
 from .settings import SlackSettings
 from .socket_mode import socket_handler
 
@@ -61,8 +69,21 @@ async def check_app_token(bot: SlackBot) -> None:
         log.warning("could not check the Slack app token at start: %s", report(exc, "apps.connections.open"))
 
 
-async def run_slack(core: Imagebot, config: Config, *, grace: float = DEFAULT_GRACE) -> None:
-    """Serve until cancelled; then stop listening and give jobs in flight ``grace`` seconds (``bot.close``)."""
+def run_slack(core: Imagebot, config: Config, *, grace: float = DEFAULT_GRACE,
+              web: WebServer | None = None) -> Coroutine[Any, Any, None]:
+    """Serve until cancelled; then stop listening and give jobs in flight ``grace`` seconds (``bot.close``).
+
+    ``web``: the process's shared HTTP server. In HTTP mode ``POST /slack/events`` is added to it at once
+    (this call, before the server starts: its routes are fixed then) and no server of Slack's own is
+    opened; the caller starts and stops ``web``. Without it, HTTP mode listens on ``IMAGEBOT_HTTP_PORT``."""
+    late: LateEvents | None = None
+    if web is not None and not config.env.get("SLACK_APP_TOKEN", "").strip():
+        late = LateEvents()
+        web.add("POST", EVENTS_PATH, late)
+    return _run_slack(core, config, grace, late)
+
+
+async def _run_slack(core: Imagebot, config: Config, grace: float, late: LateEvents | None) -> None:
     settings = SlackSettings.from_config(config)
     bot = build_bot(core, settings, grace=grace)
     try:
@@ -76,6 +97,13 @@ async def run_slack(core: Imagebot, config: Config, *, grace: float = DEFAULT_GR
                 await asyncio.Event().wait()
             finally:
                 await handler.close_async()  # type: ignore[no-untyped-call]
+        elif late is not None:
+            late.serve(bot.app, bot.jobs.acks)
+            log.info("Slack: HTTP mode, on the shared HTTP server at %s", EVENTS_PATH)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                late.stop()
         else:
             try:
                 runner, port = await serve_http(bot.app, settings.http_host, settings.http_port, bot.jobs.acks)

@@ -9,12 +9,12 @@ from typing import Any
 
 from bot.errors import ImagebotError
 from bot.jobs import Progress, prompt_of
-from bot.models import Context, ImagineOptions, ImagineResult
+from bot.models import Context, ImagineOptions, ImagineResult, Queued
 from bot.replies import plural
 
 from .app import SlackBot
 from .blocks import ENHANCE, IMAGINE_THIS, REROLL, VARIATIONS_RE, parse_value
-from .commands import enhance_job, images_job, usage_error
+from .commands import enhance_job, images_job, queued_job, usage_error
 from .delivery import Destination
 from .respond import Tell
 
@@ -51,6 +51,10 @@ async def reroll(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str
     if (value := await _start(ack, action, tell)) is None:
         return
     ctx = _ctx(bot, body)
+    if bot.queues:
+        await bot.start(queued_job(bot, "reroll", tell, "a re-roll",
+                                   lambda: bot.core.enqueue(ctx, "reroll", generation_id=value[0])), tell)
+        return
     await tell("Re-rolling…")
     await bot.start(images_job(bot, "reroll", _where(ctx, body), tell,
                                lambda progress: bot.core.reroll(ctx, value[0], progress=progress)), tell)
@@ -60,6 +64,11 @@ async def variations(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict
     if (value := await _start(ack, action, tell)) is None:
         return
     ctx = _ctx(bot, body)
+    if bot.queues:
+        await bot.start(queued_job(bot, "variations", tell, f"variations of image {value[1] + 1}",
+                                   lambda: bot.core.enqueue(ctx, "variations", generation_id=value[0],
+                                                            index=value[1])), tell)
+        return
     await tell(f"Making variations of image {value[1] + 1}…")
     await bot.start(images_job(bot, "variations", _where(ctx, body), tell,
                                lambda progress: bot.core.variations(ctx, value[0], value[1], progress=progress)),
@@ -70,6 +79,13 @@ async def enhance(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[st
     if (value := await _start(ack, action, tell)) is None:
         return
     ctx = _ctx(bot, body)
+    if bot.queues:
+        async def enqueue() -> Queued:
+            prompt = await prompt_of(bot.core, ctx, value[0], enhanced=False)
+            return await bot.core.enqueue(ctx, "enhance", prompt=prompt)
+
+        await bot.start(queued_job(bot, "enhance", tell, "the prompt's enhancement", enqueue), tell)
+        return
     await bot.start(enhance_job(bot, ctx, lambda: prompt_of(bot.core, ctx, value[0], enhanced=False), tell), tell)
 
 
@@ -78,6 +94,13 @@ async def imagine_this(bot: SlackBot, ack: Ack, body: dict[str, Any], action: di
     if (value := await _start(ack, action, tell)) is None:
         return
     ctx = _ctx(bot, body)
+    if bot.queues:
+        async def enqueue() -> Queued:
+            options = ImagineOptions(prompt=await prompt_of(bot.core, ctx, value[0], enhanced=True))
+            return await bot.core.enqueue(ctx, "imagine", options=options)
+
+        await bot.start(queued_job(bot, "imagine", tell, "images from the enhanced prompt", enqueue), tell)
+        return
 
     async def work(progress: Progress | None) -> ImagineResult | None:
         options = ImagineOptions(prompt=await prompt_of(bot.core, ctx, value[0], enhanced=True))

@@ -1,5 +1,6 @@
 """The slash commands: /imagine, /enhance, /credits. Validate and ack first; the rest is a job for the shared
-runner (``bot.jobs``). ``register(bot)`` attaches the listeners to the service object's Bolt app."""
+runner (``bot.jobs``), or with role ingress a queued job for any worker (``queued_job``). ``register(bot)``
+attaches the listeners to the service object's Bolt app."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from bot.errors import ImagebotError, ValidationError
 from bot.jobs import Job, Progress
-from bot.models import Context, EnhanceResult, Identity, ImagineResult
+from bot.models import Context, EnhanceResult, Identity, ImagineResult, Queued
 from bot.replies import adjust_summary, credits_summary, error_text, plural, usage_summary
 from bot.textcommands import IMAGINE_USAGE, CreditsCommand, mention_user_id, parse_credits, parse_imagine
 
@@ -48,12 +49,36 @@ async def imagine(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> 
     except ImagebotError as exc:
         await ack(response_type="ephemeral", text=usage_error(exc))
         return
-    await ack(response_type="ephemeral",
-              text=f"Generating {plural(plan.count, 'image')} of “{escape(plan.prompt)}”…")
+    what = f"{plural(plan.count, 'image')} of “{escape(plan.prompt)}”"
+    if bot.queues:
+        await ack(response_type="ephemeral", text=f"Queuing {what}…")
+        await bot.start(queued_job(bot, "imagine", tell, what, lambda: bot.core.enqueue(ctx, "imagine", options=options),
+                                   replace=True), tell)
+        return
+    await ack(response_type="ephemeral", text=f"Generating {what}…")
     where = Destination(ctx.channel_id, ctx.identity.user_id, body.get("thread_ts") or None)
     await bot.start(images_job(bot, "imagine", where, tell,
                                lambda progress: bot.core.imagine(ctx, options, progress=progress),
                                replace_progress=True), tell)
+
+
+def queued_text(queued: Queued, what: str) -> str:
+    """Role ingress: the job is reserved and waits for a worker, which posts the result here."""
+    ahead = f" ({plural(queued.ahead, 'job')} ahead of it)" if queued.ahead > 0 else ""
+    cost = f", {plural(queued.price, 'credit')} held" if queued.price else ""
+    return f"Queued: {what}{cost}{ahead}. It will be posted here when it is ready."
+
+
+def queued_job(bot: SlackBot, kind: str, tell: Tell, what: str, enqueue: Callable[[], Awaitable[Queued]], *,
+               replace: bool = False) -> Job[str]:
+    """Role ingress: after the ack, reserve and queue the job for any worker (``core.enqueue``) and say so; a
+    refusal (nothing charged) is worded as the in-process path words it. ``replace``: the note updates the
+    slash command's own answer."""
+
+    async def work(progress: Progress | None) -> str:
+        return queued_text(await enqueue(), what)
+
+    return Job(f"queue-{kind}", work, NotesOutlet(tell, kind, _plain, replace=replace))
 
 
 def images_job(bot: SlackBot, kind: str, where: Destination, tell: Tell,
@@ -83,6 +108,11 @@ async def enhance(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> 
     prompt = to_plain(str(body.get("text", ""))).strip()
     if not prompt:
         await ack(response_type="ephemeral", text=ENHANCE_USAGE)
+        return
+    if bot.queues:
+        await ack(response_type="ephemeral", text="Queuing your prompt's enhancement…")
+        await bot.start(queued_job(bot, "enhance", tell, "your prompt's enhancement",
+                                   lambda: bot.core.enqueue(ctx, "enhance", prompt=prompt), replace=True), tell)
         return
     await ack(response_type="ephemeral", text="Enhancing your prompt…")
 

@@ -6,6 +6,10 @@ before any listener runs, and answers once the listener has called ``ack()``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
@@ -17,12 +21,49 @@ EVENTS_PATH = "/slack/events"
 MAX_BODY = 256 * 1024
 
 
-def web_application(app: AsyncApp, path: str = EVENTS_PATH, acks: AckGate | None = None) -> web.Application:
-    acks = acks or AckGate()
+def events_handler(app: AsyncApp, acks: AckGate | None = None) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``POST /slack/events``: Bolt checks the signature, runs the listener, answers with its ack."""
+    gate = acks or AckGate()
 
     async def events(request: web.Request) -> web.Response:
-        with acks:  # jobs started by earlier acks wait while this request is being answered
+        with gate:  # jobs started by earlier acks wait while this request is being answered
             return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
+
+    return events
+
+
+class LateEvents:
+    """``/slack/events`` on the process's shared server (``bot.web``), added before that server starts
+    and before the Slack app exists: a request that arrives in between waits for it (``READY_WAIT`` s at
+    most, then 503, which Slack retries)."""
+
+    READY_WAIT = 2.0
+
+    def __init__(self) -> None:
+        self._handler: Callable[[web.Request], Awaitable[web.Response]] | None = None
+        self._ready = asyncio.Event()
+
+    def serve(self, app: AsyncApp, acks: AckGate) -> None:
+        self._handler = events_handler(app, acks)
+        self._ready.set()
+
+    def stop(self) -> None:
+        self._handler = None
+        self._ready.clear()
+
+    async def __call__(self, request: web.Request) -> web.Response:
+        if self._handler is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.READY_WAIT):
+                    await self._ready.wait()
+        handler = self._handler
+        if handler is None:
+            return web.Response(status=503, text="the Slack app is not ready")
+        return await handler(request)
+
+
+def web_application(app: AsyncApp, path: str = EVENTS_PATH, acks: AckGate | None = None) -> web.Application:
+    events = events_handler(app, acks)
 
     async def health(request: web.Request) -> web.Response:
         return web.Response(text="ok")
