@@ -12,6 +12,11 @@ correct with many writers:
 - Settle, refund and renew are fenced by one conditional ``UPDATE`` on the reservation (status,
   holder, live lease); ``release_expired`` claims expired rows with ``FOR UPDATE SKIP LOCKED``, so two
   sweepers never release one reservation twice. The unique (request id, movement kind) index backs it.
+- Jobs (the generation row is the job): ``reserve`` inserts the job with the reservation and the
+  generation in one statement. ``claim`` picks the oldest claimable jobs with ``FOR UPDATE OF j, r SKIP
+  LOCKED`` (each job together with its reservation, or neither), so two processes never take one job
+  and a claim never waits for a lock at all (it can be in no deadlock, whatever settle, renew or
+  finish_job lock at the same moment).
 - ``synchronous_commit`` is ``on``: an answered movement is on disk (and on a synchronous standby,
   where one is configured), whatever the server's default.
 - A refusal raises inside the transaction, which rolls back: it changes nothing, not even the opening
@@ -421,7 +426,7 @@ class PostgresLedger:
                     "job": job is not None, "state": "queued" if queued else "running",
                     "payload": json.dumps(dict(job.payload) if job else {}, sort_keys=True),
                     "address": json.dumps(dict(job.address) if job else {}, sort_keys=True),
-                    "deliver_by": job.deliver_by if job else 0.0, "attempts": 0 if queued else 1,
+                    "deliver_by": float(job.deliver_by) if job else 0.0, "attempts": 0 if queued else 1,
                 },
             )
             row = await cur.fetchone()

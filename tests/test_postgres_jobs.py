@@ -206,3 +206,19 @@ async def test_a_refund_leaves_the_job_to_its_worker_and_release_expired_leaves_
     assert await b.balance(alice) == 45 and await b.held(alice) == 0 and await b.audit() == []
     done = await b.job("j1")
     assert done is not None and (done.state, done.outcome, done.address) == ("done", "told", {})
+
+
+async def test_jobs_behind_pgbouncer_keep_no_session_state(ledgers: Ledgers) -> None:
+    ledger = await ledgers.open()
+    bouncer = PostgresLedger(ledgers.url + "&pgbouncer=true&pool_size=1", clock=ledgers.clock)
+    await bouncer.open()
+    ledgers.opened.append(bouncer)
+    ids = await _queue(bouncer, 8, ledgers.clock)
+    assert await bouncer.queue_depth() == 8 and await bouncer.queued_ahead("r007") == 7
+    for _ in range(8):  # past psycopg's default prepare threshold
+        [job] = await bouncer.claim(1, lease=LEASE)
+        assert await bouncer.renew(job.id, lease=LEASE)
+        assert (await bouncer.settle(job.id, 2, status="COMPLETED")).charged
+        assert await bouncer.finish_job(job.id, "delivered")
+    assert [(await ledger.job(i)).outcome for i in ids] == ["delivered"] * 8
+    assert await ledger.audit() == [] and await ledger.queue_depth() == 0
