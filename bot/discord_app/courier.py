@@ -140,6 +140,8 @@ class DiscordCourier:
         self._settings = settings
         self._application_id = application_id
         self._timeout = target_timeout
+        # No voice here: discord.py's warnings about PyNaCl and davey are noise.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         # Never connects: the intents only keep discord.py from warning about a missing guilds intent.
         self._client = discord.Client(intents=discord.Intents(guilds=True), allowed_mentions=NO_MENTIONS)
         self._session: aiohttp.ClientSession | None = None

@@ -17,7 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import WSMsgType, web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 APP_ID = 900000000000000001
 GUILD_ID = 800000000000000001
@@ -116,6 +119,10 @@ class FakeDiscord:
         self.bot_gateway_url: str | None = None
         self._sockets: dict[int, tuple[web.WebSocketResponse, list[int]]] = {}
         self._last_id = 0
+        #: The application's key pair: the fake signs the interactions it POSTs to the bot's endpoint.
+        self.signing_key = Ed25519PrivateKey.generate()
+        #: Each interaction POSTed to the bot: (status, parsed answer or text, the payload).
+        self.answers: list[tuple[int, Any, dict[str, Any]]] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.app = web.Application(client_max_size=256 * 1024 * 1024)
@@ -152,6 +159,39 @@ class FakeDiscord:
     def env(self) -> dict[str, str]:
         return {"DISCORD_TOKEN": "fake-bot-token", "DISCORD_API_BASE_URL": self.api_base,
                 "DISCORD_GATEWAY_URL": self.gateway_url}
+
+    @property
+    def public_key(self) -> str:
+        """DISCORD_PUBLIC_KEY for the bot: hex, as the Developer Portal shows it."""
+        return self.signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+    def signed(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        """Discord's signature headers: Ed25519 over timestamp + body."""
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        signature = self.signing_key.sign(stamp.encode() + body).hex()
+        return {"X-Signature-Ed25519": signature, "X-Signature-Timestamp": stamp,
+                "Content-Type": "application/json"}
+
+    async def interact(self, url: str, payload: dict[str, Any], *, session: aiohttp.ClientSession | None = None,
+                       headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """POST an interaction to the bot's endpoint the way Discord does (signed) and read its answer."""
+        body = json.dumps(payload).encode()
+        own = session is None
+        session = session or aiohttp.ClientSession()
+        try:
+            if "token" in payload:
+                self.dispatched[payload["token"]] = time.perf_counter()
+            async with session.post(url, data=body, headers=self.signed(body) if headers is None else headers) as resp:
+                text = await resp.text()
+                try:
+                    answer: Any = json.loads(text)
+                except ValueError:
+                    answer = text
+                self.answers.append((resp.status, answer, payload))
+                return resp.status, answer
+        finally:
+            if own:
+                await session.close()
 
     def new_id(self) -> int:
         """A snowflake of the current time, as Discord's are: the bot reads an interaction's age from its id
