@@ -13,6 +13,11 @@ Group commit: writes that arrive while the connection thread is busy (most of th
 commit's fsync) wait in a queue and all run in the next transaction, so a batch pays for one commit
 (one fsync, with ``synchronous=FULL``) and one thread hop instead of many. A refused write (short
 balance) rolls back alone: the batch is then redone with a SAVEPOINT per write.
+
+Jobs (``jobs``, migration m004): a reserve with a job inserts it in the reserve's transaction; a
+``claim`` is a write transaction too, so ``BEGIN IMMEDIATE`` makes two processes' claims on one file
+take turns and no job is claimed twice. A queued job's reservation is held by nobody and never expires
+(``QUEUED_EXPIRY``), so it counts toward its user's concurrent jobs and no sweep refunds it.
 """
 
 from __future__ import annotations
