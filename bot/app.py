@@ -23,5 +23,6 @@ def build_core(config: Config, *, read_only: bool = False) -> Imagebot:
     store = build_ledger(config, read_only=read_only)
     images = ImageStore(config.data_dir)
     registry = build_registry(config)
-    limiter = RateLimiter(config.limits.user_rate, config.limits.server_rate, config.limits.storage_uri)
+    limiter = RateLimiter(config.limits.user_rate, config.limits.server_rate, config.limits.storage_uri,
+                          on_outage=config.limits.on_outage)
     return Imagebot(config, store, images, registry, limiter)
