@@ -217,17 +217,33 @@ def _extras(m: dict[str, Any]) -> list[str]:
 
 
 async def cmd_run(config: Config) -> int:
-    from .platforms import platform_runners
+    from .platforms import build_process
+    from .worker import Worker
 
     core = build_core(config)
     await core.start(sweep=True)  # only a running bot releases reservations whose lease expired
+    process = None
+    worker: Worker | None = None
     try:
-        runners = platform_runners(core, config)
+        process = build_process(core, config)
+        runners = process.runners
+        if config.role == "ingress" and not runners:
+            raise ConfigError("IMAGEBOT_ROLE=ingress takes commands, but no chat platform token is set "
+                              "(SLACK_BOT_TOKEN or DISCORD_TOKEN)")
+        if process.couriers:
+            worker = Worker(core, process.couriers)
+            runners.append(worker.run())
+        elif config.role == "worker":
+            raise ConfigError("IMAGEBOT_ROLE=worker delivers results, but no chat platform token is set "
+                              "(SLACK_BOT_TOKEN or DISCORD_TOKEN)")
         if not runners:
             from .console import run_console
 
             log.info("no chat token set: starting the local console (offline, local renderer)")
             runners = [run_console(core)]
+        if process.web is not None:
+            await process.web.start()
+        log.info("imagebot: role %s (holder %s)", config.role, core.store.holder[:8])
         main = asyncio.gather(*runners)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -240,6 +256,13 @@ async def cmd_run(config: Config) -> int:
         except asyncio.CancelledError:
             log.info("shutting down")
     finally:
+        if worker is not None:
+            await worker.close()
+        if process is not None:
+            if process.web is not None:
+                await process.web.stop()
+            for courier in process.couriers.values():
+                await courier.aclose()
         await core.close()
     return 0
 
