@@ -11,16 +11,19 @@ Addresses (every value a string unless said; unknown keys are ignored):
     discord: platform="discord", application_id, token (the interaction token: a credential, valid
              15 minutes; the job's ``deliver_by`` says until when), channel_id, user_id, guild_id ("" in
              a DM), ephemeral (bool: the command was answered privately), message ("@original": the
-             deferred response to replace, or "" to post a follow-up)
+             deferred response to replace, or "" to post a follow-up); optional: display_name, avatar
+             (for the embed) and upload_limit (bytes), so no lookup is needed
     slack:   platform="slack", team_id, channel_id, user_id, response_url (a credential, valid 30
              minutes and 5 uses), thread_ts ("" when none)
 
 Fallbacks, in order, for ``deliver``:
     discord: while ``deliver_by`` has not passed, the interaction webhook (edit ``@original`` with the
-             result); then the channel with the bot token; then a DM to the user.
+             result); then the channel with the bot token (never for a private command: it goes by DM);
+             then a DM to the user.
     slack:   the channel with the bot token; then a DM (conversations.open) to the user.
-``tell`` (a note: an error, a refund) goes privately where it can: discord the interaction webhook as
-an ephemeral follow-up while valid, else a DM; slack the response_url while valid (ephemeral), else
+``tell`` (a note: an error, a refund) goes privately where it can: discord edits the deferred
+``@original`` while the token lives (else the "thinking..." message would hang forever), else an
+ephemeral follow-up, else a DM; slack the response_url while valid (ephemeral), else
 ``chat.postEphemeral`` in the channel, else a DM.
 """
 
