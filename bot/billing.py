@@ -19,6 +19,11 @@
 
 ``not_charged`` is the product's wording of a failure (the core passes it as ``failure``), and
 ``image_rows`` turns stored images into the ledger's rows for ``Bill.produced``.
+
+Every generation ends here, so here it is recorded once: one line on the ``imagebot.generations``
+logger (request id, platform, server, user, command, provider, model, outcome, error code, credits
+consumed / reserved / refunded, images, duration_ms; structured fields in ``IMAGEBOT_LOG_FORMAT=json``)
+and the command and credit counters of ``bot.metrics``.
 """
 
 from __future__ import annotations
@@ -31,13 +36,16 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.ledger import ImageRow, JobSpec, Ledger, LedgerRefused, Settlement
+from storage.ledger import GenerationRow, ImageRow, JobSpec, Ledger, LedgerRefused, Settlement
 
+from . import metrics
 from .errors import ContentRejected, GenerationFailed, ImagebotError, LeaseLost
 from .models import Identity, StoredImage
 from .replies import refusal
 
 log = logging.getLogger(__name__)
+#: The one line per generation (see the module), apart from this module's own diagnostics.
+generations_log = logging.getLogger("imagebot.generations")
 
 Failure = Callable[[BaseException, int], BaseException]
 
@@ -129,19 +137,28 @@ async def charge(
         balance = await ledger.reserve(identity, request_id, amount, max_concurrent=max_concurrent, lease=lease,
                                        generation=generation, job=job)
     except LedgerRefused as exc:
+        metrics.command(str(generation.get("command") or ""), "refused")
         raise refusal(exc) from None
-    async with hold(ledger, request_id, amount, balance, lease=lease, failure=failure) as bill:
+    async with hold(ledger, request_id, amount, balance, lease=lease, failure=failure, identity=identity,
+                    generation=generation) as bill:
         yield bill
 
 
 @contextlib.asynccontextmanager
 async def hold(
     ledger: Ledger, request_id: str, amount: int, balance: int, *, lease: float, failure: Failure = _as_is,
+    identity: Identity | None = None, generation: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Bill]:
     """The second phase of a charge whose reservation this holder already has: taken by ``charge``, or
-    claimed by a worker from the job table (``Ledger.claim``). Heartbeat, then settle or refund."""
+    claimed by a worker from the job table (``Ledger.claim``). Heartbeat, then settle or refund.
+
+    ``identity`` and ``generation`` (its row's fields: command, provider, model) name the job in its log
+    line; without them they are read from the ledger while the body runs."""
     bill = Bill(request_id, amount, balance)
     heartbeat = asyncio.create_task(_heartbeat(ledger, bill, lease), name=f"lease-{request_id}")
+    lookup = None if identity is not None else asyncio.create_task(ledger.generation(request_id),
+                                                                   name=f"row-{request_id}")
+    metrics.reserved(amount)
     started = time.perf_counter()
     try:
         yield bill
@@ -158,6 +175,9 @@ async def hold(
             log.warning("generation %s: its lease was lost before the refund; the lease sweep gave it back",
                         request_id)
             bill.lost = True
+        outcome = "lease_lost" if bill.lost else "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+        _record(bill, outcome, _code(exc), started, identity, generation, lookup,
+                provider=getattr(exc, "provider", None) or None)
         raise failure(exc, amount) from None
     heartbeat.cancel()
     settled = await asyncio.shield(
@@ -166,6 +186,8 @@ async def hold(
     )
     bill.settlement = settled
     await _stop(heartbeat)
+    _record(bill, "completed" if settled.charged else "lease_lost", None if settled.charged else LeaseLost.code,
+            started, identity, generation, lookup)
     if not settled.charged:
         bill.lost = True
         log.warning("generation %s finished after its lease was lost; nothing charged, result withheld", request_id)
@@ -185,6 +207,66 @@ async def keep_lease(ledger: Ledger, request_id: str, lease: float) -> AsyncIter
         yield bill
     finally:
         await _stop(heartbeat)
+
+
+def _record(
+    bill: Bill, outcome: str, code: str | None, started: float, identity: Identity | None,
+    generation: Mapping[str, Any] | None, lookup: asyncio.Task[GenerationRow | None] | None,
+    *, provider: str | None = None,
+) -> None:
+    """The generation's one log line and its metrics. Never raises: a record must not change a charge."""
+    try:
+        row = _looked_up(lookup)
+        if identity is None and row is not None:
+            identity = row.identity
+        planned: Mapping[str, Any] = generation or (
+            {"command": row.command, "provider": row.provider, "model": row.model} if row is not None else {})
+        settled = bill.settlement
+        consumed = settled.consumed if settled is not None and settled.charged else 0
+        refunded = settled.released if settled is not None and settled.charged else bill.amount
+        kind = str(planned.get("command") or "unknown")
+        fields: dict[str, Any] = {
+            "event": "generation",
+            "request_id": bill.request_id,
+            "platform": identity.platform if identity else None,
+            "server": identity.server_id if identity else None,
+            "user": identity.user_id if identity else None,
+            "command": kind,
+            "provider": bill.details.get("provider") or provider or planned.get("provider"),
+            # a failure names the provider that failed; its model is the planned one only if it was planned
+            "model": bill.details.get("model") or (planned.get("model") if provider in (None, planned.get("provider"))
+                                                   else None),
+            "outcome": outcome,
+            "code": code,
+            "credits": consumed,
+            "credits_reserved": bill.amount,
+            "credits_refunded": refunded,
+            "images": len(bill.details.get("images") or ()),
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+        metrics.command(kind, outcome)
+        metrics.consumed(consumed)
+        reason = "unused" if outcome == "completed" else "lease_lost" if outcome == "lease_lost" else "failed"
+        metrics.refunded(refunded, reason)
+        generations_log.info(
+            "generation %s %s: %s by %s:%s:%s provider=%s model=%s credits=%d refunded=%d code=%s duration_ms=%.0f",
+            bill.request_id, outcome, kind, fields["platform"], fields["server"], fields["user"], fields["provider"],
+            fields["model"], consumed, refunded, code or "-", fields["duration_ms"], extra=fields,
+        )
+    except Exception:  # noqa: BLE001 - recording is best effort; the charge already happened
+        log.exception("recording generation %s failed", bill.request_id)
+
+
+def _looked_up(lookup: asyncio.Task[GenerationRow | None] | None) -> GenerationRow | None:
+    """The generation row read while the body ran, if it has arrived (it is never waited for)."""
+    if lookup is None:
+        return None
+    if not lookup.done():
+        lookup.cancel()
+        return None
+    if lookup.cancelled() or lookup.exception() is not None:
+        return None
+    return lookup.result()
 
 
 async def _heartbeat(ledger: Ledger, bill: Bill, lease: float) -> None:

@@ -22,7 +22,8 @@ every way out of here that is not an ``Outcome`` is refunded.
   a result, and a bad one never fails the generation.
 - **Storing.** Results are stored by content hash; bytes that are not an image are dropped.
 
-The progress protocol (stages and their detail keys) is drawn at the top of ``bot.core``.
+The progress protocol (stages and their detail keys) is drawn at the top of ``bot.core``. Each provider
+call's duration and each failover are counted in ``bot.metrics``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -38,6 +40,7 @@ from providers.base import GeneratedImage, GenerationRequest, ImageProvider, Pre
 from providers.registry import ProviderRegistry
 from storage.images import ImageStore
 
+from . import metrics
 from .errors import (
     ContentRejected,
     ImagebotError,
@@ -120,6 +123,7 @@ class Generator:
             attempt = attempts[i]
             i += 1
             if failed:
+                metrics.failover(attempts[i - 2].provider.name)
                 await notify(progress, "failover", {"from": failed[-1], "to": attempt.provider.name})
             try:
                 produced, notes = await self._attempt(attempt, plan, progress, request_id, user)
@@ -214,17 +218,25 @@ class Generator:
         """One provider call inside the provider's concurrency slot; a provider bug becomes our error."""
         async with self._slot(provider.name, progress):
             await notify(progress, "generating", {"provider": provider.name, "model": request.model})
+            started = time.perf_counter()
+            outcome = "error"
             try:
                 images = await provider.generate(request)
+                outcome = "ok"
             except ProviderError as exc:
                 if not exc.provider:
                     exc.provider = provider.name
                 raise
-            except (asyncio.CancelledError, ImagebotError):
+            except asyncio.CancelledError:
+                outcome = "cancelled"
+                raise
+            except ImagebotError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a provider bug must not leak raw text
                 log.error("provider %s raised %s", provider.name, type(exc).__name__)
                 raise ProviderBadResponse("The provider failed unexpectedly.", provider=provider.name) from None
+            finally:
+                metrics.provider_call(provider.name, request.model, time.perf_counter() - started, outcome)
             return list(images)[: request.count]
 
     @contextlib.asynccontextmanager
@@ -284,7 +296,13 @@ class Generator:
         """Upscale in the provider's slot (it counts against its concurrency like any call), then store."""
         async with self._slot(provider.name, progress):
             await notify(progress, "generating", {"provider": provider.name, "model": model})
-            image: GeneratedImage = await provider.upscale(source)  # type: ignore[attr-defined]
+            started = time.perf_counter()
+            outcome = "error"
+            try:
+                image: GeneratedImage = await provider.upscale(source)  # type: ignore[attr-defined]
+                outcome = "ok"
+            finally:
+                metrics.provider_call(provider.name, model, time.perf_counter() - started, outcome)
         return await self.images.save(image.data, drawn_size=image.drawn_size)
 
     # -- text ------------------------------------------------------------------------------------

@@ -8,6 +8,13 @@ Discord runs on the gateway (``DISCORD_TOKEN``) or, with ``DISCORD_PUBLIC_KEY`` 
 interactions endpoint (``POST /discord/interactions``) on the process's one HTTP server
 (``IMAGEBOT_HTTP_PORT``), next to Slack's ``/slack/events``.
 
+That server runs in every mode but the local console, so ``/healthz``, ``/readyz`` and ``/metrics``
+are always there for an operator: ``IMAGEBOT_HTTP_PORT`` (default 3000), ``off`` for none. A process
+that needs the port for a platform (Slack HTTP mode, Discord interactions), or whose port was set
+explicitly, stops when it cannot listen; one that only serves the operator's endpoints on the default
+port (a worker, the Discord gateway, Slack Socket Mode: several of them on one host) logs a warning and
+runs without them. The console starts the server only when ``IMAGEBOT_HTTP_PORT`` is set.
+
 Each adapter lives in its own package and is imported only when its token is set, so the console
 mode needs neither discord.py nor slack-bolt at run time.
 """
@@ -39,11 +46,18 @@ def _set(env: Any, key: str) -> bool:
     return bool(str(env.get(key, "") or "").strip())
 
 
-def http_port(config: Config) -> tuple[str, int]:
+#: ``IMAGEBOT_HTTP_PORT`` values that turn the HTTP server off.
+OFF = ("off", "none", "disabled")
+
+
+def http_port(config: Config) -> tuple[str, int] | None:
+    """(host, port) of the process's HTTP server, or None when ``IMAGEBOT_HTTP_PORT=off``."""
     env = config.env
     text = str(env.get("IMAGEBOT_HTTP_PORT", "") or "").strip() or "3000"
+    if text.lower() in OFF:
+        return None
     if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise ConfigError(f"IMAGEBOT_HTTP_PORT must be a port number (0-65535), not {text!r}")
+        raise ConfigError(f"IMAGEBOT_HTTP_PORT must be a port number (0-65535) or 'off', not {text!r}")
     return str(env.get("IMAGEBOT_HTTP_HOST", "") or "").strip() or "0.0.0.0", int(text)
 
 
@@ -81,10 +95,14 @@ def _build(core: Imagebot, config: Config, process: Process) -> Process:
         raise ConfigError("DISCORD_PUBLIC_KEY is set but DISCORD_TOKEN is not: the HTTP interactions endpoint "
                           "needs the bot token too (to post results and fall back to the channel)")
     slack_http = slack and not _set(env, "SLACK_APP_TOKEN")
-    wants_http = (role != "worker" and (slack_http or discord_http)) or _set(env, "IMAGEBOT_HTTP_PORT")
-    if wants_http:
-        host, port = http_port(config)
-        process.web = WebServer(host, port)
+    needs_http = role != "worker" and (slack_http or discord_http)
+    explicit = _set(env, "IMAGEBOT_HTTP_PORT")
+    address = http_port(config)
+    if address is None and needs_http:
+        raise ConfigError("IMAGEBOT_HTTP_PORT=off, but " + ("Slack HTTP mode (no SLACK_APP_TOKEN)" if slack_http
+                          else "Discord HTTP interactions (DISCORD_PUBLIC_KEY)") + " needs the HTTP server")
+    if address is not None:
+        process.web = WebServer(*address, core=core, required=needs_http or explicit)
     if role != "ingress":
         process.couriers = build_couriers(config)
     if role != "worker":
@@ -103,6 +121,8 @@ def _build(core: Imagebot, config: Config, process: Process) -> Process:
             from .discord_app import run_discord
 
             process.runners.append(run_discord(core, config))
+    if not process.runners and not process.couriers and not explicit:
+        process.web = None  # the local console (or a role that is about to be refused): nothing to serve
     return process
 
 

@@ -12,7 +12,8 @@ or claimed ``MAX_ATTEMPTS`` times: it keeps killing its workers) is refunded and
 
 The process that took a command in-process (``bot.jobs.JobRunner``) runs it itself; this loop then only
 finds jobs queued by ingress processes and jobs whose process died. Nothing here names a platform: the
-couriers (``bot.couriers``) do.
+couriers (``bot.couriers``) do. Jobs' outcomes and the refunds made here (undelivered, interrupted before
+they ran) are counted in ``bot.metrics``; the charge of a job that runs is counted by ``bot.billing``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Mapping
 
 from storage.ledger import JobRow
 
+from . import metrics
 from .core import Imagebot
 from .couriers import Courier, Undeliverable
 from .errors import ImagebotError, Interrupted, LeaseLost
@@ -141,6 +143,7 @@ class Worker:
             await courier.deliver(job.address, job.deliver_by, result)
         except Undeliverable:
             refunded = await self.core.delivery_failed(job.id)
+            metrics.refunded(refunded, "undelivered")
             credits = f" Your {refunded} credits were refunded." if refunded else " You were not charged."
             await courier.tell(job.address, job.deliver_by, f"I couldn't deliver the result.{credits} (IMG-DELIVERY-001)")
             await self._finish(job, "undelivered")
@@ -155,9 +158,12 @@ class Worker:
             if current is None or current.state == "done" or current.holder != store.holder:
                 return
             if current.generation.status == "PENDING":
-                await store.refund(job.id, code="IMG-INTERRUPTED")
+                settled = await store.refund(job.id, code="IMG-INTERRUPTED")
+                if settled.charged:  # held, never run: reserved and given back here, not in bot.billing
+                    metrics.reserved(settled.released)
+                    metrics.refunded(settled.released, "interrupted")
             elif current.generation.status == "COMPLETED":
-                await self.core.delivery_failed(job.id, code="IMG-INTERRUPTED")
+                metrics.refunded(await self.core.delivery_failed(job.id, code="IMG-INTERRUPTED"), "undelivered")
             if courier is not None:
                 await courier.tell(job.address, job.deliver_by, text)
             await self._finish(job, "refunded")
@@ -167,4 +173,5 @@ class Worker:
     async def _finish(self, job: JobRow, outcome: str) -> None:
         if await self.core.job_finished(job.id, outcome):
             self.outcomes[job.id] = outcome
+            metrics.job(outcome)
             log.info("job %s: %s", job.id, outcome)
