@@ -1,40 +1,83 @@
-"""The ``imagebot`` command: run the bot, and operator tools for credits, usage and providers."""
+"""The ``imagebot`` command: run the bot, and operator tools for credits, usage, providers and backups.
+
+With ``--json`` a command answers in JSON on stdout, its errors too (``{"error": {"code", "message"}}``),
+with the same exit codes as in plain text: 2 for a bad command line or configuration, 1 for a refusal.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import csv
+import difflib
 import json
 import logging
+import os
 import re
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.request import pathname2url
 
 from .app import build_core
-from .config import Config, load_config
+from .config import Config, load_config, sqlite_path
 from .core import Imagebot
-from .errors import ConfigError, ImagebotError
+from .errors import ConfigError, ImagebotError, StorageError
 from .models import Identity
-from .replies import error_text
+from .replies import error_text, plural
 
 log = logging.getLogger("imagebot")
 SINCE_RE = re.compile(r"^(\d+)\s*([smhdw])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The platforms an account can belong to (an id outside these would open an account no one can use).
+PLATFORMS = ("console", "discord", "slack")
+
+
+class UsageError(ImagebotError):
+    """A command line the operator must correct (exit 2); nothing was opened or changed."""
+
+    code = "IMG-CLI-USAGE"
+
+    def __init__(self, message: str, *, code: str | None = None, usage: str = "") -> None:
+        super().__init__(message, code=code)
+        self.usage = usage
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so ``--json`` can word its errors as JSON too."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}", usage=self.format_usage())
 
 
 def parse_since(text: str) -> float:
     match = SINCE_RE.match(text.strip().lower())
     if not match:
-        raise ConfigError(f"--since must look like 30m, 12h, 7d or 2w; got {text!r}")
+        raise UsageError(f"--since must look like 30m, 12h, 7d or 2w; got {text!r}")
     return int(match[1]) * UNITS[match[2]]
 
 
+def credits_target(args: argparse.Namespace) -> Identity:
+    """The account named on the command line, checked before any database is opened (a typo such as
+    ``--platform discrod`` must not open an account with starting credits)."""
+    platform = args.platform.strip().lower()
+    target = Identity(platform, args.server.strip(), args.user.strip())
+    if not all((target.platform, target.server_id, target.user_id)):
+        raise UsageError("--platform, --server and --user must not be empty")
+    if platform not in PLATFORMS:
+        close = difflib.get_close_matches(platform, PLATFORMS, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UsageError(f"--platform must be one of {', '.join(PLATFORMS)}; got {args.platform!r}{hint}. "
+                         "Nothing was changed.", code="IMG-CLI-PLATFORM")
+    return target
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imagebot", description="Generate images from chat.")
+    parser = Parser(prog="imagebot", description="Generate images from chat.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -49,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
             lo = 0 if action == "set" else 1
             p.add_argument("amount", help=f"a whole number from {lo} to 1000000")
             p.add_argument("--note", default=None, help="a reason recorded with the change")
-        p.add_argument("--platform", required=True, help="discord, slack or console")
+        p.add_argument("--platform", required=True, help=", ".join(PLATFORMS))
         p.add_argument("--server", required=True, help="guild id, workspace (team) id, or 'local'")
         p.add_argument("--user", required=True, help="the platform's user id")
         p.add_argument("--json", action="store_true", help="print JSON")
@@ -63,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     providers = sub.add_parser("providers", help="list configured providers, models and sizes")
     providers.add_argument("--json", action="store_true")
+
+    backup = sub.add_parser("backup", help="copy the SQLite database consistently, even while the bot runs")
+    backup.add_argument("path", help="the file to write (refused if it exists, unless --force)")
+    backup.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    backup.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -78,9 +126,7 @@ async def _with_core(config: Config, fn: Callable[[Imagebot], Awaitable[int]], *
 
 
 async def cmd_credits(core: Imagebot, args: argparse.Namespace) -> int:
-    target = Identity(args.platform.strip().lower(), args.server.strip(), args.user.strip())
-    if not all((target.platform, target.server_id, target.user_id)):
-        raise ConfigError("--platform, --server and --user must not be empty")
+    target = credits_target(args)
     if args.action == "show":
         summary = await core.credits(target)
         data: dict[str, Any] = {
@@ -194,7 +240,7 @@ def _model_entry(model: Any, status: str, now: str, *, image: bool = True) -> di
 
 def _lifecycle_text(m: dict[str, Any]) -> str:
     if m["status"] == "deprecated":
-        return f"deprecated, shuts down {m['shutdown_date']} ({m['days_left']} days left)"
+        return f"deprecated, shuts down {m['shutdown_date']} ({plural(m['days_left'], 'day')} left)"
     if m["status"] == "retired":
         since = f" since {m['shutdown_date']}" if m["shutdown_date"] else ""
         return f"retired{since}"
@@ -246,15 +292,27 @@ async def cmd_run(config: Config) -> int:
         log.info("imagebot: role %s (holder %s)", config.role, core.store.holder[:8])
         main = asyncio.gather(*runners)
         loop = asyncio.get_running_loop()
+        stops: list[str] = []
+
+        def stop(sig: signal.Signals) -> None:
+            """The first signal stops new commands and lets jobs in flight finish (within their grace); a
+            second one cancels what is left (refunded, each asker told)."""
+            stops.append(sig.name)
+            if len(stops) == 1:
+                log.info("shutting down (%s): no new commands; jobs in flight may finish", sig.name)
+            else:
+                log.warning("%s again: stopping now; jobs still running are cancelled and refunded", sig.name)
+            main.cancel()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
-                loop.add_signal_handler(sig, main.cancel)
+                loop.add_signal_handler(sig, stop, sig)
             except (NotImplementedError, RuntimeError):
                 pass
         try:
             await main
         except asyncio.CancelledError:
-            log.info("shutting down")
+            log.info("stopped taking commands; closing")
     finally:
         if worker is not None:
             await worker.close()
@@ -267,27 +325,150 @@ async def cmd_run(config: Config) -> int:
     return 0
 
 
+def cmd_backup(config: Config, args: argparse.Namespace) -> int:
+    """A consistent copy of the SQLite database, safe while the bot runs and writes.
+
+    SQLite's online backup API, in one step: the copy is read inside one read transaction, so it is the
+    database as it stood at one moment (in WAL mode the bot's writers are not held up meanwhile). The
+    copy is written beside PATH, checked (``PRAGMA integrity_check``), then moved into place, so PATH is
+    never a half-written file; it is a single file (journal mode DELETE) ready to restore."""
+    source = sqlite_path(config.database)
+    if source is None:
+        scheme = config.database.strip().partition("://")[0].lower()
+        if scheme.startswith("postgres"):
+            raise UsageError("imagebot backup copies a SQLite database, and IMAGEBOT_DATABASE is PostgreSQL: "
+                             "back it up with pg_dump (pg_dump --format=custom --file imagebot.dump "
+                             "\"$IMAGEBOT_DATABASE\"; restore with pg_restore). Nothing was written.",
+                             code="IMG-BACKUP-POSTGRES")
+        raise UsageError(f"IMAGEBOT_DATABASE is {config.database.strip()!r}: it keeps nothing on disk to back up.",
+                         code="IMG-BACKUP-NONE")
+    if not source.is_file():
+        raise UsageError(f"There is no database at {str(source)!r} yet: nothing to back up.",
+                         code="IMG-BACKUP-NONE")
+    dest = Path(args.path)
+    if dest.is_dir():
+        raise UsageError(f"{str(dest)!r} is a folder: give the backup's file name, such as "
+                         f"{str(dest / 'imagebot-backup.sqlite3')!r}. Nothing was written.", code="IMG-BACKUP-PATH")
+    if not dest.parent.is_dir():
+        raise UsageError(f"There is no folder {str(dest.parent)!r} to write the backup in. Nothing was written.",
+                         code="IMG-BACKUP-PATH")
+    if dest.exists() and dest.resolve() == source.resolve():
+        raise UsageError("The backup cannot replace the database itself. Nothing was written.",
+                         code="IMG-BACKUP-PATH")
+    if dest.exists() and not args.force:
+        raise UsageError(f"{str(dest)!r} already exists; nothing was written. Add --force to replace it.",
+                         code="IMG-BACKUP-EXISTS")
+    partial = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+    try:
+        summary = _copy_database(source, partial)
+        _place(partial, dest, replace=args.force)
+    finally:
+        partial.unlink(missing_ok=True)
+    size = dest.stat().st_size
+    if args.json:
+        print(json.dumps({"source": str(source), "backup": str(dest), "bytes": size, **summary}))
+    else:
+        print(f"Backed up {source} to {dest}: {plural(summary['accounts'], 'account')}, "
+              f"{plural(summary['ledger_rows'], 'ledger row')}, {plural(size, 'byte')}; "
+              "integrity check ok.")
+    return 0
+
+
+def _copy_database(source: Path, target: Path) -> dict[str, int]:
+    """Copy ``source`` into the new file ``target`` in one backup step, and check the copy."""
+    src = sqlite3.connect(f"file:{pathname2url(str(source.resolve()))}?mode=ro", uri=True, timeout=30.0)
+    try:
+        src.execute("PRAGMA busy_timeout=30000")
+        dst = sqlite3.connect(str(target), timeout=30.0)
+        try:
+            src.backup(dst)  # pages=-1: the whole database in one step, one read transaction: one moment
+            dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+            checked = [row[0] for row in dst.execute("PRAGMA integrity_check")]
+            counts = {table: _count(dst, table) for table in ("accounts", "ledger")}
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    if checked != ["ok"]:
+        raise StorageError(f"The copy failed its integrity check ({'; '.join(checked[:3])}); nothing was written. "
+                           "Check the database with `sqlite3 FILE 'PRAGMA integrity_check'`.", code="IMG-BACKUP-CHECK")
+    return {"accounts": counts["accounts"], "ledger_rows": counts["ledger"]}
+
+
+def _count(conn: sqlite3.Connection, table: str) -> int:
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+    return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]) if exists else 0
+
+
+def _place(partial: Path, dest: Path, *, replace: bool) -> None:
+    """Move the checked copy to ``dest``: atomically, and without ``replace`` never over a file that
+    appeared meanwhile (a hard link fails if ``dest`` exists)."""
+    if replace:
+        os.replace(partial, dest)
+        return
+    try:
+        os.link(partial, dest)
+    except FileExistsError:
+        raise UsageError(f"{str(dest)!r} already exists; nothing was written. Add --force to replace it.",
+                         code="IMG-BACKUP-EXISTS") from None
+    except OSError:  # no hard links here (some network and FAT file systems)
+        if dest.exists():
+            raise UsageError(f"{str(dest)!r} already exists; nothing was written. Add --force to replace it.",
+                             code="IMG-BACKUP-EXISTS") from None
+        os.replace(partial, dest)
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    return "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
+
+
+def _fail(exc: ImagebotError, status: int, *, as_json: bool, prefix: str = "") -> int:
+    """Say what went wrong, in JSON on stdout with ``--json``, else in words on stderr."""
+    if as_json:
+        print(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
+    elif isinstance(exc, UsageError) and exc.usage:
+        print(f"{exc.usage.rstrip()}\n{exc.message}", file=sys.stderr)
+    else:
+        print(f"imagebot: {prefix}{error_text(exc) if status == 1 else exc.message}", file=sys.stderr)
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = _wants_json(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return _fail(exc, 2, as_json=as_json)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    as_json = bool(getattr(args, "json", False))
     try:
         config = load_config()
         if args.command == "run":
             return asyncio.run(cmd_run(config))
         if args.command == "credits":
+            credits_target(args)  # refused before any database is opened
             return asyncio.run(_with_core(config, lambda core: cmd_credits(core, args),
                                           read_only=args.action == "show"))
         if args.command == "usage":
+            parse_since(args.since)
             return asyncio.run(_with_core(config, lambda core: cmd_usage(core, args), read_only=True))
         if args.command == "providers":
             return asyncio.run(cmd_providers(config, args))
+        if args.command == "backup":
+            return cmd_backup(config, args)
     except ConfigError as exc:
-        print(f"imagebot: configuration error: {exc.message}", file=sys.stderr)
-        return 2
+        return _fail(exc, 2, as_json=as_json, prefix="configuration error: ")
+    except UsageError as exc:
+        return _fail(exc, 2, as_json=as_json)
     except ImagebotError as exc:
-        print(f"imagebot: {error_text(exc)}", file=sys.stderr)
-        return 1
+        return _fail(exc, 1, as_json=as_json)
+    except (OSError, sqlite3.Error) as exc:
+        # A file the bot cannot use (permissions, a full disk, a damaged database): said, not a traceback.
+        problem = StorageError(f"{exc.strerror or exc}: {exc.filename}" if isinstance(exc, OSError) and exc.filename
+                               else str(exc), code="IMG-STORE-001")
+        return _fail(problem, 1, as_json=as_json, prefix="")
     except KeyboardInterrupt:
         return 130
     return 0

@@ -669,26 +669,61 @@ def _read_file(env: Mapping[str, str], path: str | Path | None) -> tuple[str, di
         raise ConfigError(f"{key}: cannot read {str(file_path)!r} ({exc.strerror or exc})") from None
 
 
-def _sqlite_path(database: str) -> Path | None:
-    """The file a SQLite database URL names (as ``storage.ledger.open_ledger`` reads it), else None."""
-    scheme, sep, rest = database.partition("://")
+def sqlite_path(database: str) -> Path | None:
+    """The file a SQLite database URL names (as ``storage.ledger.open_ledger`` reads it), else None
+    (PostgreSQL, ``memory://``)."""
+    scheme, sep, rest = database.strip().partition("://")
     if not sep:
-        return Path(database) if database else None
+        return Path(database.strip()) if database.strip() else None
     if scheme.lower() == "sqlite" and rest:
         return Path(rest[1:] if rest.startswith("/") else rest)
     return None
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _file_above(path: Path) -> Path | None:
+    """The first existing parent of ``path`` that is a file, not a folder (the path can never be made)."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def _not_sqlite(path: Path) -> bool:
+    """A file that exists, is not empty and does not start like a SQLite database (an empty one SQLite
+    takes as new)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except OSError:
+        return False  # unreadable: the open says why, with the path
+    return bool(head) and head != SQLITE_HEADER
+
+
 def _paths_problems(settings: Settings, name: _Namer) -> list[str]:
+    """Paths that can never work, found at start instead of at the first command."""
     problems = []
-    db = _sqlite_path(settings.database)
-    if db is not None and db.is_dir():
-        problems.append(f"{name(('database',))} names the folder {str(db)!r}: give the SQLite file's path, "
-                        f"such as {str(db / 'imagebot.sqlite3')!r}")
+    db = sqlite_path(settings.database)
+    if db is not None:
+        blocked = _file_above(db)
+        if db.is_dir():
+            problems.append(f"{name(('database',))} names the folder {str(db)!r}: give the SQLite file's path, "
+                            f"such as {str(db / 'imagebot.sqlite3')!r}")
+        elif blocked is not None:
+            problems.append(f"{name(('database',))}: {str(blocked)!r} is a file, so {str(db)!r} cannot be made "
+                            "inside it: give a path in a folder")
+        elif db.is_file() and _not_sqlite(db):
+            problems.append(f"{name(('database',))} names {str(db)!r}, which is not a SQLite database: give the "
+                            "path of imagebot's database (a new path starts an empty one)")
     data_dir = Path(settings.data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         problems.append(f"{name(('data_dir',))} names the file {str(data_dir)!r}: give a folder for the images "
                         "(it is made if missing)")
+    elif not data_dir.exists() and (blocked := _file_above(data_dir)) is not None:
+        problems.append(f"{name(('data_dir',))}: {str(blocked)!r} is a file, so the folder {str(data_dir)!r} "
+                        "cannot be made inside it: give a folder for the images")
     return problems
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -145,13 +147,75 @@ async def _answer(core: Imagebot, ctx: Context, command: str, rest: str, progres
     return adjust_summary(adjusted, target.user_id)
 
 
+def stdin_reader(fd: int = 0, encoding: str | None = None) -> Callable[[], str]:
+    """A blocking readline on the descriptor itself ("" at end of input).
+
+    ``os.read`` rather than ``sys.stdin``: the read runs in a daemon thread that is abandoned at shutdown,
+    and a thread left inside ``sys.stdin.readline`` holds the buffer's lock, which the interpreter then
+    trips over while it exits."""
+    buffer = bytearray()
+    codec = encoding or getattr(sys.stdin, "encoding", None) or "utf-8"
+
+    def readline() -> str:
+        while b"\n" not in buffer:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                rest = bytes(buffer)
+                buffer.clear()
+                return rest.decode(codec, errors="replace")
+            buffer.extend(chunk)
+        end = buffer.index(b"\n") + 1
+        line = bytes(buffer[:end])
+        del buffer[:end]
+        return line.decode(codec, errors="replace")
+
+    return readline
+
+
+async def read_abandonable(read: Callable[[], str]) -> str:
+    """``read()`` in a daemon thread: a cancel (SIGTERM, Ctrl-C) returns at once, and the process can exit
+    with the thread still waiting for input (``asyncio.to_thread`` would hold the exit until Enter)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[str] = loop.create_future()
+
+    def settle(value: str | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value or "")
+
+    def work() -> None:
+        try:
+            value, error = read(), None
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting coroutine
+            value, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, value, error)
+        except RuntimeError:  # the loop is gone: nobody is waiting any more
+            pass
+
+    threading.Thread(target=work, name="console-input", daemon=True).start()
+    return await future
+
+
+def stopping_text(busy: int, grace: float) -> str:
+    """What the console says when stopped (SIGTERM, Ctrl-C): whether a command is still being finished."""
+    if not busy:
+        return "Stopped."
+    return (f"Stopping: waiting up to {grace:.0f} s for the command in progress to finish "
+            "(press Ctrl-C again to stop it now; you are not charged for it then).")
+
+
 async def run_console(core: Imagebot, *, stdin: Callable[[], str] | None = None, out: TextIO | None = None,
                       grace: float = DEFAULT_GRACE) -> None:
-    """Read commands until /quit or EOF. Stopped (SIGTERM) mid-command, it waits up to ``grace`` seconds
-    for that command to finish, as the chat adapters do."""
+    """Read commands until /quit or EOF. Stopped (SIGTERM, Ctrl-C: a cancel) while waiting for input, it
+    ends at once; mid-command, it waits up to ``grace`` seconds for that command to finish (a second stop
+    cancels it, refunded), as the chat adapters do. Each outcome is printed."""
     out = out or sys.stdout
     ctx = console_context()
-    read = stdin or (lambda: sys.stdin.readline())
+    read = stdin or stdin_reader()
     runner = JobRunner(core, grace=grace)
 
     def say(text: str) -> None:
@@ -161,12 +225,15 @@ async def run_console(core: Imagebot, *, stdin: Callable[[], str] | None = None,
     try:
         while True:
             print("> ", end="", file=out, flush=True)
-            line = await asyncio.to_thread(read)
+            line = await read_abandonable(read)
             if not line or line.strip().lower() in ("/quit", "/exit", "quit", "exit"):
                 print("bye", file=out, flush=True)
                 return
             reply = await handle_line(core, ctx, line, notify=say, runner=runner)
             if reply:
                 say(reply)
+    except asyncio.CancelledError:
+        say("\n" + stopping_text(runner.busy, grace))
+        raise
     finally:
         await runner.close()

@@ -22,7 +22,25 @@ if TYPE_CHECKING:  # the core imports this module (through billing); only the ty
 
 
 def plural(n: int, word: str) -> str:
+    """``1 credit``, ``2 credits``: every count a person reads goes through here."""
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def refund_note(refunded: int) -> str:
+    """After a sentence about a result that reached no one: where the credits went (leading space)."""
+    if not refunded:
+        return " You were not charged."
+    return f" Your {plural(refunded, 'credit')} {'was' if refunded == 1 else 'were'} refunded."
+
+
+def returned_note(refunded: int) -> str:
+    """After the reason a charged job failed: that nothing was charged, and what came back (leading space)."""
+    return f" You were not charged ({plural(refunded, 'credit')} returned)." if refunded else " You were not charged."
+
+
+def undelivered_text(refunded: int) -> str:
+    """Every place refused the result (channel, DM...) and ``refunded`` credits went back."""
+    return f"I couldn't deliver the result.{refund_note(refunded)} (IMG-DELIVERY-001)"
 
 
 def imagine_summary(result: ImagineResult, who: str = "") -> str:
