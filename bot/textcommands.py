@@ -1,8 +1,9 @@
 """Commands typed as text: ``/imagine a red fox --size 16:9 --quality high --format webp``.
 
 Used by the local console and by Slack, whose slash commands arrive as one line of text. Flags may be
-written ``--size 1024x1024`` or ``--size=1024x1024``; the rest of the words are the prompt. An unknown
-flag or a flag with no value is a ``ValidationError`` naming it, before anything is charged.
+written ``--size 1024x1024`` or ``--size=1024x1024`` (or ``—size``, as a phone's keyboard turns ``--``
+into a dash); the rest of the words are the prompt. An unknown flag or a flag with no value (``--size``,
+``--size=``) is a ``ValidationError`` naming it, before anything is charged.
 
 This module only translates: the values go to ``ImagineOptions`` as typed, and the core checks them
 against the chosen model (a size, quality, format or background it cannot make is refused there, naming
@@ -18,6 +19,7 @@ from providers.base import FORMATS, QUALITIES, STYLES
 
 from .errors import ValidationError
 from .models import ImagineOptions
+from .validation import shown
 
 IMAGINE_FLAGS = ("size", "aspect", "style", "quality", "count", "provider", "model", "seed", "format",
                  "background")
@@ -38,6 +40,18 @@ class ParsedText:
     flags: dict[str, str]
 
 
+def _long_flag(token: str, allowed: tuple[str, ...]) -> str | None:
+    """``--name[=value]`` without its dashes. A phone or Mac turns a typed ``--`` into an en or em dash, so
+    ``—size 16:9`` is read as the flag too, but only for a flag's own name: other dashed words stay prompt."""
+    if token.startswith("--") and len(token) > 2:
+        return token[2:]
+    if token[:1] in ("\u2013", "\u2014") and len(token) > 1:
+        name = token[1:].partition("=")[0].lower().replace("-", "_")
+        if FLAG_ALIASES.get(name, name) in allowed:
+            return token[1:]
+    return None
+
+
 def split_flags(text: str, allowed: tuple[str, ...]) -> ParsedText:
     tokens = text.split()
     words: list[str] = []
@@ -47,9 +61,12 @@ def split_flags(text: str, allowed: tuple[str, ...]) -> ParsedText:
         token = tokens[i]
         name: str | None = None
         value: str | None = None
-        if token.startswith("--") and len(token) > 2:
-            name, eq, rest = token[2:].partition("=")
+        flag = _long_flag(token, allowed)
+        empty = False
+        if flag is not None:
+            name, eq, rest = flag.partition("=")
             value = rest if eq else None
+            empty = bool(eq) and not rest
         elif token in SHORT:
             name = SHORT[token]
         if name is None:
@@ -60,10 +77,12 @@ def split_flags(text: str, allowed: tuple[str, ...]) -> ParsedText:
         name = FLAG_ALIASES.get(name, name)
         if name not in allowed:
             raise ValidationError(
-                f"Unknown option --{name}. {IMAGINE_USAGE}", code="IMG-VALID-FLAG"
+                f"Unknown option --{shown(name, 40)}. {IMAGINE_USAGE}", code="IMG-VALID-FLAG"
             )
+        if empty:
+            raise ValidationError(f"--{name} needs a value. {IMAGINE_USAGE}", code="IMG-VALID-FLAG")
         if value is None:
-            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
+            if i + 1 >= len(tokens) or _long_flag(tokens[i + 1], allowed) is not None:
                 raise ValidationError(f"--{name} needs a value. {IMAGINE_USAGE}", code="IMG-VALID-FLAG")
             value = tokens[i + 1]
             i += 1
@@ -80,7 +99,7 @@ def parse_imagine(text: str) -> ImagineOptions:
         raise ValidationError("Give --size or --aspect, not both.", code="IMG-VALID-FLAG")
     seed = parsed.flags.get("seed")
     if seed is not None and not re.fullmatch(r"\d{1,9}", seed):
-        raise ValidationError(f"--seed must be a whole number, got {seed!r}.", code="IMG-VALID-FLAG")
+        raise ValidationError(f"--seed must be a whole number, got {shown(seed)!r}.", code="IMG-VALID-FLAG")
     return ImagineOptions(
         prompt=" ".join(parsed.words),
         size=parsed.flags.get("size") or parsed.flags.get("aspect"),
@@ -128,5 +147,5 @@ def mention_user_id(text: str) -> str:
     """``<@U123|name>`` (Slack), ``<@123>`` (Discord) or a bare id -> the user id."""
     match = MENTION_RE.match(text.strip())
     if not match:
-        raise ValidationError(f"{text!r} is not a user mention.", code="IMG-VALID-USER")
+        raise ValidationError(f"{shown(text)!r} is not a user mention.", code="IMG-VALID-USER")
     return next(g for g in match.groups() if g)

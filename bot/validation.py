@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,15 +71,69 @@ class Plan:
         return self.price_per_image * self.count
 
 
+#: Characters nobody sees that a prompt loses: controls (NUL, escapes, DEL, C1), bidi embeddings,
+#: overrides, isolates and marks (a reversed prompt shown in the channel), zero-width spaces and joiners
+#: other than ZWJ/ZWNJ, BOMs, soft hyphens, lone surrogates (unencodable), and tag characters outside
+#: a flag emoji (invisible text smuggled to a model). ZWJ and ZWNJ stay: emoji sequences and scripts
+#: such as Persian and the Indic ones need them.
+_KEEP_FORMAT = frozenset({"\u200c", "\u200d"})
+_FLAG_TAGS = re.compile("\U0001F3F4[\U000E0020-\U000E007E]+\U000E007F")
+#: Letters and symbols that draw nothing (Hangul fillers, braille blank...): kept, but not counted as text.
+_BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f\u17b4\u17b5\u180b\u180c\u180d\u180f")
+
+
+def _visible_form(char: str) -> str:
+    """What an invisible character becomes: a space for controls, lone surrogates and the zero-width
+    space (they separated words), nothing for the other formatting characters."""
+    category = unicodedata.category(char)
+    if category in ("Cc", "Cs") or char == "\u200b":
+        return " "
+    if category == "Cf" and char not in _KEEP_FORMAT:
+        return ""
+    return char
+
+
+def _strip_invisible(text: str) -> str:
+    if text.isascii():
+        return text if text.isprintable() else "".join(c if c.isprintable() else " " for c in text)
+    out: list[str] = []
+    start = 0
+    for flag in _FLAG_TAGS.finditer(text):  # 🏴 + tags + cancel tag: a flag such as Scotland's, kept whole
+        out.extend(_visible_form(c) for c in text[start:flag.start()])
+        out.append(flag.group())
+        start = flag.end()
+    out.extend(_visible_form(c) for c in text[start:])
+    return "".join(out)
+
+
 def clean_prompt(prompt: str | None, limit: int = PROMPT_LIMIT) -> str:
-    text = " ".join((prompt or "").split())
+    """The prompt a provider sees and a user pays for: invisible characters dropped, whitespace collapsed;
+    refused when nothing visible is left or it is too long. Emoji, CJK, accents and RTL text are kept."""
+    if prompt is not None and not isinstance(prompt, str):
+        raise ValidationError("The prompt must be text: describe the image you want.", code="IMG-VALID-PROMPT")
+    text = " ".join(_strip_invisible(prompt or "").split())
     if not text:
-        raise ValidationError("The prompt is empty: describe the image you want.", code="IMG-VALID-PROMPT")
+        invisible = bool(prompt) and not str(prompt).isspace()
+        raise ValidationError(
+            "The prompt has no visible text (only control, zero-width or formatting characters): describe the "
+            "image you want." if invisible else "The prompt is empty: describe the image you want.",
+            code="IMG-VALID-PROMPT",
+        )
     if len(text) > limit:
         raise ValidationError(
             f"The prompt is {len(text)} characters; the limit is {limit}.", code="IMG-VALID-PROMPT"
         )
+    if all(_invisible_or_blank(c) for c in text):
+        raise ValidationError(
+            "The prompt has no visible text (only blank characters): describe the image you want.",
+            code="IMG-VALID-PROMPT",
+        )
     return text
+
+
+def _invisible_or_blank(char: str) -> bool:
+    return char.isspace() or char in _BLANKS or char in _KEEP_FORMAT or unicodedata.category(char) in (
+        "Mn", "Me", "Cf")
 
 
 def parse_count(value: int | str | None, cap: int) -> int:
@@ -86,7 +141,7 @@ def parse_count(value: int | str | None, cap: int) -> int:
         return 1
     text = str(value).strip()
     if isinstance(value, bool) or not re.fullmatch(r"\d{1,3}", text):
-        raise ValidationError(f"count must be a whole number from 1 to {cap}, got {text!r}.", code="IMG-VALID-COUNT")
+        raise ValidationError(f"count must be a whole number from 1 to {cap}, got {shown(text)!r}.", code="IMG-VALID-COUNT")
     number = int(text)
     if not 1 <= number <= cap:
         raise ValidationError(f"count must be from 1 to {cap}, got {number}.", code="IMG-VALID-COUNT")
@@ -99,26 +154,54 @@ def parse_choice(name: str, value: str | None, choices: tuple[str, ...], default
     text = str(value).strip().lower()
     if text not in choices:
         raise ValidationError(
-            f"{name} must be one of {', '.join(choices)}; got {value!r}.", code=f"IMG-VALID-{name.upper()}"
+            f"{name} must be one of {', '.join(choices)}; got {shown(value)!r}.", code=f"IMG-VALID-{name.upper()}"
         )
     return text
 
 
+#: A credit amount as typed: plain ASCII digits, or thousands grouped by commas (or underscores) in
+#: groups of exactly three. ``1,5`` and ``2,50`` are decimals in much of the world, so they are refused,
+#: never read as 15 or 250; so are ``1.000`` (a thousand in German, one in English), ``1 000``, signs
+#: other than a leading ``+``, exponents and fractions.
+AMOUNT_RE = re.compile(r"\+?(?:[0-9]+|[1-9][0-9]{0,2}(?:,[0-9]{3})+|[1-9][0-9]{0,2}(?:_[0-9]{3})+)")
+#: Longer text is not worth reading (and is not echoed back whole).
+AMOUNT_TEXT_LIMIT = 32
+#: A Japanese or Chinese keyboard's fullwidth digits, comma and plus, read as ASCII. Nothing broader
+#: (NFKC would turn ``5²`` into 52).
+FULLWIDTH = {0xFF10 + i: ord("0") + i for i in range(10)} | {0xFF0C: ord(","), 0xFF0B: ord("+")}
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``value`` as a message quotes it, cut short so a pasted essay is not echoed back."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def parse_amount(value: object, *, allow_zero: bool = False) -> int:
-    """A credit amount: a whole number from 1 (or 0 for set) to 1,000,000; anything else is refused."""
+    """A credit amount: a whole number from 1 (or 0 for set) to 1,000,000; anything else is refused.
+
+    One parser for every adapter (Slack and console text, the operator CLI, the core's ``adjust``), so an
+    amount means the same everywhere. Fullwidth digits and commas (an IME's) are read as their ASCII
+    forms; digits of other scripts, superscripts and the like are refused."""
     lo = 0 if allow_zero else 1
-    text = str(value).strip().replace(",", "").replace("_", "") if value is not None else ""
-    if isinstance(value, bool) or not re.fullmatch(r"\+?\d{1,9}", text):
-        raise ValidationError(
-            f"The amount must be a whole number from {lo} to {MAX_AMOUNT:,}; got {value!r}.",
-            code="IMG-VALID-AMOUNT",
-        )
-    number = int(text)
+    usage = f"The amount must be a whole number from {lo} to {MAX_AMOUNT:,}"
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValidationError(f"{usage}; got {shown(value)!r}.", code="IMG-VALID-AMOUNT")
+    if isinstance(value, int):
+        number = value
+    else:
+        text = value[: AMOUNT_TEXT_LIMIT * 4].translate(FULLWIDTH).strip()
+        if len(text) > AMOUNT_TEXT_LIMIT or not AMOUNT_RE.fullmatch(text):
+            hint = ""
+            if text.startswith("-") and AMOUNT_RE.fullmatch(text[1:]):
+                hint = " (to take credits away, use revoke)"
+            elif re.fullmatch(r"[0-9]+[,.][0-9]+", text):
+                hint = " (commas group thousands in threes; credits have no fractions)"
+            raise ValidationError(f"{usage}, like 100 or 1,000{hint}; got {shown(value)!r}.",
+                                  code="IMG-VALID-AMOUNT")
+        number = int(text.replace(",", "").replace("_", ""))
     if not lo <= number <= MAX_AMOUNT:
-        raise ValidationError(
-            f"The amount must be a whole number from {lo} to {MAX_AMOUNT:,}; got {number:,}.",
-            code="IMG-VALID-AMOUNT",
-        )
+        raise ValidationError(f"{usage}; got {number:,}.", code="IMG-VALID-AMOUNT")
     return number
 
 
@@ -150,7 +233,7 @@ def resolve_size(value: str | None, model: ModelInfo, default: str) -> str:
             return size
         why = f" ({problem})" if model.free_sizes is not None else ""
     raise ValidationError(
-        f"size {value!r} is not available for {model.name}{why}; choose {model.describe_sizes()},"
+        f"size {shown(value)!r} is not available for {model.name}{why}; choose {model.describe_sizes()},"
         f" or an aspect ({', '.join(ASPECTS)}, {', '.join(model.ratios()[:6])}...).",
         code="IMG-VALID-SIZE",
     )
@@ -165,7 +248,7 @@ def parse_quality(value: str | None, model: ModelInfo) -> str:
     tier = QUALITY_ALIASES.get(text, text)
     if tier not in QUALITIES:
         raise ValidationError(
-            f"quality must be one of {', '.join(QUALITIES)} (standard and hd mean medium and high); got {value!r}.",
+            f"quality must be one of {', '.join(QUALITIES)} (standard and hd mean medium and high); got {shown(value)!r}.",
             code="IMG-VALID-QUALITY",
         )
     if tier not in model.qualities:
@@ -182,7 +265,7 @@ def parse_format(value: str | None, model: ModelInfo) -> str | None:
     text = str(value).strip().lower().lstrip(".")
     fmt = FORMAT_ALIASES.get(text, text)
     if fmt not in FORMATS:
-        raise ValidationError(f"format must be one of {', '.join(FORMATS)}; got {value!r}.", code="IMG-VALID-FORMAT")
+        raise ValidationError(f"format must be one of {', '.join(FORMATS)}; got {shown(value)!r}.", code="IMG-VALID-FORMAT")
     if fmt not in model.formats:
         makes = f"it makes {', '.join(model.formats)}" if model.formats else "it does not let you choose a format"
         raise ValidationError(
@@ -198,7 +281,7 @@ def parse_background(value: str | None, model: ModelInfo, fmt: str | None) -> st
     text = str(value).strip().lower()
     if text not in BACKGROUNDS:
         raise ValidationError(
-            f"background must be one of {', '.join(BACKGROUNDS)}; got {value!r}.", code="IMG-VALID-BACKGROUND"
+            f"background must be one of {', '.join(BACKGROUNDS)}; got {shown(value)!r}.", code="IMG-VALID-BACKGROUND"
         )
     if text == "auto":
         return None
@@ -230,7 +313,7 @@ def plan_imagine(options: ImagineOptions, registry: ProviderRegistry, config: Co
         provider = registry.get(wanted)
         if provider is None:
             raise ValidationError(
-                f"provider {wanted!r} is not configured; choose one of {', '.join(registry.names())}.",
+                f"provider {shown(wanted)!r} is not configured; choose one of {', '.join(registry.names())}.",
                 code="IMG-VALID-PROVIDER",
             )
         candidates = [provider] if provider.capabilities.models else []
@@ -249,7 +332,7 @@ def plan_imagine(options: ImagineOptions, registry: ProviderRegistry, config: Co
         # The catalogue may know why a model is missing (shut down, retired): say so, not just "unknown".
         why = registry.model_hint(primary.name, model_name or "")
         raise ValidationError(
-            f"model {model_name!r} is not offered by {primary.name}; choose one of {names}."
+            f"model {shown(model_name)!r} is not offered by {primary.name}; choose one of {names}."
             + (f" {why}" if why else ""),
             code="IMG-VALID-MODEL",
         )

@@ -53,6 +53,10 @@ async def check_token(bot: SlackBot) -> None:
     except Exception as exc:  # noqa: BLE001 - classified below
         if error_code(exc) in AUTH_ERRORS:
             raise ConfigError(AUTH_FIX.format(code=error_code(exc))) from None
+        if error_code(exc) == "connection_error":
+            log.warning("could not check the Slack token at start: Slack is unreachable (%s); going on",
+                        type(exc).__name__)
+            return
         log.warning("could not check the Slack token at start: %s", report(exc, "auth.test"))
         return
     log.info("Slack: signed in as %s in workspace %s", who.get("user"), who.get("team"))
@@ -66,6 +70,9 @@ async def check_app_token(bot: SlackBot) -> None:
         code = error_code(exc)
         if code in AUTH_ERRORS or code == "missing_scope":
             raise ConfigError(APP_TOKEN_FIX.format(code=code)) from None
+        if code == "connection_error":  # the socket's own line (``OutageLog``) says it, once
+            log.debug("could not check the Slack app token at start: Slack is unreachable")
+            return
         log.warning("could not check the Slack app token at start: %s", report(exc, "apps.connections.open"))
 
 

@@ -12,7 +12,7 @@ from bot.jobs import Progress, prompt_of
 from bot.models import Context, ImagineOptions, ImagineResult, Queued
 from bot.replies import plural
 
-from .app import SlackBot
+from .app import NO_IDENTITY, SlackBot, field, identified, text_field
 from .blocks import ENHANCE, IMAGINE_THIS, REROLL, VARIATIONS_RE, parse_value
 from .commands import enhance_job, images_job, queued_job, usage_error
 from .delivery import Destination
@@ -21,34 +21,48 @@ from .respond import Tell
 Ack = Any
 
 
+def _ids(body: dict[str, Any]) -> tuple[str, str]:
+    """(workspace, user) of the presser: ``team.id``, else ``user.team_id`` (an org-wide install), else the
+    Enterprise Grid org; "" for what is missing or not a string."""
+    user = field(body, "user")
+    team = (text_field(field(body, "team"), "id") or text_field(user, "team_id")
+            or text_field(field(body, "enterprise"), "id"))
+    return team, text_field(user, "id")
+
+
 def _ctx(bot: SlackBot, body: dict[str, Any]) -> Context:
-    user = body.get("user") or {}
-    team = (body.get("team") or {}).get("id") or user.get("team_id") or (body.get("enterprise") or {}).get("id")
-    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or ""
-    return bot.context(str(team or ""), str(user.get("id", "")), str(channel), str(user.get("username", "")),
-                       response_url=str(body.get("response_url") or ""), thread_ts=_thread(body) or "")
+    """The presser; ``identified`` was checked first (``_start``)."""
+    team, user_id = _ids(body)
+    channel = text_field(field(body, "channel"), "id") or text_field(field(body, "container"), "channel_id")
+    return bot.context(team, user_id, channel, text_field(field(body, "user"), "username"),
+                       response_url=text_field(body, "response_url"), thread_ts=_thread(body) or "")
 
 
 def _thread(body: dict[str, Any]) -> str | None:
-    thread = (body.get("container") or {}).get("thread_ts") or (body.get("message") or {}).get("thread_ts")
-    return str(thread) if thread else None
+    thread = text_field(field(body, "container"), "thread_ts") or text_field(field(body, "message"), "thread_ts")
+    return thread or None
 
 
 def _where(ctx: Context, body: dict[str, Any]) -> Destination:
     return Destination(ctx.channel_id, ctx.identity.user_id, _thread(body))
 
 
-async def _start(ack: Ack, action: dict[str, Any], tell: Tell) -> tuple[str, int] | None:
+async def _start(ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> tuple[str, int] | None:
+    """Ack, then the button's (generation id, image index); None, with the presser told why, when the
+    payload lacks the presser's ids or the value is not one of this bot's."""
     await ack()
+    if not identified(*_ids(body)):
+        await tell(NO_IDENTITY)
+        return None
     try:
-        return parse_value(action.get("value"))
+        return parse_value(text_field(action, "value"))
     except ValueError:
         await tell("That button is not one of mine any more.")
         return None
 
 
 async def reroll(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
-    if (value := await _start(ack, action, tell)) is None:
+    if (value := await _start(ack, body, action, tell)) is None:
         return
     ctx = _ctx(bot, body)
     if bot.queues:
@@ -61,7 +75,7 @@ async def reroll(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str
 
 
 async def variations(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
-    if (value := await _start(ack, action, tell)) is None:
+    if (value := await _start(ack, body, action, tell)) is None:
         return
     ctx = _ctx(bot, body)
     if bot.queues:
@@ -76,7 +90,7 @@ async def variations(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict
 
 
 async def enhance(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
-    if (value := await _start(ack, action, tell)) is None:
+    if (value := await _start(ack, body, action, tell)) is None:
         return
     ctx = _ctx(bot, body)
     if bot.queues:
@@ -91,7 +105,7 @@ async def enhance(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[st
 
 async def imagine_this(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
     """Runs /imagine with the enhanced prompt stored for that /enhance (its ``result_text``)."""
-    if (value := await _start(ack, action, tell)) is None:
+    if (value := await _start(ack, body, action, tell)) is None:
         return
     ctx = _ctx(bot, body)
     if bot.queues:

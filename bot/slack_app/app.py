@@ -9,6 +9,7 @@ Each listener is a translation: Slack payload -> ``Context`` and a ``Job`` for t
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -32,8 +33,32 @@ RESPONSE_URL_LIFE = 30 * 60.0
 #: Seconds before that a worker stops counting on it (the clock of another machine, a slow call).
 DELIVER_MARGIN = 60.0
 
+#: Slack's workspace (T...) or Enterprise Grid org (E...) ids, and user ids (U... or W...).
+TEAM_ID_RE = re.compile(r"[TE][A-Z0-9]{2,40}")
+SLACK_USER_RE = re.compile(r"[UW][A-Z0-9]{2,40}")
+NO_IDENTITY = ("Slack sent this without a valid user or workspace id, so nothing was run and nothing was "
+               "charged. Try again; if it keeps happening, tell the bot's operator. (IMG-SLACK-IDENTITY)")
+
 AUTHORIZE_ERROR = ("The imagebot app's Slack token was refused. The operator needs to update SLACK_BOT_TOKEN "
                    "or reinstall the app.")
+
+
+def field(obj: object, key: str) -> Any:
+    """``obj[key]`` when ``obj`` is a JSON object, else None: a payload's parts may be missing or mistyped."""
+    return obj.get(key) if isinstance(obj, dict) else None
+
+
+def text_field(obj: object, key: str) -> str:
+    """A payload's string field, or "" when it is missing or not a string."""
+    value = field(obj, key)
+    return value if isinstance(value, str) else ""
+
+
+def identified(team_id: object, user_id: object) -> bool:
+    """Both ids present and shaped as Slack's: without them the request would run (and be charged) on an
+    account nobody owns, so the listener refuses it (``NO_IDENTITY``)."""
+    return (isinstance(team_id, str) and TEAM_ID_RE.fullmatch(team_id) is not None
+            and isinstance(user_id, str) and SLACK_USER_RE.fullmatch(user_id) is not None)
 
 
 def make_client(settings: SlackSettings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
@@ -75,7 +100,7 @@ class SlackBot:
         return self.core.config.role == "ingress"
 
     def tell(self, body: dict[str, Any]) -> Tell:
-        return Tell(self._session, body.get("response_url"))
+        return Tell(self._session, text_field(body, "response_url") or None)
 
     async def start(self, job: Job[Any], tell: Tell) -> None:
         """Hand a job to the runner after the ack; while shutting down, say so instead."""

@@ -3,6 +3,8 @@ delivers has the bot token and no signing secret or app token)."""
 
 from __future__ import annotations
 
+import logging
+
 import aiohttp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -11,10 +13,12 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 
-def web_client(token: str, api_url: str, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
-    """One Web API client for every call; ``ratelimited`` answers wait for Retry-After, then retry."""
+def web_client(token: str, api_url: str, session: aiohttp.ClientSession | None = None, *,
+               logger: logging.Logger | None = None) -> AsyncWebClient:
+    """One Web API client for every call; ``ratelimited`` answers wait for Retry-After, then retry.
+    ``logger``: where the SDK logs its retries (Socket Mode's own client logs through ``OutageLog``)."""
     return AsyncWebClient(
-        token=token, base_url=api_url, session=session, timeout=30,
+        token=token, base_url=api_url, session=session, timeout=30, logger=logger,
         retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1),
                         AsyncRateLimitErrorRetryHandler(max_retry_count=3)],
     )

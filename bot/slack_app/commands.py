@@ -14,9 +14,10 @@ from bot.jobs import Job, Progress
 from bot.models import Context, EnhanceResult, Identity, ImagineResult, Queued
 from bot.replies import adjust_summary, credits_summary, error_text, plural, usage_summary
 from bot.textcommands import IMAGINE_USAGE, CreditsCommand, mention_user_id, parse_credits, parse_imagine
+from bot.validation import clean_prompt
 
 from .admin import is_workspace_admin
-from .app import SlackBot
+from .app import NO_IDENTITY, SlackBot, identified, text_field
 from .delivery import Destination, ImagesOutlet, NotesOutlet, enhance_message
 from .progress import ProgressNotes
 from .respond import Tell
@@ -27,10 +28,19 @@ Ack = Any
 ENHANCE_USAGE = "Usage: /enhance <a short prompt>"
 
 
+def _team(body: dict[str, Any]) -> str:
+    return text_field(body, "team_id") or text_field(body, "enterprise_id")
+
+
 def _ctx(bot: SlackBot, body: dict[str, Any]) -> Context:
-    return bot.context(str(body.get("team_id") or body.get("enterprise_id") or ""), str(body.get("user_id", "")),
-                       str(body.get("channel_id", "")), str(body.get("user_name", "")),
-                       response_url=str(body.get("response_url") or ""), thread_ts=str(body.get("thread_ts") or ""))
+    """The asker; ``identified`` was checked first (``register``)."""
+    return bot.context(_team(body), text_field(body, "user_id"), text_field(body, "channel_id"),
+                       text_field(body, "user_name"), response_url=text_field(body, "response_url"),
+                       thread_ts=text_field(body, "thread_ts"))
+
+
+def _text(body: dict[str, Any]) -> str:
+    return to_plain(text_field(body, "text"))
 
 
 def usage_error(exc: ImagebotError) -> str:
@@ -44,7 +54,7 @@ def usage_error(exc: ImagebotError) -> str:
 async def imagine(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> None:
     ctx = _ctx(bot, body)
     try:
-        options = parse_imagine(to_plain(str(body.get("text", ""))))
+        options = parse_imagine(_text(body))
         plan = bot.core.plan(ctx, options)  # no I/O, no credit moved: bad flags stop here
     except ImagebotError as exc:
         await ack(response_type="ephemeral", text=usage_error(exc))
@@ -56,7 +66,7 @@ async def imagine(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> 
                                    replace=True), tell)
         return
     await ack(response_type="ephemeral", text=f"Generating {what}…")
-    where = Destination(ctx.channel_id, ctx.identity.user_id, body.get("thread_ts") or None)
+    where = Destination(ctx.channel_id, ctx.identity.user_id, text_field(body, "thread_ts") or None)
     await bot.start(images_job(bot, "imagine", where, tell,
                                lambda progress: bot.core.imagine(ctx, options, progress=progress),
                                replace_progress=True), tell)
@@ -105,9 +115,10 @@ def enhance_job(bot: SlackBot, ctx: Context, prompt: Callable[[], Awaitable[str]
 
 async def enhance(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> None:
     ctx = _ctx(bot, body)
-    prompt = to_plain(str(body.get("text", ""))).strip()
-    if not prompt:
-        await ack(response_type="ephemeral", text=ENHANCE_USAGE)
+    try:
+        prompt = clean_prompt(_text(body))  # the core cleans it again; here a bad one stops before the ack
+    except ValidationError as exc:
+        await ack(response_type="ephemeral", text=f"{escape(error_text(exc))}\n{ENHANCE_USAGE}")
         return
     if bot.queues:
         await ack(response_type="ephemeral", text="Queuing your prompt's enhancement…")
@@ -125,7 +136,7 @@ async def enhance(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> 
 async def credits(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> None:
     ctx = _ctx(bot, body)
     try:
-        parsed = parse_credits(str(body.get("text", "")))
+        parsed = parse_credits(text_field(body, "text"))
     except ValidationError as exc:
         await ack(response_type="ephemeral", text=escape(error_text(exc)))
         return
@@ -172,18 +183,29 @@ async def _credits_answer(bot: SlackBot, ctx: Context, parsed: CreditsCommand) -
     return adjust_summary(result, mention(target_id))
 
 
+async def refused(ack: Ack, body: dict[str, Any]) -> bool:
+    """A command without the asker's user and workspace ids is answered, and runs nothing."""
+    if identified(_team(body), body.get("user_id")):
+        return False
+    await ack(response_type="ephemeral", text=NO_IDENTITY)
+    return True
+
+
 def register(bot: SlackBot) -> None:
     """The slash command listeners, on the service object's Bolt app."""
     app = bot.app
 
     @app.command("/imagine")
     async def on_imagine(ack: Any, body: dict[str, Any]) -> None:
-        await imagine(bot, ack, body, bot.tell(body))
+        if not await refused(ack, body):
+            await imagine(bot, ack, body, bot.tell(body))
 
     @app.command("/enhance")
     async def on_enhance(ack: Any, body: dict[str, Any]) -> None:
-        await enhance(bot, ack, body, bot.tell(body))
+        if not await refused(ack, body):
+            await enhance(bot, ack, body, bot.tell(body))
 
     @app.command("/credits")
     async def on_credits(ack: Any, body: dict[str, Any]) -> None:
-        await credits(bot, ack, body, bot.tell(body))
+        if not await refused(ack, body):
+            await credits(bot, ack, body, bot.tell(body))
