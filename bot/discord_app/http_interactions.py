@@ -21,6 +21,7 @@ commands, options and button custom ids as the gateway adapter (``commands``, ``
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import json
 import logging
@@ -207,6 +208,9 @@ class DiscordInteractions:
         self._session: aiohttp.ClientSession | None = None
         self.accepting = True
         self._closed = False
+        #: Signatures answered in the last 2 x MAX_SKEW seconds (oldest first): the same signed request
+        #: again is a replay, refused (it would run, and be charged, twice). This process's only.
+        self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
 
     async def aclose(self, grace: float = DRAIN) -> None:
         """Take no new commands; let the started ones reach the table (or tell their refusal)."""
@@ -239,6 +243,7 @@ class DiscordInteractions:
         try:
             body = await request.read()
             payload = verify(self.key, request.headers, body)
+            self._first_time(request.headers["X-Signature-Ed25519"].lower())
         except Unauthorized as exc:
             log.debug("discord interaction refused: %s", exc)
             return web.Response(status=401, text="invalid request signature")
@@ -248,9 +253,23 @@ class DiscordInteractions:
             return await self._dispatch(payload)
         except Unauthorized:
             return web.Response(status=401, text="invalid request")
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError, OverflowError) as exc:
+            # A part of the wrong type (signed, but not what Discord sends): met while reading the payload,
+            # before any work started, so nothing to undo; a 400, not the internal-error reply.
+            log.warning("discord interaction refused: malformed payload (%s)", type(exc).__name__)
+            return web.Response(status=400, text="malformed interaction")
         except Exception:  # noqa: BLE001 - Discord shows "This interaction failed" for a 5xx: answer instead
             log.exception("discord interaction failed")
             return reply(INTERNAL)
+
+    def _first_time(self, signature: str, limit: int = 100_000) -> None:
+        """``Unauthorized`` for a signature already answered: Discord never sends one request twice."""
+        now = time.monotonic()
+        while self._seen and (len(self._seen) >= limit or next(iter(self._seen.values())) < now):
+            self._seen.popitem(last=False)
+        if signature in self._seen:
+            raise Unauthorized("replayed request")
+        self._seen[signature] = now + 2 * MAX_SKEW
 
     async def _dispatch(self, payload: dict[str, Any]) -> web.Response:
         kind = payload.get("type")
