@@ -32,6 +32,7 @@ from providers.registry import ProviderRegistry
 from storage.images import ImageStore
 from storage.ledger import GenerationRow, JobRow, JobSpec, Ledger, LedgerRefused
 
+from . import metrics
 from .billing import Bill, charge, hold, image_rows, keep_lease, not_charged
 from .config import Config
 from .errors import Interrupted, NotFound, PermissionDenied, ProviderBadResponse, ValidationError
@@ -304,6 +305,7 @@ class Imagebot:
 
         Returns the credits refunded (0 if they were already refunded)."""
         refunded = await self.store.refund_completed(generation_id, code=code)
+        metrics.refunded(refunded, "undelivered")
         if refunded:
             log.warning("generation %s was not delivered (%s): refunded %d credits", generation_id, code, refunded)
         return refunded
@@ -400,7 +402,7 @@ class Imagebot:
             raise Interrupted(interrupted_text(None), code=gen.error_code or "IMG-INTERRUPTED")
         lease = self.config.lease_seconds
         async with hold(self.store, job.id, gen.credits_reserved, await self.store.balance(gen.identity),
-                        lease=lease, failure=not_charged) as bill:
+                        lease=lease, failure=not_charged, identity=gen.identity, generation=_row_dict(gen)) as bill:
             kind = job.payload.get("kind")
             if kind == "imagine":
                 plan = plan_imagine(self._stored_options(gen), self.registry, self.config,

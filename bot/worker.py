@@ -143,7 +143,6 @@ class Worker:
             await courier.deliver(job.address, job.deliver_by, result)
         except Undeliverable:
             refunded = await self.core.delivery_failed(job.id)
-            metrics.refunded(refunded, "undelivered")
             credits = f" Your {refunded} credits were refunded." if refunded else " You were not charged."
             await courier.tell(job.address, job.deliver_by, f"I couldn't deliver the result.{credits} (IMG-DELIVERY-001)")
             await self._finish(job, "undelivered")
@@ -163,7 +162,7 @@ class Worker:
                     metrics.reserved(settled.released)
                     metrics.refunded(settled.released, "interrupted")
             elif current.generation.status == "COMPLETED":
-                metrics.refunded(await self.core.delivery_failed(job.id, code="IMG-INTERRUPTED"), "undelivered")
+                await self.core.delivery_failed(job.id, code="IMG-INTERRUPTED")
             if courier is not None:
                 await courier.tell(job.address, job.deliver_by, text)
             await self._finish(job, "refunded")
