@@ -146,6 +146,7 @@ class Imagebot:
                 await asyncio.gather(task, return_exceptions=True)
         self._refresher = self._sweeper = None
         await self.registry.aclose()
+        await self.limiter.aclose()
         await self.store.close()
         self.images.close()
 

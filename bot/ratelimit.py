@@ -241,6 +241,11 @@ class RateLimiter:
             self._down(generation, None)
         return ok
 
+    async def aclose(self) -> None:
+        """Close the store's connections (Redis) on the way out."""
+        if not self._sync:
+            await _discard(self._storage)
+
     async def reset(self) -> None:
         result = self._storage.reset()
         if not self._sync:
