@@ -29,10 +29,13 @@ ephemeral follow-up, else a DM; slack the response_url while valid (ephemeral), 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from .models import EnhanceResult, ImagineResult
+
+#: Awaited by a courier once the result is visible (see ``Courier.deliver``).
+Posted = Callable[[], Awaitable[object]]
 
 
 class Undeliverable(Exception):
@@ -45,9 +48,13 @@ class Courier(Protocol):
     platform: str
 
     async def deliver(self, address: Mapping[str, Any], deliver_by: float,
-                      result: ImagineResult | EnhanceResult) -> None:
+                      result: ImagineResult | EnhanceResult, *, posted: Posted | None = None) -> None:
         """Post the result with its buttons (the same embed/blocks and custom ids as the in-process
-        adapter, so any process handles the buttons). Raises ``Undeliverable`` when every fallback refused."""
+        adapter, so any process handles the buttons). Raises ``Undeliverable`` when every fallback refused.
+
+        ``posted`` is awaited the moment the result itself is visible to the user (before any follow-up:
+        the buttons' own message, a note saying where it went), so the worker marks the job done then: a
+        worker killed after that point leaves nothing to post again."""
         ...
 
     async def tell(self, address: Mapping[str, Any], deliver_by: float, text: str) -> bool:

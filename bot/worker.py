@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 #: Seconds between claims when nothing woke the worker.
 POLL = 0.25
+#: How many recent outcomes ``Worker.outcomes`` keeps.
+KEEP_OUTCOMES = 1000
 #: Jobs one worker process runs at once (provider slots still apply inside).
 DEFAULT_CONCURRENCY = 32
 
@@ -55,7 +57,7 @@ class Worker:
         self.poll = poll
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
-        #: Outcomes of the jobs this worker ended, for tests and the log.
+        #: Outcomes of the latest jobs this worker ended (the last ``KEEP_OUTCOMES``), for tests and the log.
         self.outcomes: dict[str, str] = {}
 
     @property
@@ -139,15 +141,19 @@ class Worker:
             await courier.tell(job.address, job.deliver_by, text)
             await self._finish(job, "failed")
             return
+        async def posted() -> None:  # visible now: a worker killed after this leaves nothing to post again
+            await self._finish(job, "delivered")
+
         try:
-            await courier.deliver(job.address, job.deliver_by, result)
+            await courier.deliver(job.address, job.deliver_by, result, posted=posted)
         except Undeliverable:
             refunded = await self.core.delivery_failed(job.id)
             credits = f" Your {refunded} credits were refunded." if refunded else " You were not charged."
             await courier.tell(job.address, job.deliver_by, f"I couldn't deliver the result.{credits} (IMG-DELIVERY-001)")
             await self._finish(job, "undelivered")
             return
-        await self._finish(job, "delivered")
+        if self.outcomes.get(job.id) != "delivered":  # a courier that did not say when it was posted
+            await self._finish(job, "delivered")
 
     async def _give_up(self, job: JobRow, courier: Courier | None, text: str) -> None:
         """Refund whatever this job still holds or consumed, tell its user, finish it."""
@@ -172,5 +178,7 @@ class Worker:
     async def _finish(self, job: JobRow, outcome: str) -> None:
         if await self.core.job_finished(job.id, outcome):
             self.outcomes[job.id] = outcome
+            while len(self.outcomes) > KEEP_OUTCOMES:
+                del self.outcomes[next(iter(self.outcomes))]
             metrics.job(outcome)
             log.info("job %s: %s", job.id, outcome)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bot.couriers import Undeliverable
+from bot.couriers import Posted, Undeliverable
 from bot.errors import ProviderUnavailable
 from bot.models import Context, EnhanceResult, Identity, ImagineOptions, ImagineResult
 from bot.worker import Worker
@@ -34,11 +34,13 @@ class RecordingCourier:
         self.refuse = refuse
 
     async def deliver(self, address: Mapping[str, Any], deliver_by: float,
-                      result: ImagineResult | EnhanceResult) -> None:
+                      result: ImagineResult | EnhanceResult, *, posted: Posted | None = None) -> None:
         if self.refuse:
             raise Undeliverable("channel and DM refused")
         assert address["channel_id"] == "C1"
         self.delivered.append(result)
+        if posted is not None:
+            await posted()
 
     async def tell(self, address: Mapping[str, Any], deliver_by: float, text: str) -> bool:
         self.told.append(text)

@@ -25,7 +25,7 @@ import aiohttp
 import discord
 
 from bot.config import Config
-from bot.couriers import Undeliverable
+from bot.couriers import Posted, Undeliverable
 from bot.models import EnhanceResult, ImagineResult, StoredImage
 
 from .client import apply_endpoints
@@ -196,7 +196,7 @@ class DiscordCourier:
     # -- deliver -----------------------------------------------------------------------------------
 
     async def deliver(self, address: Mapping[str, Any], deliver_by: float,
-                      result: ImagineResult | EnhanceResult) -> None:
+                      result: ImagineResult | EnhanceResult, *, posted: Posted | None = None) -> None:
         where = Address.parse(address)
         try:
             message = await self._compose(where, result)
@@ -207,11 +207,15 @@ class DiscordCourier:
         live = bool(where.token) and time.time() < deliver_by
         if live:
             if await self._attempt(WEBHOOK, where, message, failures):
+                if posted is not None:
+                    await posted()
                 return
             live = not any(_is_gone(f) for f in failures)
         targets = ([CHANNEL] if where.channel_id and not where.ephemeral else []) + ([DM] if where.user_id else [])
         for target in targets:
             if await self._attempt(target, where, message, failures):
+                if posted is not None:
+                    await posted()
                 if live:
                     await self._note(where, target, failures)
                 return

@@ -19,7 +19,7 @@ import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Config
-from bot.couriers import Undeliverable
+from bot.couriers import Posted, Undeliverable
 from bot.models import EnhanceResult, ImagineResult
 
 from .apierrors import CHANNEL_ERRORS, error_code, report
@@ -63,14 +63,14 @@ class SlackCourier:
     # -- Courier -----------------------------------------------------------------------------------------
 
     async def deliver(self, address: Mapping[str, Any], deliver_by: float,
-                      result: ImagineResult | EnhanceResult) -> None:
+                      result: ImagineResult | EnhanceResult, *, posted: Posted | None = None) -> None:
         """Images: the channel, else the DM. /enhance: privately, like ``tell``. Undeliverable when all refused."""
         if isinstance(result, EnhanceResult):
             text, blocks = enhance_message(result)
             if not await self._note(address, deliver_by, text, blocks):
                 raise Undeliverable("no way to reach the asker on Slack took the enhanced prompt")
             return
-        await self._images(address, deliver_by, result)
+        await self._images(address, deliver_by, result, posted)
 
     async def tell(self, address: Mapping[str, Any], deliver_by: float, text: str) -> bool:
         try:
@@ -86,14 +86,15 @@ class SlackCourier:
 
     # -- images ------------------------------------------------------------------------------------------
 
-    async def _images(self, address: Mapping[str, Any], deliver_by: float, result: ImagineResult) -> None:
+    async def _images(self, address: Mapping[str, Any], deliver_by: float, result: ImagineResult,
+                      posted: Posted | None) -> None:
         user = str(address.get("user_id") or "")
         channel = str(address.get("channel_id") or "")
         thread = str(address.get("thread_ts") or "") or None
         failure: BaseException | None = None
         if channel:
             try:
-                await post_result(self.client, result, user, channel, thread)
+                await post_result(self.client, result, user, channel, thread, posted)
                 return
             except SLACK_FAILURES as exc:
                 failure = exc
@@ -107,7 +108,7 @@ class SlackCourier:
         if failure is not None:
             await self.tell(address, deliver_by, dm_note(code))
         try:
-            await post_result(self.client, result, user, await self._dm(user), None)
+            await post_result(self.client, result, user, await self._dm(user), None, posted)
         except SLACK_FAILURES as exc:
             report(exc, "files.upload")
             raise Undeliverable(f"Slack refused the images in the channel and by DM ({error_code(exc)})") from None

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.couriers import Posted
 from bot.errors import ImagebotError
 from bot.jobs import Outlet, Target
 from bot.models import EnhanceResult, ImagineResult, StoredImage
@@ -55,8 +56,9 @@ def enhance_message(result: EnhanceResult) -> tuple[str, list[dict[str, Any]]]:
 
 
 async def post_result(client: AsyncWebClient, result: ImagineResult, user_id: str, channel: str,
-                      thread_ts: str | None) -> None:
-    """Upload the images with the summary, then the buttons under them. Raises Slack's refusal of the upload."""
+                      thread_ts: str | None, posted: Posted | None = None) -> None:
+    """Upload the images with the summary, then the buttons under them. Raises Slack's refusal of the upload.
+    ``posted`` is awaited once the images are in the channel, before the buttons (``Courier.deliver``)."""
     uploads: list[dict[str, Any]] = []
     contents = await asyncio.to_thread(_read_all, result.images)  # one trip to a worker thread, not one per image
     for i, (image, data) in enumerate(zip(result.images, contents, strict=True)):
@@ -68,6 +70,8 @@ async def post_result(client: AsyncWebClient, result: ImagineResult, user_id: st
     await client.files_upload_v2(
         file_uploads=uploads, channel=channel, thread_ts=thread_ts, initial_comment=summary_text(result, user_id),
     )
+    if posted is not None:
+        await posted()
     try:
         await client.chat_postMessage(
             channel=channel, thread_ts=thread_ts, blocks=result_blocks(result),
