@@ -41,7 +41,7 @@ from storage.ledger import GenerationRow, ImageRow, JobSpec, Ledger, LedgerRefus
 from . import metrics
 from .errors import ContentRejected, GenerationFailed, ImagebotError, LeaseLost
 from .models import Identity, StoredImage
-from .replies import refusal
+from .replies import refusal, returned_note
 
 log = logging.getLogger(__name__)
 #: The one line per generation (see the module), apart from this module's own diagnostics.
@@ -101,7 +101,7 @@ def not_charged(exc: BaseException, refunded: int) -> BaseException:
     A cancellation stays a cancellation; a bug never shows its text."""
     if isinstance(exc, asyncio.CancelledError):
         return exc
-    back = f" You were not charged ({refunded} credits returned)." if refunded else " You were not charged."
+    back = returned_note(refunded)
     if isinstance(exc, ContentRejected):
         return GenerationFailed(
             f"{exc.message} Try rewording the prompt, or run /enhance on it.{back}",

@@ -27,6 +27,7 @@ from .app import build_core
 from .config import Config, load_config, sqlite_path
 from .core import Imagebot
 from .errors import ConfigError, ImagebotError, StorageError
+from .logs import setup_logging
 from .models import Identity
 from .replies import error_text, plural
 
@@ -298,6 +299,8 @@ async def cmd_run(config: Config) -> int:
             """The first signal stops new commands and lets jobs in flight finish (within their grace); a
             second one cancels what is left (refunded, each asker told)."""
             stops.append(sig.name)
+            if process is not None and process.web is not None:
+                process.web.draining = True  # /readyz says so: the load balancer sends no more
             if len(stops) == 1:
                 log.info("shutting down (%s): no new commands; jobs in flight may finish", sig.name)
             else:
@@ -440,10 +443,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
         return _fail(exc, 2, as_json=as_json)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
     as_json = bool(getattr(args, "json", False))
     try:
+        setup_logging(None, args.log_level)  # IMAGEBOT_LOG_FORMAT: text or json
         config = load_config()
         if args.command == "run":
             return asyncio.run(cmd_run(config))

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .errors import ImagebotError, NotFound
 from .models import Context, EnhanceResult, ImagineResult
-from .replies import broken_delivery_text, error_text, interrupted_text, restarting_text
+from .replies import broken_delivery_text, error_text, interrupted_text, restarting_text, undelivered_text
 
 if TYPE_CHECKING:
     from storage.ledger import GenerationRow
@@ -162,8 +162,7 @@ class Outlet(Generic[R]):
 
     async def undelivered(self, failures: Sequence[BaseException], refunded: int) -> None:
         """Every target refused and ``refunded`` credits went back: say so where possible."""
-        credits = f" Your {refunded} credits were refunded." if refunded else " You were not charged."
-        await self.tell(f"I couldn't deliver the result.{credits} (IMG-DELIVERY-001)")
+        await self.tell(undelivered_text(refunded))
 
 
 @dataclass

@@ -30,7 +30,7 @@ from . import metrics
 from .core import Imagebot
 from .couriers import Courier, Undeliverable
 from .errors import ImagebotError, Interrupted, LeaseLost
-from .replies import error_text, interrupted_text
+from .replies import error_text, interrupted_text, undelivered_text
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,7 @@ class Worker:
             await courier.deliver(job.address, job.deliver_by, result, posted=posted)
         except Undeliverable:
             refunded = await self.core.delivery_failed(job.id)
-            credits = f" Your {refunded} credits were refunded." if refunded else " You were not charged."
-            await courier.tell(job.address, job.deliver_by, f"I couldn't deliver the result.{credits} (IMG-DELIVERY-001)")
+            await courier.tell(job.address, job.deliver_by, undelivered_text(refunded))
             await self._finish(job, "undelivered")
             return
         if self.outcomes.get(job.id) != "delivered":  # a courier that did not say when it was posted

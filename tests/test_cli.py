@@ -103,7 +103,7 @@ def test_bad_configuration_names_the_key(tmp_path: Path) -> None:
 
 def test_environment_wins_over_the_file(tmp_path: Path) -> None:
     (tmp_path / "imagebot.toml").write_text("starting_credits = 7\n")
-    who = ["--platform", "p", "--server", "s", "--user", "u", "--json"]
+    who = ["--platform", "console", "--server", "s", "--user", "u", "--json"]
     assert json.loads(run(tmp_path, "credits", "show", *who).stdout)["balance"] == 7
-    other = ["--platform", "p", "--server", "s", "--user", "other", "--json"]
+    other = ["--platform", "console", "--server", "s", "--user", "other", "--json"]
     assert json.loads(run(tmp_path, "credits", "show", *other, IMAGEBOT_STARTING_CREDITS="9").stdout)["balance"] == 9

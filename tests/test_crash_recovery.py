@@ -117,16 +117,18 @@ class GatedProvider(ScriptedProvider):
 async def test_operator_commands_and_a_second_run_do_not_release_a_live_job(tmp_path: Path) -> None:
     """Issue 10's sequence: a job in flight, then `imagebot credits show` (a real CLI process on the same
     database), `imagebot usage` and a second `imagebot run`; the job then settles and the user is charged."""
+    ctx = ctx_for(platform="discord")  # the CLI takes only the platforms that exist
+    who = ctx.identity
     provider = GatedProvider()
     core = make_core(make_config(tmp_path, IMAGEBOT_LEASE_SECONDS="1"), [provider])
     await core.start(sweep=True)  # this process is the running bot
     try:
-        job = asyncio.create_task(core.imagine(ctx_for(), ImagineOptions(prompt="fox", size="1024x1024", count=3)))
+        job = asyncio.create_task(core.imagine(ctx, ImagineOptions(prompt="fox", size="1024x1024", count=3)))
         await asyncio.wait_for(provider.entered.wait(), 10)
         started = time.time()
 
-        code, out, err = await imagebot(tmp_path, "credits", "show", "--platform", USER.platform, "--server",
-                                        USER.server_id, "--user", USER.user_id, "--json")
+        code, out, err = await imagebot(tmp_path, "credits", "show", "--platform", who.platform, "--server",
+                                        who.server_id, "--user", who.user_id, "--json")
         assert code == 0, err
         shown = json.loads(out)
         assert (shown["balance"], shown["held"]) == (20, 30)
@@ -150,9 +152,9 @@ async def test_operator_commands_and_a_second_run_do_not_release_a_live_job(tmp_
     store = SqliteStore(Path(core.config.database))
     await store.open()
     try:
-        kinds = [r["kind"] for r in await store.ledger_rows(USER)]
+        kinds = [r["kind"] for r in await store.ledger_rows(who)]
         assert kinds == ["initial", "reserve", "consume"]
-        assert await store.balance(USER) == 20 and await store.held(USER) == 0
+        assert await store.balance(who) == 20 and await store.held(who) == 0
         assert await store.audit() == []
     finally:
         await store.close()

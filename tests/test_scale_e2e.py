@@ -365,9 +365,6 @@ def test_every_user_saw_their_outcome_and_paid_for_exactly_the_images_they_got(r
     assert outcomes["delivered"] >= COMMANDS * 0.9, outcomes  # the provider never failed: notes are rare
 
 
-@pytest.mark.xfail(reason="Known gap (reported): a worker killed after Slack accepted a result's upload but "
-                          "before finish_job leaves the job 'delivering'; the next worker posts the same images "
-                          "again. Discord edits @original, so it shows one.", strict=False)
 def test_no_user_saw_a_result_twice(run: Run) -> None:
     twice = [(c.platform, c.index, run.seen[c.index].images) for c in run.commands
              if len(run.seen[c.index].images) > 1]

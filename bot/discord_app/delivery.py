@@ -21,6 +21,7 @@ import discord
 from bot.errors import ImagebotError
 from bot.jobs import NotDelivered, Outlet, Target
 from bot.models import ImagineResult, StoredImage
+from bot.replies import refund_note
 
 from .fitting import ENVELOPE, MAX_FILES, CannotFit, Upload, fit_message
 from .settings import DEFAULT_UPLOAD_LIMIT
@@ -216,8 +217,7 @@ class ImageOutlet(Outlet[ImagineResult]):
 
     async def undelivered(self, failures: Sequence[BaseException], refunded: int) -> None:
         reason = REASONS[reason_of(failures[-1]) if failures else "error"]
-        credits = f" Your {refunded} credits were refunded." if refunded else " You were not charged."
-        await say(self._interaction, f"I couldn't deliver your images: {reason}.{credits} (IMG-DELIVERY-001)")
+        await say(self._interaction, f"I couldn't deliver your images: {reason}.{refund_note(refunded)} (IMG-DELIVERY-001)")
 
 
 class ReplyOutlet(Outlet[R]):
