@@ -39,7 +39,7 @@ from bot.config import MAX_AMOUNT, Config
 from bot.core import Imagebot
 from bot.couriers import Courier
 from bot.errors import ConfigError, ImagebotError, PermissionDenied, ValidationError
-from bot.jobs import prompt_of
+from bot.jobs import AckGate, prompt_of
 from bot.models import Context, Identity, ImagineOptions
 from bot.replies import adjust_summary, credits_summary, error_text, plural, restarting_text, usage_summary
 from bot.validation import clean_prompt
@@ -205,6 +205,9 @@ class DiscordInteractions:
         self.courier = courier
         self._own_courier = own_courier
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Answers in flight: the work they start (reserve, queue) waits for them first, so a burst of
+        #: 200 interactions is acknowledged before any of their database writes run.
+        self.acks = AckGate()
         self._session: aiohttp.ClientSession | None = None
         self.accepting = True
         self._closed = False
@@ -240,6 +243,10 @@ class DiscordInteractions:
     # -- the route ---------------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        with self.acks:
+            return await self._handle(request)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
             body = await request.read()
             payload = verify(self.key, request.headers, body)
@@ -299,6 +306,7 @@ class DiscordInteractions:
         """After the response: tracked, so shutdown waits for it; an unexpected error is logged and told."""
         async def run() -> None:
             try:
+                await self.acks.wait()
                 await work()
             except Exception:  # noqa: BLE001
                 log.exception("discord interaction work %s failed", name)
