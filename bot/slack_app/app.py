@@ -75,12 +75,15 @@ class SlackBot:
         self.settings = settings
         self._session = aiohttp.ClientSession()
         self.client = client or make_client(settings, self._session)
+        bolt_log = logging.getLogger("imagebot.slack.bolt")
+        if not any(isinstance(f, _TokenFromEnvironment) for f in bolt_log.filters):
+            bolt_log.addFilter(_TokenFromEnvironment())
         self.app = AsyncApp(
             name="imagebot", client=self.client, signing_secret=settings.signing_secret,
             # Listeners only validate, ack and start a job, so Bolt may answer as soon as they return
             # (no polling for the ack); the slow work is in the runner's tasks.
             process_before_response=True,
-            user_facing_authorize_error_message=AUTHORIZE_ERROR, logger=logging.getLogger("imagebot.slack.bolt"),
+            user_facing_authorize_error_message=AUTHORIZE_ERROR, logger=bolt_log,
         )
         #: HTTP mode counts requests in flight in ``jobs.acks``, so jobs let pending acks go first.
         self.jobs = JobRunner(core, grace=grace)
@@ -118,3 +121,11 @@ class SlackBot:
             await self.jobs.close(timeout)
         finally:
             await self._session.close()
+
+
+class _TokenFromEnvironment(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN itself and warns, at every start, that the client we hand it wins over
+    it: the client carries that very token, so the warning only alarms operators."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
