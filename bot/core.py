@@ -35,7 +35,15 @@ from storage.ledger import GenerationRow, JobRow, JobSpec, Ledger, LedgerRefused
 from . import metrics
 from .billing import Bill, charge, hold, image_rows, keep_lease, not_charged
 from .config import Config
-from .errors import Interrupted, NotFound, PermissionDenied, ProviderBadResponse, ValidationError
+from .errors import (
+    Interrupted,
+    LimitsUnavailable,
+    NotFound,
+    PermissionDenied,
+    ProviderBadResponse,
+    RateLimited,
+    ValidationError,
+)
 from .generation import Generator, Outcome, Progress
 from .imaging import inspect_image
 from .models import (
@@ -193,7 +201,7 @@ class Imagebot:
         self, ctx: Context, options: ImagineOptions, *, progress: Progress | None = None, command: str = "imagine"
     ) -> ImagineResult:
         plan = self.plan(ctx, options)
-        await self.limiter.check(ctx.identity)
+        await self._check_limits(ctx, command)
         request_id = self._ids.new()
         work = await self._imagine_work(ctx, plan, options, command)
         async with self._charge(ctx, request_id, work) as bill:
@@ -256,7 +264,7 @@ class Imagebot:
     ) -> ImagineResult:
         """The chosen image at twice its size, by the provider that made it (when its model can)."""
         work = await self._upscale_work(ctx, generation_id, index)
-        await self.limiter.check(ctx.identity)
+        await self._check_limits(ctx, "upscale")
         request_id = self._ids.new()
         async with self._charge(ctx, request_id, work) as bill:
             stored = await self._upscale(bill, work.generation, progress)
@@ -329,7 +337,7 @@ class Imagebot:
     async def enhance(self, ctx: Context, prompt: str) -> EnhanceResult:
         """A richer prompt from the text model; a retired text model is replaced within the same charge."""
         work = self._enhance_work(ctx, prompt)
-        await self.limiter.check(ctx.identity)
+        await self._check_limits(ctx, "enhance")
         request_id = self._ids.new()
         async with self._charge(ctx, request_id, work) as bill:
             enhanced = await self._enhance(bill, work.generation["prompt"])
@@ -379,7 +387,7 @@ class Imagebot:
             work = self._enhance_work(ctx, prompt or "")
         else:
             raise ValueError(f"unknown job kind {kind!r}")
-        await self.limiter.check(ctx.identity)
+        await self._check_limits(ctx, kind)
         request_id = self._ids.new()
         try:
             balance = await self.store.reserve(
@@ -452,6 +460,14 @@ class Imagebot:
     def keep_lease(self, generation_id: str) -> AbstractAsyncContextManager[Bill]:
         """Renew a job's lease while its result is delivered (``bot.billing.keep_lease``)."""
         return keep_lease(self.store, generation_id, self.config.lease_seconds)
+
+    async def _check_limits(self, ctx: Context, kind: str) -> None:
+        """The rate limits, before anything is reserved; a refusal is counted (``imagebot_commands_total``)."""
+        try:
+            await self.limiter.check(ctx.identity)
+        except RateLimited as exc:
+            metrics.command(kind, "unavailable" if isinstance(exc, LimitsUnavailable) else "rate_limited")
+            raise
 
     @staticmethod
     def _job_spec(ctx: Context, work: _Work) -> JobSpec | None:

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.app import build_core
 from bot.config import Config
 from bot.core import Imagebot
-from bot.errors import ConfigError, GenerationFailed
+from bot.errors import ConfigError, GenerationFailed, RateLimited
 from bot.logs import JsonFormatter, Redactor, secrets_in, setup_logging
 from bot.models import ImagineOptions
 from bot.platforms import build_process
@@ -206,6 +206,18 @@ async def test_a_refused_command_is_counted_and_charges_nothing(served: Served) 
     page = await served.metrics()
     assert delta(before, page, "imagebot_commands_total", kind="imagine", outcome="refused") == 1
     assert delta(before, page, "imagebot_credits_reserved_total") == 0
+
+
+async def test_a_rate_limited_command_is_counted(tmp_path: Path, oai: FakeOpenAI) -> None:
+    config = make_config(tmp_path, openai_env(oai.base_url, IMAGEBOT_PROVIDERS="local", IMAGEBOT_USER_RATE="1/minute"))
+    async for served in serve(config):
+        await served.core.imagine(CTX, ImagineOptions("a fox", size="256x256"))
+        before = await served.metrics()
+        with pytest.raises(RateLimited):
+            await served.core.imagine(CTX, ImagineOptions("a fox", size="256x256"))
+        page = await served.metrics()
+        assert delta(before, page, "imagebot_commands_total", kind="imagine", outcome="rate_limited") == 1
+        assert delta(before, page, "imagebot_credits_reserved_total") == 0
 
 
 # -- the generation's log line and secrets -----------------------------------------------------------------
