@@ -457,6 +457,14 @@ class Imagebot:
         """The job's one outcome reached its user (or was refunded and told): no worker takes it again."""
         return await self.store.finish_job(generation_id, outcome)
 
+    async def may_deliver(self, generation_id: str) -> bool:
+        """Right before a result is posted: renew its job's lease, so no other worker takes it over while it
+        travels. False when another worker holds the job now (this process stalled past the lease): the
+        result is theirs to post. True for a result with no job row (the console)."""
+        if await self.store.renew(generation_id, lease=self.config.lease_seconds):
+            return True
+        return await self.store.job(generation_id) is None
+
     def keep_lease(self, generation_id: str) -> AbstractAsyncContextManager[Bill]:
         """Renew a job's lease while its result is delivered (``bot.billing.keep_lease``)."""
         return keep_lease(self.store, generation_id, self.config.lease_seconds)

@@ -64,6 +64,8 @@ class Core(Protocol):
 
     async def job_finished(self, generation_id: str, outcome: str) -> bool: ...
 
+    async def may_deliver(self, generation_id: str) -> bool: ...
+
     def keep_lease(self, generation_id: str) -> AbstractAsyncContextManager[Any]: ...
 
 
@@ -316,6 +318,13 @@ class JobRunner:
         try:
             outlet.prepare(result)
             await self._finish(sink, result)
+            if generation is not None and not await self.core.may_deliver(generation):
+                # This process stalled past its job's lease and another worker took the job over: the
+                # result is that worker's to post (once), not this one's.
+                log.warning("%s %s: taken over by another worker while this process stalled; not posted here",
+                            job.kind, generation)
+                job.outcome = "taken over"
+                return
             failures: list[BaseException] = []
             for target in outlet.targets(result):
                 if failures and not target.after(failures):

@@ -144,6 +144,9 @@ class Worker:
         async def posted() -> None:  # visible now: a worker killed after this leaves nothing to post again
             await self._finish(job, "delivered")
 
+        if not await self.core.may_deliver(job.id):
+            log.warning("job %s: taken over by another worker while this one stalled; not posted here", job.id)
+            return
         try:
             await courier.deliver(job.address, job.deliver_by, result, posted=posted)
         except Undeliverable:
