@@ -537,7 +537,7 @@ class Imagebot:
     async def _charge(self, ctx: Context, request_id: str, work: _Work) -> AsyncIterator[Bill]:
         """``bot.billing.charge`` with this bot's ledger, limits and lease, worded for the user; the job
         row goes with it when the adapter gave an address (any worker can then resume it). A job that
-        failed here is finished here: the adapter that runs it tells its user next."""
+        failed here carries its id on the exception (``generation_id``) for the runner that tells its user."""
         job = self._job_spec(ctx, work)
         reserved = False
         try:
@@ -548,8 +548,9 @@ class Imagebot:
                 yield bill
         except BaseException as exc:
             if job is not None and reserved:
-                outcome = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
-                await asyncio.shield(self.store.finish_job(request_id, outcome))
+                # The runner finishes the job once it has told the asker (``bot.jobs``): a process killed
+                # in between leaves the job to a worker, which tells them after the restart.
+                exc.generation_id = request_id  # type: ignore[attr-defined]
             raise
 
 

@@ -265,15 +265,15 @@ class JobRunner:
         try:
             await self.acks.wait()
             result = await job.work(sink if job.progress is not None else None)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             # The billing layer has refunded whatever was reserved; the asker was acked and waits.
             job.outcome = "interrupted"
-            await self._shielded(self._stop_and_tell(sink, job.outlet, interrupted_text(None)))
+            await self._shielded(self._told(exc, job, self._stop_and_tell(sink, job.outlet, interrupted_text(None))))
             raise
         except Exception as exc:  # noqa: BLE001 - the outlet words it (user error) or logs it (bug)
             job.outcome = "failed"
             await self._finish(sink, None)
-            await self._guarded(job.outlet.failed(exc), job.kind)
+            await self._told(exc, job, self._guarded(job.outlet.failed(exc), job.kind))
             return
         if result is None:
             job.outcome = "told"
@@ -306,6 +306,18 @@ class JobRunner:
                 await self._deliver_now(job, sink, result, generation)
         finally:
             await self._shielded(self._done(generation, job))
+
+    async def _told(self, exc: BaseException, job: Job[Any], tell: Awaitable[None]) -> None:
+        """Tell the asker that their job failed (it was refunded), holding its lease meanwhile; then it is done.
+        Were this process to die before telling, the job would still be open, and a worker would tell them
+        after the restart."""
+        generation = getattr(exc, "generation_id", None)
+        if not generation:
+            await tell
+            return
+        async with self.core.keep_lease(generation):
+            await tell
+        await self._done(generation, job)
 
     async def _done(self, generation: str, job: Job[Any]) -> None:
         try:
