@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from providers.base import GeneratedImage, GenerationRequest, ImageProvider, PreviewSink, TextProvider
+from providers.local import LocalRenderer
 from providers.registry import ProviderRegistry
 from storage.images import ImageStore
 
@@ -60,6 +61,15 @@ T = TypeVar("T")
 
 #: ``await progress(stage, details)``: see the top of ``bot.core`` for the stages and their keys.
 Progress = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+#: Shown with a result the local renderer made when no other provider is configured: the sketch is
+#: a placeholder, and a newcomer should learn how to get real images rather than think generation broke.
+#: The variables are the ones the built-in providers read (``providers/openai_images.py``,
+#: ``google_images.py``, ``compat.py``).
+OFFLINE_NOTE = ("Offline sketch: no image model is configured. Set OPENAI_API_KEY (or GEMINI_API_KEY / "
+                "XAI_API_KEY) and restart to get real images.")
+#: The same, when other providers are configured and the sketch was asked for (or failed over to).
+SKETCH_NOTE = "Offline sketch (the local renderer)."
 
 
 @dataclass
@@ -100,6 +110,9 @@ class Generator:
     async def imagine(self, plan: Plan, progress: Progress | None, *, request_id: str, user: str) -> Outcome:
         """Generate with failover, then store the first ``plan.count`` images (at least one, or raise)."""
         attempt, produced, failed, notes = await self._failover(plan, progress, request_id, user)
+        if isinstance(attempt.provider, LocalRenderer):
+            alone = set(self.registry.providers) == {attempt.provider.name}
+            notes.insert(0, OFFLINE_NOTE if alone else SKETCH_NOTE)
         await notify(progress, "made", {"count": len(produced[: plan.count]), "provider": attempt.provider.name})
         stored = await self._store(produced[: plan.count])
         if not stored:

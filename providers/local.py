@@ -1,18 +1,23 @@
 """The offline local renderer: always available, needs no key and no network.
 
-It draws a deterministic picture from the prompt, so the bot runs (and is tested) anywhere. The same
-prompt, size, style, seed, index, format and background give the same bytes. Pillow draws and
-encodes (PNG, WebP or JPEG, as asked); the drawing runs in a worker thread (``asyncio.to_thread``)
-so the event loop keeps answering while it draws.
+It draws a recognisable *offline sketch* of the prompt, so the bot runs (and is tested) anywhere and a
+newcomer can tell at a glance that this is a placeholder, not a broken model: the prompt's words on the
+picture, colours taken from the prompt's colour words ("a red fox" is mostly red), and a small
+"offline sketch" label in a corner. The same prompt, size, style, seed, index, format and background give
+the same bytes. Pillow draws (its built-in font, no font files) and encodes (PNG, WebP or JPEG, as
+asked); the drawing runs in a worker thread (``asyncio.to_thread``) so the event loop keeps answering.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
+import re
+import unicodedata
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .base import QUALITIES, Capabilities, GeneratedImage, GenerationRequest, ModelInfo
 
@@ -30,23 +35,75 @@ MIME = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 
 #: Gradient bands, top to bottom: one palette entry each; the shapes' colours follow them.
 BANDS = 48
+#: The corner label that says what this picture is.
+LABEL = "offline sketch"
+
+RGB = tuple[int, int, int]
+
+#: Colour words a prompt may use (whole words, any case), and the colour each stands for.
+COLOUR_WORDS: dict[str, tuple[RGB, ...]] = {
+    "red": ((214, 40, 40),), "orange": ((245, 130, 32),), "yellow": ((250, 215, 50),),
+    "green": ((60, 170, 75),), "blue": ((40, 90, 220),), "purple": ((130, 60, 180),),
+    "pink": ((245, 130, 180),), "brown": ((130, 82, 45),), "black": ((20, 20, 24),),
+    "white": ((245, 245, 245),), "grey": ((128, 128, 128),), "gray": ((128, 128, 128),),
+    "gold": ((212, 175, 55),), "golden": ((212, 175, 55),), "silver": ((192, 192, 200),),
+    "teal": ((0, 128, 128),), "cyan": ((0, 200, 220),), "magenta": ((220, 0, 160),),
+    "violet": ((143, 80, 220),), "indigo": ((75, 0, 130),), "navy": ((20, 30, 110),),
+    "maroon": ((128, 0, 32),), "crimson": ((220, 20, 60),), "scarlet": ((240, 36, 0),),
+    "turquoise": ((64, 224, 208),), "lime": ((150, 220, 40),), "olive": ((128, 128, 0),),
+    "coral": ((255, 127, 80),), "lavender": ((181, 160, 230),), "beige": ((225, 205, 165),),
+    "cream": ((255, 245, 210),), "amber": ((255, 191, 0),), "emerald": ((20, 160, 100),),
+    "azure": ((0, 127, 255),), "ruby": ((200, 15, 60),),
+    "rainbow": ((214, 40, 40), (245, 130, 32), (250, 215, 50), (60, 170, 75), (40, 90, 220), (130, 60, 180)),
+}
+_WORD = re.compile(r"[a-z]+")
+#: Only this much of a long prompt is laid out: more would not fit at the smallest type anyway.
+_TEXT_LIMIT = 600
+
+
+def prompt_colours(prompt: str) -> list[RGB]:
+    """The colours the prompt names, in the order it names them (each once); empty when it names none."""
+    found: list[RGB] = []
+    for word in _WORD.findall(prompt.lower()):
+        for colour in COLOUR_WORDS.get(word, ()):
+            if colour not in found:
+                found.append(colour)
+    return found
+
+
+def _shade(colour: RGB, byte: int) -> RGB:
+    """A seeded shade of ``colour``: up to 25% towards white or 35% towards black, so it stays that colour."""
+    r, g, b = colour
+    if byte < 128:
+        t = byte / 127 * 0.25
+        return round(r + (255 - r) * t), round(g + (255 - g) * t), round(b + (255 - b) * t)
+    t = 1 - (byte - 128) / 127 * 0.35
+    return round(r * t), round(g * t), round(b * t)
 
 
 def render(prompt: str, size: str, style: str, seed: int, index: int, *, fmt: str = "png",
-           transparent: bool = False) -> bytes:
+           transparent: bool = False, variant: str = "") -> bytes:
     """Render one image (``fmt``: png, webp or jpeg). Pure function of its arguments.
 
-    A palette picture: a vertical gradient of ``BANDS`` colours and a few circles and bars, every
-    choice read from one SHAKE-256 stream of the arguments. ``transparent``: the gradient becomes a
-    transparent backdrop behind the shapes (PNG or WebP only; JPEG has no alpha).
+    A gradient of ``BANDS`` colours and a few circles and bars, every choice read from one SHAKE-256
+    stream of the arguments; the colours are shades of the prompt's colour words when it has some, else
+    seeded. Over it, the prompt's words on a dark panel and the "offline sketch" label. ``variant`` steers
+    the picture without being drawn (a reference image's digest). ``transparent``: the gradient becomes
+    a transparent backdrop behind the shapes and the words (PNG or WebP only; JPEG has no alpha).
     """
     width, height = (int(v) for v in size.split("x"))
     vivid = style in ("vivid", "artistic")
     shapes = 9 if vivid else 5
-    # Every choice below is read from one hash of the arguments: 6 bytes of background, 10 a shape.
-    key = f"{prompt}\x00{size}\x00{style}\x00{seed}\x00{index}".encode()
-    stream = hashlib.shake_256(key).digest(6 + 10 * shapes)
-    top, bottom = stream[0:3], stream[3:6]
+    # Every choice below is read from one hash of the arguments: 6 bytes of background, 10 a shape,
+    # then 2 + 1 a shape of shading for a prompt that names its colours.
+    key = f"{prompt}\x00{size}\x00{style}\x00{seed}\x00{index}\x00{variant}".encode()
+    stream = hashlib.shake_256(key).digest(6 + 10 * shapes + 2 + shapes)
+    named = prompt_colours(prompt)
+    top, bottom = bytes(stream[0:3]), bytes(stream[3:6])
+    if named:
+        shading = stream[6 + 10 * shapes:]
+        top = bytes(_shade(named[0], shading[0] // 2))  # the lighter half: the sky of the picture
+        bottom = bytes(_shade(named[-1], 128 + shading[1] // 2))
     palette = bytearray()
     for band in range(BANDS):
         palette += bytes(a + (b - a) * band // (BANDS - 1) for a, b in zip(top, bottom, strict=True))
@@ -57,9 +114,12 @@ def render(prompt: str, size: str, style: str, seed: int, index: int, *, fmt: st
     least, most = max(2, short // 10), max(3, short // 3)
     for k in range(shapes):
         shape = stream[6 + 10 * k : 16 + 10 * k]
-        colour = shape[0:3]
-        if not vivid:  # softer: pull shape colours towards the background
-            colour = bytes((c + m) // 2 for c, m in zip(colour, top, strict=True))
+        if named:
+            colour = bytes(_shade(named[k % len(named)], stream[6 + 10 * shapes + 2 + k]))
+        else:
+            colour = shape[0:3]
+            if not vivid:  # softer: pull shape colours towards the background
+                colour = bytes((c + m) // 2 for c, m in zip(colour, top, strict=True))
         palette += colour
         x0 = int.from_bytes(shape[3:5], "big") % width
         y0 = int.from_bytes(shape[5:7], "big") % height
@@ -69,25 +129,170 @@ def render(prompt: str, size: str, style: str, seed: int, index: int, *, fmt: st
         else:
             draw.rectangle([x0 - r, y0 - r // 2, x0 + r, y0 + r // 2], fill=BANDS + k)
     img.putpalette(bytes(palette))
-    return _encode(img, fmt, transparent)
-
-
-def _encode(img: Image.Image, fmt: str, transparent: bool) -> bytes:
-    """Let Pillow encode: PNG keeps the palette; WebP and JPEG take RGB (RGBA when transparent)."""
-    out = io.BytesIO()
-    if transparent:
-        # Palette indices below BANDS are the gradient: the backdrop that becomes transparent.
-        alpha = img.point([0] * BANDS + [255] * (256 - BANDS), "L")
-        picture = img.convert("RGBA")
+    # Palette indices below BANDS are the gradient: the backdrop that becomes transparent.
+    alpha = img.point([0] * BANDS + [255] * (256 - BANDS), "L") if transparent else None
+    picture = img.convert("RGB")
+    _words(picture, alpha, prompt)
+    if alpha is not None:
         picture.putalpha(alpha)
-    else:
-        picture = img if fmt == "png" else img.convert("RGB")
+    return _encode(picture, fmt)
+
+
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+
+@functools.lru_cache(maxsize=32)
+def _font(px: int) -> Font:
+    """Pillow's built-in font at ``px`` pixels (no font file), loaded once per size; before Pillow 10.1
+    (no sizes) its small bitmap font."""
+    try:
+        return ImageFont.load_default(size=px)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _wrap(words: list[str], font: Font, width: float) -> list[str]:
+    """Greedy word wrap to ``width`` pixels; a word wider than a line is cut where it must be. Lines are
+    measured as the sum of their words (each measured once) and spaces: close enough, and fast."""
+    widths: dict[str, float] = {}
+
+    def measure(word: str) -> float:
+        if word not in widths:
+            widths[word] = font.getlength(word)
+        return widths[word]
+
+    space = font.getlength(" ")
+    lines: list[str] = []
+    line, used = "", 0.0
+    for word in words:
+        while len(word) > 1 and measure(word) > width:
+            low, high = 1, len(word) - 1  # the longest prefix that fits (at least one letter)
+            while low < high:
+                mid = (low + high + 1) // 2
+                low, high = (mid, high) if font.getlength(word[:mid]) <= width else (low, mid - 1)
+            if line:
+                lines.append(line)
+            lines.append(word[:low])
+            line, used, word = "", 0.0, word[low:]
+        w = measure(word)
+        if line and used + space + w > width:
+            lines.append(line)
+            line, used = word, w
+        elif line:
+            line, used = f"{line} {word}", used + space + w
+        else:
+            line, used = word, w
+    if line:
+        lines.append(line)
+    return lines
+
+
+#: Letters the built-in font lacks, spelled with ones it has.
+_SPELLED = str.maketrans({"ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "œ": "oe", "Œ": "OE",
+                          "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "–": "-", "—": "-", "•": "·"})
+
+
+@functools.lru_cache(maxsize=4096)
+def _has_glyph(char: str) -> bool:
+    """Whether the built-in font draws ``char`` (rather than its empty box)."""
+    if char.isascii():
+        return True
+    font = _font(20)
+    missing, mask = font.getmask("\U000f0000"), font.getmask(char)
+    return (mask.size, bytes(mask)) != (missing.size, bytes(missing))
+
+
+def drawable(prompt: str) -> str:
+    """The prompt as the built-in font can draw it: accents folded ("café" -> "cafe"), a few letters
+    spelled out, and what it has no glyph for (other scripts, emoji) left out rather than drawn as boxes."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", prompt[:_TEXT_LIMIT].translate(_SPELLED))
+                     if not unicodedata.combining(c))
+    return "".join(c if c.isspace() or _has_glyph(c) else " " for c in folded)
+
+
+def _layout(prompt: str, width: int, height: int) -> tuple[Font, int, list[str]]:
+    """The prompt's words in the largest of a few type sizes (scaled to the picture) that fits the lower
+    part of it; a prompt too long even for the smallest is cut with an ellipsis. Returns the font, its
+    pixel size and the lines."""
+    short = min(width, height)
+    words = drawable(prompt).split()
+    if len(prompt) > _TEXT_LIMIT and words:
+        words[-1] += "…"
+    room_w, room_h = width * 0.86, height * 0.42
+    largest, smallest = max(14, short // 11), max(12, short // 22)
+    sizes = dict.fromkeys(largest - (largest - smallest) * step // 4 for step in range(5))
+    for px in sizes:
+        font = _font(px)
+        lines = _wrap(words, font, room_w)
+        if len(lines) * _leading(px) <= room_h:
+            return font, px, lines
+    fit = max(1, int(room_h // _leading(px)))
+    if len(lines) > fit:
+        last = lines[fit - 1]
+        while last and font.getlength(last + "…") > room_w:
+            last = last[:-1]
+        lines = [*lines[: fit - 1], last.rstrip() + "…"]
+    return font, px, lines
+
+
+def _leading(px: int) -> int:
+    return round(px * 1.25)
+
+
+def _words(picture: Image.Image, alpha: Image.Image | None, prompt: str) -> None:
+    """Draw the prompt on a dark panel near the bottom and the "offline sketch" label in the top-left
+    corner: white on dark, legible over any colours. ``alpha`` (transparent pictures) gets them solid."""
+    width, height = picture.size
+    short = min(width, height)
+    draw = ImageDraw.Draw(picture)
+    solid = ImageDraw.Draw(alpha) if alpha is not None else None
+
+    def text(at: tuple[float, float], line: str, font: Font) -> None:
+        draw.text(at, line, font=font, fill=(255, 255, 255))
+        if solid is not None:
+            solid.text(at, line, font=font, fill=255)
+
+    font, px, lines = _layout(prompt, width, height)
+    if lines:
+        pad, leading = px // 2, _leading(px)
+        x0 = (width - max(font.getlength(line) for line in lines)) / 2 - pad
+        y1 = height - short // 20
+        box = (round(x0), y1 - leading * len(lines) - pad * 2, round(width - x0), y1)
+        _panel(picture, alpha, box, radius=pad)
+        y = box[1] + pad + (leading - px) // 2
+        for line in lines:
+            text(((width - font.getlength(line)) / 2, y), line, font)
+            y += leading
+    px = max(11, short // 26)
+    small = _font(px)
+    left, _, right, bottom = (round(v) for v in draw.textbbox((0, 0), LABEL, font=small))
+    pad, margin = max(3, px // 3), max(4, short // 40)
+    box = (margin, margin, margin + right - left + pad * 2, margin + bottom + pad * 2)
+    _panel(picture, alpha, box, radius=pad)
+    text((margin + pad - left, margin + pad), LABEL, small)
+
+
+def _panel(picture: Image.Image, alpha: Image.Image | None, box: tuple[int, int, int, int], *, radius: int) -> None:
+    """Darken a rounded box by about 60% (what shows through stays recognisable); solid in ``alpha``."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    if w <= 0 or h <= 0:
+        return
+    mask = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(mask).rounded_rectangle((0, 0, w - 1, h - 1), radius=radius, fill=150)
+    picture.paste((12, 12, 20), box[:2], mask)
+    if alpha is not None:
+        alpha.paste(255, box[:2], mask.point([0] + [255] * 255))
+
+
+def _encode(picture: Image.Image, fmt: str) -> bytes:
+    """Let Pillow encode: RGB, or RGBA when transparent (PNG or WebP; JPEG has no alpha)."""
+    out = io.BytesIO()
     if fmt == "png":
         picture.save(out, format="PNG", compress_level=1)
     elif fmt == "webp":
         picture.save(out, format="WEBP", quality=90, method=2)
     elif fmt == "jpeg":
-        picture.save(out, format="JPEG", quality=90)
+        picture.convert("RGB").save(out, format="JPEG", quality=90)
     else:
         raise ValueError(f"unknown format {fmt!r}")
     return out.getvalue()
@@ -124,16 +329,15 @@ class LocalRenderer:
 
     @staticmethod
     def _render_all(request: GenerationRequest) -> list[GeneratedImage]:
-        prompt = request.prompt
-        if request.reference:
-            # A reference steers the picture deterministically too.
-            prompt += hashlib.sha256(request.reference).hexdigest()
+        # A reference steers the picture deterministically too, without its digest being drawn.
+        variant = hashlib.sha256(request.reference).hexdigest() if request.reference else ""
         fmt = request.output_format or "png"
         transparent = request.background == "transparent"
         width, height = (int(v) for v in request.size.split("x"))
         return [
             GeneratedImage(
-                render(prompt, request.size, request.style, request.seed, i, fmt=fmt, transparent=transparent),
+                render(request.prompt, request.size, request.style, request.seed, i, fmt=fmt,
+                       transparent=transparent, variant=variant),
                 mime=MIME[fmt], drawn_size=(width, height),
             )
             for i in range(request.count)
