@@ -525,14 +525,15 @@ def test_no_request_was_charged_twice(run: Run) -> None:
     assert problems == []
 
 
-#: Bugs this suite found (reported, not fixed here): the failures they explain are marked xfail inline.
+#: What this suite found and is not fixed (or not provably gone): the failures they explain are marked xfail
+#: inline, so each run reports them by name instead of hiding them or failing CI on a known timing window.
 KNOWN = {
-    "twice": "BUG bot/jobs.py JobRunner._deliver (and bot/worker.py Worker._one): a process whose job lease "
-             "expired while its write to renew it waited (SQLite, lease 2 s, a burst after a restart) still posts "
-             "the result, while its own worker loop claims the job (state delivering) and posts the stored result "
-             "again: the user sees it twice (charged once); keep_lease's bill.lost is never checked before posting",
-    "silent-failure": "BUG bot/core.py Imagebot._charge: a failed job is finished (outcome failed, refunded) before "
-                      "the adapter tells its user; a SIGKILL in between leaves it done and untold",
+    "twice": "KNOWN WINDOW bot/jobs.py JobRunner._deliver / bot/worker.py Worker._one: results are posted only "
+             "after a lease renewal (Imagebot.may_deliver), but with this suite's 2 s lease a renewal that waits "
+             "behind a burst of SQLite writes past the lease lets the same process's worker take over a result "
+             "still being posted: the user sees it twice (charged once). The default lease is 30 s",
+    "silent-failure": "BUG (fixed: the runner finishes a failed job only after telling its user; listed so a "
+                      "recurrence is named) bot/jobs.py JobRunner._told: a failed job done and untold after a SIGKILL",
     "no-job": "BUG bot/slack_app/commands.py imagine/enhance and bot/discord_app/http_interactions.py "
               "DiscordInteractions._enqueue: the command is acknowledged (Slack ack, Discord deferred response) "
               "before its job row exists; a SIGKILL in between leaves an acknowledged command with no job, told nothing",
