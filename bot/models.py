@@ -91,7 +91,7 @@ class ImagineResult:
     credits_refunded: int
     balance: int
     revised_prompt: str | None = None
-    #: A short note when fewer images came back than were asked for.
+    #: Short notes for the user: fewer images came back than were asked for, an offline sketch...
     partial_note: str | None = None
     #: Providers that were tried and failed before ``provider`` delivered.
     failed_over: list[str] = field(default_factory=list)
