@@ -31,7 +31,7 @@ from storage.ledger import (
 from storage.migrations import MIGRATIONS, apply_migrations
 from storage.sqlite import SqliteStore
 from tests import test_ledger_contract as contract
-from tests.test_ledger_contract import GEN, World
+from tests.test_ledger_contract import GEN, World, old_database
 
 #: The ledger contract's parametrized fixture (sqlite, memory, postgres), used here under its own name.
 world = contract.world
@@ -416,21 +416,7 @@ async def test_sqlite_m004_applied_twice_changes_nothing(tmp_path: Path) -> None
 async def test_sqlite_m004_upgrades_a_database_with_a_reservation_in_flight(tmp_path: Path) -> None:
     """A database from before jobs: its held reservation has no job, so the sweep still refunds it."""
     path = tmp_path / "old.sqlite3"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
-    for name, sql in MIGRATIONS[:3]:
-        for statement in sql.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute("INSERT INTO _migrations VALUES (?, 0)", (name,))
-    key = ("discord", "g1", "alice")
-    conn.execute("INSERT INTO accounts VALUES (?, ?, ?, 30, 0, 0)", key)
-    conn.execute("INSERT INTO ledger (platform, server_id, user_id, kind, delta, amount, balance_after, request_id,"
-                 " actor, note, created_at) VALUES (?, ?, ?, 'initial', 50, 50, 50, 'initial:x', 'system', NULL, 0),"
-                 " (?, ?, ?, 'reserve', -20, 20, 30, 'r1', 'u', NULL, 1)", key + key)
-    conn.execute("INSERT INTO reservations VALUES ('r1', ?, ?, ?, 20, 'held', 'old-holder', 1, 1000, NULL)", key)
-    conn.execute("INSERT INTO generations (id, platform, server_id, user_id, command, prompt, status, created_at)"
-                 " VALUES ('r1', ?, ?, ?, 'imagine', 'fox', 'PENDING', 1)", key)
+    conn = old_database(path, applied=3, holder="old-holder")
     conn.close()
     now = [999.0]
     store = SqliteStore(path, clock=lambda: now[0])

@@ -433,11 +433,12 @@ async def test_migrations_applied_twice_change_nothing(tmp_path: Path) -> None:
     assert [n for n, _ in first[0][-len(MIGRATIONS):]] == [name for name, _ in MIGRATIONS]
 
 
-async def test_m003_moves_held_reservations_from_instance_names_to_leases_keeping_every_row(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite3"
+def old_database(path: Path, *, applied: int, holder: str) -> sqlite3.Connection:
+    """A SQLite file as an older imagebot left it: the first ``applied`` migrations, one account (alice, 30
+    credits) and one reservation ``r1`` of 20 held by ``holder`` with its PENDING generation."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
-    for name, sql in MIGRATIONS[:2]:
+    for name, sql in MIGRATIONS[:applied]:
         for statement in sql.split(";"):
             if statement.strip():
                 conn.execute(statement)
@@ -447,9 +448,15 @@ async def test_m003_moves_held_reservations_from_instance_names_to_leases_keepin
     conn.execute("INSERT INTO ledger (platform, server_id, user_id, kind, delta, amount, balance_after, request_id,"
                  " actor, note, created_at) VALUES (?, ?, ?, 'initial', 50, 50, 50, 'initial:x', 'system', NULL, 0),"
                  " (?, ?, ?, 'reserve', -20, 20, 30, 'r1', 'u', NULL, 1)", key + key)
-    conn.execute("INSERT INTO reservations VALUES ('r1', ?, ?, ?, 20, 'held', 'default', 1, 1000, NULL)", key)
+    conn.execute("INSERT INTO reservations VALUES ('r1', ?, ?, ?, 20, 'held', ?, 1, 1000, NULL)", (*key, holder))
     conn.execute("INSERT INTO generations (id, platform, server_id, user_id, command, prompt, status, created_at)"
                  " VALUES ('r1', ?, ?, ?, 'imagine', 'fox', 'PENDING', 1)", key)
+    return conn
+
+
+async def test_m003_moves_held_reservations_from_instance_names_to_leases_keeping_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    conn = old_database(path, applied=2, holder="default")
     conn.close()
 
     clock = Clock()
