@@ -6,7 +6,6 @@ the ingress answers in the response and queues; a worker on another core over th
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import sqlite3
@@ -28,10 +27,10 @@ from bot.discord_app.courier import DiscordCourier
 from bot.discord_app.http_interactions import DiscordInteractions, mount
 from bot.models import Identity
 from bot.web import WebServer
-from bot.worker import Worker
 from providers.base import GeneratedImage, GenerationRequest
 from tests.doubles import ScriptedProvider, make_config, make_core, tiny_png
 from tests.fakes.discord_api import GUILD_ID, MANAGE_GUILD, FakeDiscord, Payloads
+from tests.worker_process import OtherProcess
 
 USER = 111
 MEMBER = 222
@@ -100,28 +99,12 @@ async def bot(tmp_path: Path) -> AsyncIterator[Bot]:
         discord.http.Route.BASE = saved
 
 
-@dataclass
-class OtherProcess:
-    core: Imagebot
-    courier: DiscordCourier
-    worker: Worker
-    task: asyncio.Task[None]
-
-    async def close(self) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-        await self.worker.close(grace=5)
-        await self.courier.aclose()
-        await self.core.close()
-
-
 async def start_worker(bot: Bot) -> OtherProcess:
     config = make_config(Path(bot.config.database).parent, **bot.fake.env(), IMAGEBOT_ROLE="worker")
     core = make_core(config, [bot.provider])
     await core.start()
     courier = DiscordCourier.from_config(config)
-    worker = Worker(core, {"discord": courier}, poll=0.05)
-    return OtherProcess(core, courier, worker, asyncio.create_task(worker.run()))
+    return OtherProcess.start(core, courier)
 
 
 def ledger_sum(database: str, user: int) -> tuple[int, int]:

@@ -9,40 +9,21 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from bot.core import Imagebot
 from bot.slack_app import run_slack
 from bot.slack_app.blocks import IMAGINE_THIS, REROLL
 from bot.slack_app.courier import SlackCourier
 from bot.web import WebServer
-from bot.worker import Worker
 from tests.fakes.slack_api import FakeSlack, command_payload, form_body, signed_headers
 from tests.fakes.slack_harness import SECRET, SlackHarness, make_core, slack_config
+from tests.worker_process import OtherProcess
 
 ANN = "U0ANN0001"
 BOB = "U0BOB0001"
-
-
-@dataclass
-class OtherProcess:
-    """A worker process: its own core on the same database, its own courier, nothing shared in memory."""
-
-    core: Imagebot
-    courier: SlackCourier
-    worker: Worker
-    task: asyncio.Task[None]
-
-    async def close(self) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-        await self.worker.close(grace=5)
-        await self.courier.aclose()
-        await self.core.close()
 
 
 async def start_worker(slack: SlackHarness) -> OtherProcess:
@@ -51,8 +32,7 @@ async def start_worker(slack: SlackHarness) -> OtherProcess:
     core = make_core(config, None)
     await core.start()
     courier = SlackCourier.from_config(config)
-    worker = Worker(core, {"slack": courier}, poll=0.05)
-    return OtherProcess(core, courier, worker, asyncio.create_task(worker.run()))
+    return OtherProcess.start(core, courier)
 
 
 @pytest.fixture
