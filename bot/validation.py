@@ -62,6 +62,10 @@ class Plan:
     price_per_image: int
     attempts: tuple[Attempt, ...]
     reference: bytes | None = None
+    #: More input images after ``reference`` (blend: up to 4 in all on Discord).
+    references: tuple[bytes, ...] = ()
+    #: Where the model may draw on ``reference`` (transparent pixels): outpainting (``bot.canvas``).
+    mask: bytes | None = None
     seed: int = 0
     output_format: str | None = None
     background: str | None = None

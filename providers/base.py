@@ -247,6 +247,12 @@ class GenerationRequest:
     quality: str = DEFAULT_QUALITY
     count: int = 1
     reference: bytes | None = None
+    #: More input images after ``reference`` (a blend, an edit of several images): at most the model's
+    #: ``max_references`` minus one; only with ``reference``.
+    references: tuple[bytes, ...] = ()
+    #: A PNG the size of ``reference`` whose transparent pixels are where the model may draw (zoom out,
+    #: pan, make square); only where the model ``supports_mask``.
+    mask: bytes | None = None
     seed: int = 0
     #: ``png``/``webp``/``jpeg``, one the model declared; None: the model's default.
     output_format: str | None = None

@@ -41,6 +41,7 @@ from typing import Any
 from aiohttp import web
 from PIL import Image
 
+from .moderation_api import ModerationFake
 from .server import FakeServer, Seen
 
 ERRORS: dict[str, tuple[int, str, str, dict[str, str]]] = {
@@ -146,6 +147,9 @@ class FakeOpenAI(FakeServer):
         self.app.router.add_post("/v1/chat/completions", self._chat)
         self.app.router.add_get("/v1/models", self._models)
         self.app.router.add_get("/v1/image-generation-models", self._xai_models)
+        #: ``POST /v1/moderations`` (omni-moderation): its state and handler live in ``moderation_api``.
+        self.moderation = ModerationFake()
+        self.app.router.add_post("/v1/moderations", self.moderation.handle)
 
     @property
     def base_url(self) -> str:
