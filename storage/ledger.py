@@ -30,6 +30,7 @@ Refusals carry numbers, never sentences: ``bot/replies.py`` words them for peopl
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -82,6 +83,10 @@ class GenerationRow:
     created_at: float
     finished_at: float | None
     images: tuple[ImageRow, ...] = ()
+    #: Set by ``delete_generation`` (its asker or an admin removed the result): the row, its ledger rows
+    #: and its images stay, for the ledger's record; ``history`` no longer lists it.
+    deleted_at: float | None = None
+    deleted_by: str | None = None
 
     @property
     def identity(self) -> Identity:
@@ -133,6 +138,33 @@ class Settlement:
     #: False when this holder no longer held the reservation (settled already, or its lease expired
     #: and it was released): nothing moved.
     charged: bool
+
+
+#: The JSON values a server setting may hold (the core validates them before ``change_settings``).
+SettingValue = str | int | float | bool | list[str]
+
+def encode_settings(changes: Mapping[str, Any]) -> dict[str, str | None]:
+    """Each change as the JSON text the engines store (None: remove the key), all before any write, so
+    a value that is not JSON (``TypeError``; NaN or infinity: ``ValueError``) fails the whole change set
+    with nothing written. The same value always gives the same text: that is how "changed" is told."""
+    encoded: dict[str, str | None] = {}
+    for key, value in changes.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"a setting's key must be a non-empty string, not {key!r}")
+        encoded[key] = None if value is None else json.dumps(value, sort_keys=True, allow_nan=False)
+    return encoded
+
+
+def option_references(options: Mapping[str, Any]) -> set[str]:
+    """The reference images a generation's recorded options name (one, or a list of several)."""
+    found: set[str] = set()
+    one = options.get("reference_sha256")
+    if isinstance(one, str) and one:
+        found.add(one)
+    several = options.get("references_sha256")
+    if isinstance(several, list):
+        found.update(s for s in several if isinstance(s, str) and s)
+    return found
 
 
 #: The movement kinds a ledger row may have.
@@ -346,6 +378,50 @@ class Ledger(Protocol):
 
     async def audit(self) -> list[tuple[str, str, str, int, int]]:
         """Accounts whose balance differs from the sum of their ledger deltas (should be none)."""
+        ...
+
+    # history: what a user finds again
+
+    async def history(
+        self, identity: Identity, *, offset: int = 0, limit: int = 10
+    ) -> tuple[list[GenerationRow], int]:
+        """One page of this user's results in this server: generations COMPLETED with images and not
+        deleted, newest first (ties by id, so pages never overlap or skip), each with its images; and
+        how many such results there are in all. A read."""
+        ...
+
+    async def delete_generation(self, generation_id: str, *, actor: str) -> bool:
+        """Mark a generation deleted (``deleted_at`` now, ``deleted_by`` ``actor``); its ledger rows and
+        images stay. False (nothing changed) when it is unknown or deleted already. Who may delete is
+        the core's to check."""
+        ...
+
+    # per-server settings, every change recorded
+
+    async def server_settings(self, server_key: str) -> dict[str, Any]:
+        """The settings a server's admins changed from the operator's defaults (``{}`` when none),
+        JSON values decoded. A read."""
+        ...
+
+    async def change_settings(self, server_key: str, changes: Mapping[str, Any], *, actor: str) -> dict[str, Any]:
+        """Apply ``changes`` in one transaction (a value of None removes the key: the operator's default
+        again), with one ``settings_log`` row per key whose value really changed; return the settings
+        after. A value that is not JSON raises ``TypeError`` or ``ValueError`` and changes nothing."""
+        ...
+
+    async def settings_log(self, server_key: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The server's setting changes, newest first: key, old, new (decoded; None for absent), actor,
+        created_at."""
+        ...
+
+    # prune support
+
+    async def live_images(self, since: float) -> set[str]:
+        """The sha256 of every stored image the bot may still need, so ``ImageStore.prune`` keeps it:
+        the images and the reference images (``options["reference_sha256"]``,
+        ``options["references_sha256"]``) of generations created at or after ``since``, and of every
+        generation whose job is not done (with, for those, the images of the generation named by
+        ``options["source"]``, which an upscale still to run reads). A read."""
         ...
 
 

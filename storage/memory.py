@@ -35,6 +35,8 @@ from .ledger import (
     Settlement,
     ShortBalance,
     TooManyJobs,
+    encode_settings,
+    option_references,
 )
 
 Key = tuple[str, str, str]
@@ -85,6 +87,9 @@ class MemoryDatabase:
     generations: dict[str, GenerationRow] = field(default_factory=dict)
     tokens: dict[str, tuple[int, int]] = field(default_factory=dict)
     jobs: dict[str, _Job] = field(default_factory=dict)
+    #: (server key, setting key) -> the value's JSON text, as the database keeps it.
+    settings: dict[tuple[str, str], str] = field(default_factory=dict)
+    settings_log: list[dict[str, Any]] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -471,3 +476,73 @@ class MemoryLedger:
             sums[r["key"]] = sums.get(r["key"], 0) + r["delta"]
         return [(*key, balance, sums.get(key, 0)) for key, balance in sorted(self.db.accounts.items())
                 if balance != sums.get(key, 0)]
+
+    # -- history ---------------------------------------------------------------------------------
+
+    async def history(
+        self, identity: Identity, *, offset: int = 0, limit: int = 10
+    ) -> tuple[list[GenerationRow], int]:
+        self._check(write=False)
+        shown = [g for g in self.db.generations.values()
+                 if g.identity == identity and g.status == "COMPLETED" and g.image_count > 0 and g.deleted_at is None]
+        shown.sort(key=lambda g: (g.created_at, g.id), reverse=True)
+        return shown[max(0, offset):max(0, offset) + max(0, limit)], len(shown)
+
+    async def delete_generation(self, generation_id: str, *, actor: str) -> bool:
+        self._check(write=True)
+        async with self.db.lock:
+            gen = self.db.generations.get(generation_id)
+            if gen is None or gen.deleted_at is not None:
+                return False
+            self.db.generations[generation_id] = replace(gen, deleted_at=self.clock(), deleted_by=actor)
+            return True
+
+    # -- per-server settings ---------------------------------------------------------------------
+
+    def _settings(self, server_key: str) -> dict[str, Any]:
+        return {k: json.loads(v) for (server, k), v in sorted(self.db.settings.items()) if server == server_key}
+
+    async def server_settings(self, server_key: str) -> dict[str, Any]:
+        self._check(write=False)
+        return self._settings(server_key)
+
+    async def change_settings(self, server_key: str, changes: Mapping[str, Any], *, actor: str) -> dict[str, Any]:
+        self._check(write=True)
+        encoded = encode_settings(changes)  # before anything is touched: a bad value changes nothing
+        async with self.db.lock:
+            now = self.clock()
+            for key, new in encoded.items():
+                old = self.db.settings.get((server_key, key))
+                if old == new:
+                    continue
+                if new is None:
+                    del self.db.settings[(server_key, key)]
+                else:
+                    self.db.settings[(server_key, key)] = new
+                self.db.settings_log.append({"server_key": server_key, "key": key, "old": old, "new": new,
+                                             "actor": actor, "created_at": now})
+            return self._settings(server_key)
+
+    async def settings_log(self, server_key: str, limit: int = 20) -> list[dict[str, Any]]:
+        self._check(write=False)
+        rows = [r for r in reversed(self.db.settings_log) if r["server_key"] == server_key][:max(0, limit)]
+        return [{"key": r["key"], "old": None if r["old"] is None else json.loads(r["old"]),
+                 "new": None if r["new"] is None else json.loads(r["new"]), "actor": r["actor"],
+                 "created_at": r["created_at"]} for r in rows]
+
+    # -- prune support ---------------------------------------------------------------------------
+
+    async def live_images(self, since: float) -> set[str]:
+        self._check(write=False)
+        open_jobs = {j.id for j in self.db.jobs.values() if j.state != "done"}
+        needed = [g for g in self.db.generations.values() if g.created_at >= since or g.id in open_jobs]
+        sources = {str(g.options["source"]) for g in needed if g.id in open_jobs and g.options.get("source")}
+        live: set[str] = set()
+        for gen in needed:
+            live.update(i.sha256 for i in gen.images)
+            live |= option_references(gen.options)
+        for source in sources:
+            upscaled = self.db.generations.get(source)
+            if upscaled is not None:
+                live.update(i.sha256 for i in upscaled.images)
+        return live

@@ -145,11 +145,40 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_open ON jobs (state, created_at) WHERE state != 'done'
 """
 
+# Issue 13. Per-server settings (JSON text per key; a missing key is the operator's default) and their
+# audit trail, one row per real change; a generation can be marked deleted (its rows and images stay);
+# ``history`` reads a user's shown results through a partial index that holds only those.
+M005_SETTINGS_HISTORY = """
+CREATE TABLE server_settings (
+    server_key TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    updated_by TEXT NOT NULL,
+    PRIMARY KEY (server_key, key)
+) WITHOUT ROWID;
+CREATE TABLE settings_log (
+    id         INTEGER PRIMARY KEY,
+    server_key TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    old_value  TEXT,
+    new_value  TEXT,
+    actor      TEXT    NOT NULL,
+    created_at REAL    NOT NULL
+);
+CREATE INDEX settings_log_server ON settings_log (server_key, id);
+ALTER TABLE generations ADD COLUMN deleted_at REAL;
+ALTER TABLE generations ADD COLUMN deleted_by TEXT;
+CREATE INDEX generations_history ON generations (platform, server_id, user_id, created_at, id)
+    WHERE status = 'COMPLETED' AND image_count > 0 AND deleted_at IS NULL
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", M001_INITIAL),
     ("m002_usage_tokens", M002_USAGE_TOKENS),
     ("m003_leases", M003_LEASES),
     ("m004_jobs", M004_JOBS),
+    ("m005_settings_history", M005_SETTINGS_HISTORY),
 ]
 
 

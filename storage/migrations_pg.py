@@ -129,11 +129,40 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_open ON jobs (state, created_at) WHERE state <> 'done'
 """
 
+# Settings, their audit trail, deleted results and the history index, as on SQLite. Adding nullable columns
+# with no default is a catalogue change only: no rewrite of a long generations table. The index orders ids
+# bytewise (``COLLATE "C"``), as the history query does.
+M005_SETTINGS_HISTORY = """
+CREATE TABLE server_settings (
+    server_key TEXT             NOT NULL,
+    key        TEXT             NOT NULL,
+    value      TEXT             NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    updated_by TEXT             NOT NULL,
+    PRIMARY KEY (server_key, key)
+);
+CREATE TABLE settings_log (
+    id         BIGSERIAL        PRIMARY KEY,
+    server_key TEXT             NOT NULL,
+    key        TEXT             NOT NULL,
+    old_value  TEXT,
+    new_value  TEXT,
+    actor      TEXT             NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX settings_log_server ON settings_log (server_key, id);
+ALTER TABLE generations ADD COLUMN deleted_at DOUBLE PRECISION;
+ALTER TABLE generations ADD COLUMN deleted_by TEXT;
+CREATE INDEX generations_history ON generations (platform, server_id, user_id, created_at, id COLLATE "C")
+    WHERE status = 'COMPLETED' AND image_count > 0 AND deleted_at IS NULL
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", M001_INITIAL),
     ("m002_usage_tokens", M002_USAGE_TOKENS),
     ("m003_leases", M003_LEASES),
     ("m004_jobs", M004_JOBS),
+    ("m005_settings_history", M005_SETTINGS_HISTORY),
 ]
 
 #: The first key of the two-key advisory lock (the second is the schema's hash), so imagebot's lock

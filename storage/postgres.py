@@ -42,6 +42,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -66,6 +67,8 @@ from .ledger import (
     Settlement,
     ShortBalance,
     TooManyJobs,
+    encode_settings,
+    option_references,
 )
 from .migrations_pg import LOCK_CLASS, MIGRATIONS, apply_migrations, missing_migrations
 
@@ -789,6 +792,157 @@ class PostgresLedger:
         )
         return [(str(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4])) for r in rows]
 
+    async def _snapshot(self, body: Callable[[Cursor], Awaitable[T]], empty: T) -> T:
+        """Several reads in one transaction (``REPEATABLE READ``: one snapshot for all of them), or
+        ``empty`` on a read-only look at a database imagebot never migrated."""
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        if self._empty:
+            return empty
+
+        async def run(cur: Cursor) -> T:
+            await cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            return await body(cur)
+
+        return await self._transaction(run)
+
+    # -- history ---------------------------------------------------------------------------------
+
+    async def history(
+        self, identity: Identity, *, offset: int = 0, limit: int = 10
+    ) -> tuple[list[GenerationRow], int]:
+        """One page of the user's shown results, newest first (ties by id, bytewise as on SQLite), with
+        their images (one query for the page's), and the count of all, from one snapshot."""
+        shown = ("FROM generations WHERE platform = %s AND server_id = %s AND user_id = %s"
+                 " AND status = 'COMPLETED' AND image_count > 0 AND deleted_at IS NULL")
+
+        async def run(cur: Cursor) -> tuple[list[GenerationRow], int]:
+            await cur.execute(f"SELECT COUNT(*) {shown}", _key(identity))
+            counted = await cur.fetchone()
+            await cur.execute(
+                f'SELECT {_GEN_COLUMNS} {shown} ORDER BY created_at DESC, id COLLATE "C" DESC LIMIT %s OFFSET %s',
+                (*_key(identity), max(0, limit), max(0, offset)),
+            )
+            gens = [_generation(tuple(r)) for r in await cur.fetchall()]
+            images: dict[str, list[ImageRow]] = {}
+            if gens:
+                await cur.execute(
+                    "SELECT generation_id, sha256, mime, bytes, width, height FROM generation_images"
+                    " WHERE generation_id = ANY(%s) ORDER BY generation_id, idx",
+                    ([g.id for g in gens],),
+                )
+                for gid, *image in await cur.fetchall():
+                    images.setdefault(gid, []).append(ImageRow(*image))
+            return [replace(g, images=tuple(images.get(g.id, ()))) for g in gens], int(counted[0]) if counted else 0
+
+        return await self._snapshot(run, ([], 0))
+
+    async def delete_generation(self, generation_id: str, *, actor: str) -> bool:
+        async def run(cur: Cursor) -> bool:
+            await cur.execute(
+                "UPDATE generations SET deleted_at = %s, deleted_by = %s WHERE id = %s AND deleted_at IS NULL",
+                (self.clock(), actor, generation_id),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(run, single=True)
+
+    # -- per-server settings ---------------------------------------------------------------------
+
+    @staticmethod
+    async def _read_settings(cur: Cursor, server_key: str) -> dict[str, Any]:
+        await cur.execute('SELECT key, value FROM server_settings WHERE server_key = %s ORDER BY key COLLATE "C"',
+                          (server_key,))
+        return {str(k): json.loads(v) for k, v in await cur.fetchall()}
+
+    async def server_settings(self, server_key: str) -> dict[str, Any]:
+        rows = await self._read(
+            'SELECT key, value FROM server_settings WHERE server_key = %s ORDER BY key COLLATE "C"', (server_key,))
+        return {str(k): json.loads(v) for k, v in rows}
+
+    async def change_settings(self, server_key: str, changes: Mapping[str, Any], *, actor: str) -> dict[str, Any]:
+        """All of ``changes`` in one transaction, one log row per real change. A transaction-scoped
+        advisory lock on the server's settings makes two admins' changes take turns, so each log row's
+        old value is the value the change really replaced (a row lock cannot cover a key not set yet)."""
+        encoded = encode_settings(changes)  # a value that is not JSON fails here, before the transaction
+
+        async def run(cur: Cursor) -> dict[str, Any]:
+            now = self.clock()
+            await cur.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(COALESCE(current_schema(), '') || ':' || %s))",
+                (SETTINGS_LOCK_CLASS, server_key),
+            )
+            await cur.execute(
+                "SELECT key, value FROM server_settings WHERE server_key = %s AND key = ANY(%s)",
+                (server_key, list(encoded)),
+            )
+            current: dict[str, str | None] = {str(k): str(v) for k, v in await cur.fetchall()}
+            for key, new in encoded.items():
+                old = current.get(key)
+                if old == new:
+                    continue
+                if new is None:
+                    await cur.execute("DELETE FROM server_settings WHERE server_key = %s AND key = %s",
+                                      (server_key, key))
+                else:
+                    await cur.execute(
+                        "INSERT INTO server_settings (server_key, key, value, updated_at, updated_by)"
+                        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (server_key, key) DO UPDATE SET"
+                        " value = EXCLUDED.value, updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by",
+                        (server_key, key, new, now, actor),
+                    )
+                await cur.execute(
+                    "INSERT INTO settings_log (server_key, key, old_value, new_value, actor, created_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    (server_key, key, old, new, actor, now),
+                )
+            return await self._read_settings(cur, server_key)
+
+        return await self._write(run)
+
+    async def settings_log(self, server_key: str, limit: int = 20) -> list[dict[str, Any]]:
+        rows = await self._read(
+            "SELECT key, old_value, new_value, actor, created_at FROM settings_log WHERE server_key = %s"
+            " ORDER BY id DESC LIMIT %s",
+            (server_key, max(0, limit)),
+        )
+        return [{"key": k, "old": _decode(old), "new": _decode(new), "actor": actor, "created_at": at}
+                for k, old, new, actor, at in rows]
+
+    # -- prune support ---------------------------------------------------------------------------
+
+    async def live_images(self, since: float) -> set[str]:
+        """The images of recent generations and of jobs not done, their references, and the sources of
+        upscales still to run, from one snapshot."""
+
+        async def run(cur: Cursor) -> set[str]:
+            await cur.execute(
+                "SELECT gi.sha256 FROM generations g JOIN generation_images gi ON gi.generation_id = g.id"
+                " WHERE g.created_at >= %s"
+                " UNION SELECT gi.sha256 FROM jobs j JOIN generation_images gi ON gi.generation_id = j.id"
+                " WHERE j.state <> 'done'",
+                (since,),
+            )
+            live = {str(r[0]) for r in await cur.fetchall()}
+            # Only options that may name a reference are decoded.
+            await cur.execute(
+                "SELECT options FROM generations WHERE created_at >= %s AND options LIKE '%%reference%%'", (since,))
+            for (options,) in await cur.fetchall():
+                live |= option_references(json.loads(options or "{}"))
+            await cur.execute("SELECT g.options FROM jobs j JOIN generations g ON g.id = j.id WHERE j.state <> 'done'")
+            sources: list[str] = []
+            for (options,) in await cur.fetchall():
+                opened = json.loads(options or "{}")
+                live |= option_references(opened)
+                if opened.get("source"):
+                    sources.append(str(opened["source"]))
+            if sources:
+                await cur.execute("SELECT sha256 FROM generation_images WHERE generation_id = ANY(%s)", (sources,))
+                live.update(str(r[0]) for r in await cur.fetchall())
+            return live
+
+        return await self._snapshot(run, set())
+
 
 #: The whole settle as one statement (atomic by itself): the fence (the reservation still held by this
 #: holder under a live lease), the give-back, the ledger rows (consume, then release or refund, in that
@@ -835,14 +989,28 @@ SELECT res.amount, res.spent, acct.balance FROM res, acct
 _GEN_COLUMNS = (
     "id, platform, server_id, user_id, channel_id, command, provider, model, prompt, options, status,"
     " error_code, credits_reserved, credits_consumed, image_count, duration_ms, revised_prompt, result_text,"
-    " created_at, finished_at"
+    " created_at, finished_at, deleted_at, deleted_by"
 )
 
 
+#: The columns are named as ``GenerationRow``'s fields are.
+_GEN_NAMES = tuple(c.strip() for c in _GEN_COLUMNS.split(","))
+
+
 def _generation(row: tuple[Any, ...]) -> GenerationRow:
-    values = list(row)
-    values[9] = json.loads(values[9] or "{}")
-    return GenerationRow(*values)
+    """A row of ``_GEN_COLUMNS`` (images are read apart)."""
+    values = dict(zip(_GEN_NAMES, row, strict=True))
+    values["options"] = json.loads(values["options"] or "{}")
+    return GenerationRow(**values)
+
+
+def _decode(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+#: The second key of the settings lock is the schema and the server's key hashed together
+#: (``pg_advisory_xact_lock(SETTINGS_LOCK_CLASS, hashtext(...))``).
+SETTINGS_LOCK_CLASS = LOCK_CLASS + 1
 
 
 _JOB_COLUMNS = "j.id, j.state, j.payload, j.address, j.deliver_by, j.attempts, j.holder, j.expires_at, j.outcome, j.created_at"

@@ -54,6 +54,8 @@ from .ledger import (
     Settlement,
     ShortBalance,
     TooManyJobs,
+    encode_settings,
+    option_references,
 )
 from .migrations import apply_migrations, missing_migrations
 
@@ -729,6 +731,131 @@ class SqliteStore:
         )
         return [(str(p), str(s), str(u), int(b), int(d)) for p, s, u, b, d in rows]
 
+    # -- history ---------------------------------------------------------------------------------
+
+    async def history(
+        self, identity: Identity, *, offset: int = 0, limit: int = 10
+    ) -> tuple[list[GenerationRow], int]:
+        """One page of the user's shown results, newest first (ties by id), with their images, and the
+        count of all: one read transaction, so the page and the count agree."""
+        shown = ("FROM generations INDEXED BY generations_history WHERE platform = ? AND server_id = ?"
+                 " AND user_id = ? AND status = 'COMPLETED' AND image_count > 0 AND deleted_at IS NULL")
+
+        def run(conn: sqlite3.Connection) -> tuple[list[GenerationRow], int]:
+            conn.execute("BEGIN")
+            try:
+                total = int(conn.execute(f"SELECT COUNT(*) {shown}", _key(identity)).fetchone()[0])
+                rows = conn.execute(
+                    f"SELECT {_GEN_COLUMNS} {shown} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                    (*_key(identity), max(0, limit), max(0, offset)),
+                ).fetchall()
+                return _with_images(conn, [_generation(tuple(r)) for r in rows]), total
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._tx(run)
+
+    async def delete_generation(self, generation_id: str, *, actor: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "UPDATE generations SET deleted_at = ?, deleted_by = ? WHERE id = ? AND deleted_at IS NULL",
+                (self.clock(), actor, generation_id),
+            ).rowcount == 1
+
+        return await self._write(run)
+
+    # -- per-server settings ---------------------------------------------------------------------
+
+    @staticmethod
+    def _settings(conn: sqlite3.Connection, server_key: str) -> dict[str, Any]:
+        return {str(k): json.loads(v) for k, v in conn.execute(
+            "SELECT key, value FROM server_settings WHERE server_key = ? ORDER BY key", (server_key,))}
+
+    async def server_settings(self, server_key: str) -> dict[str, Any]:
+        return await self._tx(functools.partial(self._settings, server_key=server_key))
+
+    async def change_settings(self, server_key: str, changes: Mapping[str, Any], *, actor: str) -> dict[str, Any]:
+        """All of ``changes`` in one write transaction (``BEGIN IMMEDIATE``: no other process changes the
+        same settings between the read of the old values and the write), one log row per real change."""
+        encoded = encode_settings(changes)  # a value that is not JSON fails here, before the transaction
+
+        def run(conn: sqlite3.Connection) -> dict[str, Any]:
+            now = self.clock()
+            for key, new in encoded.items():
+                found = conn.execute("SELECT value FROM server_settings WHERE server_key = ? AND key = ?",
+                                     (server_key, key)).fetchone()
+                old = None if found is None else str(found[0])
+                if old == new:
+                    continue
+                if new is None:
+                    conn.execute("DELETE FROM server_settings WHERE server_key = ? AND key = ?", (server_key, key))
+                else:
+                    conn.execute(
+                        "INSERT INTO server_settings (server_key, key, value, updated_at, updated_by)"
+                        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (server_key, key) DO UPDATE SET value = excluded.value,"
+                        " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                        (server_key, key, new, now, actor),
+                    )
+                conn.execute(
+                    "INSERT INTO settings_log (server_key, key, old_value, new_value, actor, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (server_key, key, old, new, actor, now),
+                )
+            return self._settings(conn, server_key)
+
+        return await self._write(run)
+
+    async def settings_log(self, server_key: str, limit: int = 20) -> list[dict[str, Any]]:
+        rows = await self._read(
+            "SELECT key, old_value, new_value, actor, created_at FROM settings_log WHERE server_key = ?"
+            " ORDER BY id DESC LIMIT ?",
+            (server_key, max(0, limit)),
+        )
+        return [{"key": k, "old": _decode(old), "new": _decode(new), "actor": actor, "created_at": at}
+                for k, old, new, actor, at in rows]
+
+    # -- prune support ---------------------------------------------------------------------------
+
+    async def live_images(self, since: float) -> set[str]:
+        """The images of recent generations and of jobs not done, their references, and the sources of
+        upscales still to run; in one read transaction."""
+
+        def run(conn: sqlite3.Connection) -> set[str]:
+            conn.execute("BEGIN")
+            try:
+                live = {str(r[0]) for r in conn.execute(
+                    "SELECT gi.sha256 FROM generations g JOIN generation_images gi ON gi.generation_id = g.id"
+                    " WHERE g.created_at >= ?"
+                    " UNION SELECT gi.sha256 FROM jobs j JOIN generation_images gi ON gi.generation_id = j.id"
+                    " WHERE j.state != 'done'",
+                    (since,),
+                )}
+                # Only options that may name a reference or a source are decoded.
+                for (options,) in conn.execute(
+                    "SELECT options FROM generations WHERE created_at >= ? AND options LIKE '%reference%'",
+                    (since,),
+                ):
+                    live |= option_references(json.loads(options or "{}"))
+                sources: list[str] = []
+                for (options,) in conn.execute(
+                    "SELECT g.options FROM jobs j JOIN generations g ON g.id = j.id WHERE j.state != 'done'"
+                ):
+                    opened = json.loads(options or "{}")
+                    live |= option_references(opened)
+                    if opened.get("source"):
+                        sources.append(str(opened["source"]))
+                for chunk in range(0, len(sources), 500):
+                    part = sources[chunk:chunk + 500]
+                    live.update(str(r[0]) for r in conn.execute(
+                        f"SELECT sha256 FROM generation_images WHERE generation_id IN ({', '.join('?' * len(part))})",
+                        part,
+                    ))
+                return live
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._tx(run)
+
 
 def _run_batch(conn: sqlite3.Connection, bodies: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
     """One transaction for many writes.
@@ -793,14 +920,37 @@ def _commit(conn: sqlite3.Connection) -> None:
 _GEN_COLUMNS = (
     "id, platform, server_id, user_id, channel_id, command, provider, model, prompt, options, status,"
     " error_code, credits_reserved, credits_consumed, image_count, duration_ms, revised_prompt, result_text,"
-    " created_at, finished_at"
+    " created_at, finished_at, deleted_at, deleted_by"
 )
 
 
+#: The columns are named as ``GenerationRow``'s fields are.
+_GEN_NAMES = tuple(c.strip() for c in _GEN_COLUMNS.split(","))
+
+
 def _generation(row: tuple[Any, ...]) -> GenerationRow:
-    values = list(row)
-    values[9] = json.loads(values[9] or "{}")
-    return GenerationRow(*values)
+    """A row of ``_GEN_COLUMNS`` (images are read apart)."""
+    values = dict(zip(_GEN_NAMES, row, strict=True))
+    values["options"] = json.loads(values["options"] or "{}")
+    return GenerationRow(**values)
+
+
+def _with_images(conn: sqlite3.Connection, gens: list[GenerationRow]) -> list[GenerationRow]:
+    """``gens`` each with its images, read in one query (not one per generation)."""
+    if not gens:
+        return []
+    marks = ", ".join("?" * len(gens))
+    images: dict[str, list[ImageRow]] = {}
+    for gid, *image in conn.execute(
+        f"SELECT generation_id, sha256, mime, bytes, width, height FROM generation_images"
+        f" WHERE generation_id IN ({marks}) ORDER BY generation_id, idx", [g.id for g in gens],
+    ):
+        images.setdefault(str(gid), []).append(ImageRow(*image))
+    return [replace(g, images=tuple(images.get(g.id, ()))) for g in gens]
+
+
+def _decode(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
 
 
 _JOB_COLUMNS = "id, state, payload, address, deliver_by, attempts, holder, expires_at, outcome, created_at"
