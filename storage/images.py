@@ -1,6 +1,9 @@
 """Images on disk, named by content hash, so nothing depends on a provider's expiring URL.
 
-Writes are atomic (temporary file, then rename), and the same bytes are stored once.
+Writes are atomic (temporary file, then rename), and the same bytes are stored once. Saving bytes that
+are stored already refreshes the file's mtime, so a file's mtime is when the bot last needed it:
+``prune`` (``imagebot prune``) removes only files that are old by that measure *and* that the ledger no
+longer needs (``Ledger.live_images``), so an image saved again while a prune runs is never lost.
 """
 
 from __future__ import annotations
@@ -10,13 +13,36 @@ import contextlib
 import hashlib
 import itertools
 import os
+import re
 import secrets
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 # The inspection helpers live in ``bot.imaging`` (providers use them without importing storage);
 # re-exported here for the store and for existing callers.
 from bot.imaging import EXTENSIONS, inspect_image
 from bot.models import StoredImage
+
+#: A stored image's file name before its extension, and its shard folder's name.
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SHARD = re.compile(r"[0-9a-f]{2}")
+
+
+def _files(folder: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """The regular files directly in ``folder`` with their stat (symbolic links are never followed, so a
+    prune cannot reach outside the data folder); nothing when it does not exist."""
+    try:
+        with os.scandir(folder) as found:
+            entries = list(found)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False):
+                yield Path(entry.path), entry.stat(follow_symlinks=False)
+        except FileNotFoundError:  # removed meanwhile
+            continue
 
 
 def _drawn_mime(data: bytes) -> str | None:
@@ -56,9 +82,20 @@ class ImageStore:
             width, height = drawn_size
         digest = hashlib.sha256(data).hexdigest()
         path = self.path_for(digest, mime)
-        if not path.exists():
+        if not path.exists() or not self._touch(path):
             self._write_new(path, data)
         return StoredImage(digest, path, mime, len(data), width, height)
+
+    @staticmethod
+    def _touch(path: Path) -> bool:
+        """Mark a stored file as needed now (its mtime: see ``prune``); False when it has just gone."""
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return False
+        except OSError:  # a store we may read but not touch: the file is there, which is what matters
+            pass
+        return True
 
     def _write_new(self, path: Path, data: bytes) -> None:
         """Write to a temporary name in the same folder, then rename: readers never see half a file.
@@ -95,6 +132,49 @@ class ImageStore:
             return path, mime
 
         return await asyncio.to_thread(write)
+
+    def prune_files(self, keep: set[str], older_than: float, *, dry_run: bool = False) -> tuple[int, int]:
+        """Remove what is no longer needed; return (files removed, bytes freed).
+
+        - stored images whose sha256 is not in ``keep`` (``Ledger.live_images``) and whose mtime is
+          before ``older_than`` (epoch seconds);
+        - previews (partial images, never results) older than ``older_than``;
+        - temporary files older than ``older_than`` (a write that died half-way).
+
+        Anything else in the folders (a file not named like ours, a symbolic link) is left alone.
+        ``dry_run`` counts without removing. Blocking: ``prune`` runs it in a worker thread."""
+        removed = freed = 0
+
+        def drop(path: Path, info: os.stat_result) -> None:
+            nonlocal removed, freed
+            if not dry_run:
+                try:
+                    path.unlink()
+                except FileNotFoundError:  # another prune was faster
+                    return
+            removed += 1
+            freed += info.st_size
+
+        try:
+            with os.scandir(self.root) as found:
+                shards = [Path(e.path) for e in found if e.is_dir(follow_symlinks=False) and _SHARD.fullmatch(e.name)]
+        except (FileNotFoundError, NotADirectoryError):
+            shards = []
+        for shard in sorted(shards):
+            for path, info in _files(shard):
+                if info.st_mtime >= older_than or not stat.S_ISREG(info.st_mode):
+                    continue
+                sha256 = path.name.partition(".")[0]
+                if path.name.startswith(".tmp-") or (_SHA256.fullmatch(sha256) and sha256 not in keep):
+                    drop(path, info)
+        for path, info in _files(self.previews):
+            if info.st_mtime < older_than:
+                drop(path, info)
+        return removed, freed
+
+    async def prune(self, keep: set[str], older_than: float, *, dry_run: bool = False) -> tuple[int, int]:
+        """``prune_files`` in a worker thread (the event loop never waits on the disk)."""
+        return await asyncio.to_thread(self.prune_files, keep, older_than, dry_run=dry_run)
 
     def close(self) -> None:
         """Nothing to release (the worker threads are asyncio's); kept for the core's shutdown order."""
