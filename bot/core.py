@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -27,6 +28,8 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
+
+import aiohttp
 
 from providers.registry import ProviderRegistry
 from storage.images import ImageStore
@@ -58,6 +61,7 @@ from .models import (
     UsageLine,
 )
 from .ratelimit import RateLimiter
+from .references import fetch_references
 from .replies import interrupted_text, refusal
 from .validation import Plan, clean_prompt, parse_amount, plan_imagine, recorded_options, repeat_options
 
@@ -123,6 +127,7 @@ class Imagebot:
         self._sweeper: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._ids = RequestIds()
+        self._session: aiohttp.ClientSession | None = None
         #: Set when this process queued a job, so its own worker claims it at once instead of at its next poll.
         self.job_added = asyncio.Event()
 
@@ -155,6 +160,8 @@ class Imagebot:
         self._refresher = self._sweeper = None
         await self.registry.aclose()
         await self.limiter.aclose()
+        if self._session is not None:
+            await self._session.close()
         await self.store.close()
         self.images.close()
 
@@ -188,9 +195,11 @@ class Imagebot:
     def plan(self, ctx: Context, options: ImagineOptions) -> Plan:
         """Validate without side effects (adapters use it to reject bad flags before acking work)."""
         plan = plan_imagine(options, self.registry, self.config, ctx.identity.server_key)
-        if plan.reference is not None:
+        for data in (plan.reference, *plan.references):
+            if data is None:
+                continue
             try:
-                inspect_image(plan.reference)
+                inspect_image(data)
             except ProviderBadResponse:
                 raise ValidationError(
                     "The reference is not a readable image (PNG, JPEG, WebP or GIF).", code="IMG-VALID-REFERENCE"
@@ -213,6 +222,9 @@ class Imagebot:
         if plan.reference is not None:
             recorded["reference_sha256"] = (await self.images.save(plan.reference)).sha256
             recorded["reference_mime"] = inspect_image(plan.reference)[0]
+        if options.reference_urls:
+            # Fetched by whichever worker runs the job (``_stored_options``): the ack never waits for them.
+            recorded["reference_urls"] = list(options.reference_urls)
         primary = plan.attempts[0]
         generation = {"command": command, "channel_id": ctx.channel_id, "prompt": plan.prompt,
                       "provider": primary.provider.name, "model": primary.model.name, "options": recorded}
@@ -366,10 +378,15 @@ class Imagebot:
     # -- jobs: queued for any worker, resumed by any worker ----------------------------------------
 
     async def enqueue(self, ctx: Context, kind: str, *, options: ImagineOptions | None = None,
-                      generation_id: str | None = None, index: int = 0, prompt: str | None = None) -> Queued:
-        """Accept a command as a job for any worker (``bot.worker``): validate, check the limits, and
-        reserve its credits and insert its job in one transaction. Raises an ``ImagebotError`` when
-        refused; nothing is charged then."""
+                      generation_id: str | None = None, index: int = 0, prompt: str | None = None,
+                      queued: bool = True) -> Queued:
+        """Accept a command as a job: validate, check the limits, and reserve its credits and insert its
+        job in one transaction. Raises an ``ImagebotError`` when refused; nothing is charged then.
+
+        Adapters call this *before* acknowledging the platform, so no command is acknowledged without a
+        job row: a process killed right after the ack leaves a job any worker resumes, never silence.
+        ``queued``: for any worker (``bot.worker``); otherwise held by this process, which runs it at once
+        (``run``)."""
         if ctx.address is None:
             raise ValueError("a queued job needs an address to deliver to")
         if kind == "imagine":
@@ -393,12 +410,34 @@ class Imagebot:
             balance = await self.store.reserve(
                 ctx.identity, request_id, work.amount, max_concurrent=self.config.limits.max_concurrent,
                 lease=self.config.lease_seconds, generation=work.generation, job=self._job_spec(ctx, work),
-                queued=True)
+                queued=queued)
         except LedgerRefused as exc:
             raise refusal(exc) from None
+        if not queued:
+            return Queued(request_id, kind, work.amount, balance, 0)
         self.job_added.set()
         ahead = await self.store.queued_ahead(request_id)
         return Queued(request_id, kind, work.amount, balance, ahead)
+
+    async def run(self, generation_id: str, progress: Progress | None = None) -> ImagineResult | EnhanceResult:
+        """Run a job this process accepted with ``enqueue(queued=False)``. A failure carries the job's id
+        (``generation_id``) for the runner, which finishes the job once it has told the asker."""
+        try:
+            job = await self.store.job(generation_id)
+            if job is None or job.holder != self.store.holder or job.state == "done":
+                # Its lease ran out while this process stalled: another worker has it now (or had it).
+                raise Interrupted(interrupted_text(None), code="IMG-JOB-TAKEN")
+            return await self.work(job, progress)
+        except BaseException as exc:
+            exc.generation_id = generation_id  # type: ignore[attr-defined]
+            raise
+
+    async def abandon(self, generation_id: str, *, code: str = "IMG-NOT-ACKED") -> int:
+        """A job accepted here whose command the platform then refused to acknowledge: give its credits
+        back and finish it (the adapter tells the asker). Returns the credits refunded."""
+        settled = await self.store.refund(generation_id, code=code)
+        await self.store.finish_job(generation_id, "refunded")
+        return settled.released if settled.charged else 0
 
     async def work(self, job: JobRow, progress: Progress | None = None) -> ImagineResult | EnhanceResult:
         """Run a job this process claimed (``Ledger.claim``) to its result, charged under the claimed
@@ -414,8 +453,7 @@ class Imagebot:
                         lease=lease, failure=not_charged, identity=gen.identity, generation=_row_dict(gen)) as bill:
             kind = job.payload.get("kind")
             if kind == "imagine":
-                plan = plan_imagine(self._stored_options(gen), self.registry, self.config,
-                                    gen.identity.server_key)
+                plan = self.plan(Context(gen.identity, gen.channel_id), await self._stored_options(gen))
                 made = await self._generate(plan, bill, progress, gen.identity)
             elif kind == "upscale":
                 stored = await self._upscale(bill, _row_dict(gen), progress)
@@ -430,12 +468,22 @@ class Imagebot:
             return self._upscale_result(bill, _row_dict(gen), stored)
         return self._enhance_result(bill, gen.prompt, enhanced)
 
-    def _stored_options(self, gen: GenerationRow) -> ImagineOptions:
+    async def _stored_options(self, gen: GenerationRow) -> ImagineOptions:
         o = gen.options
         reference = None
         if o.get("reference_sha256"):
             reference = self.generator.load(str(o["reference_sha256"]), str(o.get("reference_mime") or "image/png"))
-        return repeat_options(gen.prompt, o, seed=int(o.get("seed") or 0), reference=reference)
+        options = repeat_options(gen.prompt, o, seed=int(o.get("seed") or 0), reference=reference)
+        urls = [str(u) for u in o.get("reference_urls") or ()]
+        if urls:
+            fetched = await fetch_references(self._http(), urls)
+            options = dataclasses.replace(options, reference=fetched[0], references=tuple(fetched[1:]))
+        return options
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
 
     async def _stored_result(self, gen: GenerationRow) -> ImagineResult | EnhanceResult:
         balance = await self.store.balance(gen.identity)

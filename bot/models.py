@@ -59,6 +59,10 @@ class ImagineOptions:
     provider: str | None = None
     model: str | None = None
     reference: bytes | None = None
+    #: More input images after ``reference`` (a blend).
+    references: tuple[bytes, ...] = ()
+    #: Input images to fetch when the job runs (chat attachments): the command is acknowledged first.
+    reference_urls: tuple[str, ...] = ()
     seed: int | None = None
     #: ``png``, ``webp`` or ``jpeg`` where the model takes it; None: the model's default.
     output_format: str | None = None

@@ -309,6 +309,10 @@ def split_provider(value: str | None) -> tuple[str | None, str | None]:
     return name or None, model or None
 
 
+#: Input images one command may carry (Blend: several attachments on Discord).
+MAX_REFERENCES = 4
+
+
 def plan_imagine(options: ImagineOptions, registry: ProviderRegistry, config: Config, server_key: str) -> Plan:
     """Check everything the user typed against config and provider capabilities."""
     wanted, model_name = split_provider(options.provider)
@@ -348,6 +352,12 @@ def plan_imagine(options: ImagineOptions, registry: ProviderRegistry, config: Co
     background = parse_background(options.background, model, output_format)
     count = parse_count(options.count, min(COUNT_LIMIT, config.limits.max_count))
     seed = options.seed if isinstance(options.seed, int) else 0
+    inputs = (options.reference is not None) + len(options.references) + len(options.reference_urls)
+    if inputs > MAX_REFERENCES:
+        raise ValidationError(f"At most {MAX_REFERENCES} reference images at once; got {inputs}.",
+                              code="IMG-VALID-REFERENCE")
+    if options.references and options.reference is None:
+        raise ValidationError("More reference images need a first one.", code="IMG-VALID-REFERENCE")
 
     attempts = [Attempt(primary, model)]
     for other in candidates[1:]:
@@ -364,6 +374,7 @@ def plan_imagine(options: ImagineOptions, registry: ProviderRegistry, config: Co
         price_per_image=config.pricing.per_image(size, quality, model.name),
         attempts=tuple(attempts),
         reference=options.reference,
+        references=tuple(options.references),
         seed=seed,
         output_format=output_format,
         background=background,

@@ -222,14 +222,15 @@ async def test_bad_input_is_refused_at_once_privately_nothing_charged(bot: Bot) 
     assert await bot.balance() == 50 and generations(bot.config.database) == 0
 
 
-async def test_short_balance_is_told_in_the_deferred_response_nothing_charged(bot: Bot) -> None:
+async def test_short_balance_is_told_in_the_response_nothing_charged(bot: Bot) -> None:
+    """Reserved before the answer: a refusal is the (private) answer itself, and no job exists."""
     ann = Identity("discord", str(GUILD_ID), str(USER))
     await bot.core.adjust("test", ann, "set", 0)
     token, status, answer = await bot.imagine("a fox")
-    assert answer["type"] == 5
+    assert status == 200 and answer["type"] == 4 and answer["data"]["flags"] == 64
+    assert "credit" in answer["data"]["content"].lower() and "(IMG-" in answer["data"]["content"]
     await bot.settle()
-    [told] = bot.fake.for_token(token)
-    assert told.method == "PATCH" and "credit" in (told.content or "").lower() and "(IMG-" in told.content
+    assert bot.fake.for_token(token) == []
     assert await bot.balance() == 0 and generations(bot.config.database) == 0
 
 

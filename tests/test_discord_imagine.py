@@ -194,7 +194,8 @@ async def test_interaction_expired_before_the_defer_does_no_work_and_says_so_by_
         assert provider.calls == 0 and await h.balance(111) == 50
 
 
-async def test_reference_attachment_is_downloaded_and_recorded(tmp_path: Path) -> None:
+async def test_reference_attachment_is_downloaded_when_the_job_runs_and_recorded(tmp_path: Path) -> None:
+    """The defer does not wait for Discord's CDN: the job row names the attachment, and the job fetches it."""
     async with DiscordHarness(tmp_path, providers=[LocalRenderer()]) as h:
         png = tiny_png(7)
         url = h.fake.serve("ref.png", png)
@@ -205,7 +206,8 @@ async def test_reference_attachment_is_downloaded_and_recorded(tmp_path: Path) -
         await h.result(token)
         assert h.core is not None
         (gen,) = await h.core.store.recent_generations(h.core_identity(111))
-        assert "reference_sha256" in gen.options
+        assert gen.options["reference_urls"] == [url] and gen.status == "COMPLETED"
+        assert h.fake.for_token(token)[0].json == {"type": 5}
 
 
 async def test_a_reference_that_is_not_an_image_is_refused_up_front(tmp_path: Path) -> None:

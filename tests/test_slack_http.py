@@ -274,10 +274,11 @@ async def test_a_provider_failure_is_told_privately_and_costs_nothing(tmp_path: 
 async def test_not_enough_credits_is_told_privately_and_changes_nothing(tmp_path: Path) -> None:
     slack = await SlackHarness.start(tmp_path, IMAGEBOT_STARTING_CREDITS="2")
     try:
-        await slack.command("/imagine", "a red fox --size 256x256", key="poor")
-        await slack.fake.until(lambda: slack.fake.replies("poor"))
+        status, ack = await slack.command("/imagine", "a red fox --size 256x256", key="poor")
         await slack.idle()
-        assert "IMG-CREDITS-001" in slack.fake.replies("poor")[0]
+        # Refused before the ack: the refusal is the acknowledgement itself, and no job was made.
+        assert status == 200 and "IMG-CREDITS-001" in ack
         assert slack.fake.uploads == [] and await slack.balance(ANN) == 2
+        assert slack.db_counts()["generations"] == 0
     finally:
         await slack.close()

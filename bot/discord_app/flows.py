@@ -1,14 +1,15 @@
 """What happens for each command and button, as translations: interaction -> core call -> Discord calls.
 
-Every flow acknowledges first. Input that ``core.plan`` (sync, no I/O) refuses is answered in that first
-response, privately; anything else is deferred at once and handed to the shared job runner (``bot.jobs``)
-as a ``Job``: the core call, the progress display (edits of the original response) and the delivery
-targets. No rule about credits, limits, delivery fallbacks or shutdown lives here.
+A command that costs credits is reserved as a job first (``core.enqueue``, its row holding the
+interaction's token), then deferred, then run here by the shared job runner (``bot.jobs``) as a ``Job``:
+the core call, the progress display (edits of the original response) and the delivery targets. A refusal
+is the first response, privately. Nothing is acknowledged without its job, so a process killed after the
+defer leaves a job any worker resumes. No rule about credits, limits, delivery fallbacks or shutdown lives
+here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,8 @@ import discord
 
 from bot.errors import ImagebotError, ValidationError
 from bot.jobs import Job, Progress, prompt_of
-from bot.models import Context, EnhanceResult, ImagineOptions, ImagineResult
+from bot.models import EnhanceResult, ImagineOptions, ImagineResult, Queued
+from bot.references import REFERENCE_LIMIT
 from bot.replies import adjust_summary, credits_summary, error_text, plural, restarting_text, usage_summary
 from bot.validation import clean_prompt
 
@@ -33,10 +35,6 @@ log = logging.getLogger(__name__)
 EXPIRED = ("Discord gave up on your command before the bot could answer it (it was too slow to arrive). "
            "Nothing was charged: please run it again. (IMG-DISCORD-EXPIRED)")
 INTERNAL = "Something went wrong on the bot's side; nothing was charged. (IMG-INTERNAL-001)"
-#: Larger references are refused before download (providers take far less).
-REFERENCE_LIMIT = 20 * 1024 * 1024
-#: Seconds a reference download may take.
-REFERENCE_TIMEOUT = 30.0
 
 Work = Callable[[Progress | None], Awaitable[ImagineResult]]
 
@@ -49,7 +47,7 @@ def register(rt: Runtime) -> None:
 
 async def _start(interaction: discord.Interaction, rt: Runtime, job: Job[Any], *, ephemeral: bool = False,
                  expired: str = EXPIRED) -> None:
-    """Acknowledge first (Discord's 3 s), then hand the job to the runner."""
+    """Acknowledge first (Discord's 3 s), then hand the job to the runner (commands that move no credit)."""
     if not rt.jobs.accepting:
         await say(interaction, restarting_text())
         return
@@ -58,6 +56,32 @@ async def _start(interaction: discord.Interaction, rt: Runtime, job: Job[Any], *
         return
     # Awaited in discord.py's task for this interaction (measurably kinder to the defers of a burst than a
     # callback that returns at once); the job itself is the runner's, tracked and drained at shutdown.
+    await rt.jobs.run(job)
+
+
+async def _accept(interaction: discord.Interaction, rt: Runtime, kind: str,
+                  enqueue: Callable[[], Awaitable[Queued]]) -> None:
+    """Reserve the job (its row written with the interaction's token), then defer, then run it here: no
+    command is acknowledged without a job, so a process killed after the defer leaves a job any worker
+    resumes. A refusal (nothing charged) is the first, private response; a defer Discord refuses gives the
+    credits back."""
+    if not rt.jobs.accepting:
+        await say(interaction, restarting_text())
+        return
+    try:
+        queued = await enqueue()
+    except ImagebotError as exc:
+        await say(interaction, error_text(exc))
+        return
+    if not await rt.jobs.acknowledge(lambda: defer(interaction)):
+        await rt.core.abandon(queued.generation_id)
+        await dm(interaction.user, EXPIRED)
+        return
+
+    async def work(progress: Progress | None) -> Any:
+        return await rt.core.run(queued.generation_id, progress)
+
+    job = _enhance_job(interaction, work) if kind == "enhance" else _images_job(interaction, kind, work)
     await rt.jobs.run(job)
 
 
@@ -79,19 +103,13 @@ async def imagine_command(interaction: discord.Interaction, options: ImagineOpti
         return
     ctx = context_for(interaction, rt.settings)
     try:
-        rt.core.plan(ctx, options)  # sync, no I/O: bad input is refused in the first, private response
         _check_reference(reference)
     except ImagebotError as exc:
         await say(interaction, error_text(exc))
         return
-
-    async def work(progress: Progress | None) -> ImagineResult:
-        opts = options
-        if reference is not None:
-            opts = dataclasses.replace(options, reference=await _download(reference))
-        return await rt.core.imagine(ctx, opts, progress=progress)
-
-    await _start(interaction, rt, _images_job(interaction, "imagine", work))
+    if reference is not None:  # fetched when the job runs: the defer never waits for Discord's CDN
+        options = dataclasses.replace(options, reference_urls=(reference.url,))
+    await _accept(interaction, rt, "imagine", lambda: rt.core.enqueue(ctx, "imagine", options=options, queued=False))
 
 
 def _check_reference(reference: discord.Attachment | None) -> None:
@@ -106,16 +124,6 @@ def _check_reference(reference: discord.Attachment | None) -> None:
         )
 
 
-async def _download(reference: discord.Attachment) -> bytes:
-    """Bounded in size (checked before, from Discord's metadata) and in time; decoded by the core."""
-    try:
-        async with asyncio.timeout(REFERENCE_TIMEOUT):
-            return await reference.read()
-    except (discord.HTTPException, TimeoutError):
-        raise ValidationError("The reference image could not be downloaded from Discord; attach it again.",
-                              code="IMG-VALID-REFERENCE") from None
-
-
 async def button_pressed(interaction: discord.Interaction, action: str, generation_id: str, index: int) -> None:
     """Re-roll, Variations, Upscale, Enhance, Imagine this: the presser is the one who pays."""
     rt = runtime_of(interaction)
@@ -125,22 +133,17 @@ async def button_pressed(interaction: discord.Interaction, action: str, generati
             return
         ctx = context_for(interaction, rt.settings)
         core = rt.core
-        if action == "en":
-            await _start(interaction, rt, _enhance_job(
-                interaction, rt, ctx, lambda: prompt_of(core, ctx, generation_id, enhanced=False)))
-            return
-        works: dict[str, tuple[str, Work]] = {
-            "rr": ("reroll", lambda p: core.reroll(ctx, generation_id, progress=p)),
-            "va": ("variations", lambda p: core.variations(ctx, generation_id, index, progress=p)),
-            "up": ("upscale", lambda p: core.upscale(ctx, generation_id, index, progress=p)),
-        }
+        kinds = {"rr": "reroll", "va": "variations", "up": "upscale"}
 
-        async def imagine_this(p: Progress | None) -> ImagineResult:
-            prompt = await prompt_of(core, ctx, generation_id, enhanced=True)
-            return await core.imagine(ctx, ImagineOptions(prompt=prompt), progress=p)
+        async def enqueue() -> Queued:
+            if action in kinds:
+                return await core.enqueue(ctx, kinds[action], generation_id=generation_id, index=index, queued=False)
+            prompt = await prompt_of(core, ctx, generation_id, enhanced=action != "en")
+            if action == "en":
+                return await core.enqueue(ctx, "enhance", prompt=prompt, queued=False)
+            return await core.enqueue(ctx, "imagine", options=ImagineOptions(prompt=prompt), queued=False)
 
-        kind, work = works.get(action, ("imagine", imagine_this))
-        await _start(interaction, rt, _images_job(interaction, kind, work))
+        await _accept(interaction, rt, kinds.get(action, "enhance" if action == "en" else "imagine"), enqueue)
     except Exception:  # a button callback's errors are only logged by discord.py: answer anyway
         log.exception("button %s for %s failed", action, generation_id)
         await say(interaction, INTERNAL)
@@ -158,18 +161,12 @@ async def enhance_command(interaction: discord.Interaction, prompt: str) -> None
     except ImagebotError as exc:
         await say(interaction, error_text(exc))
         return
-
-    async def given() -> str:
-        return text
-
-    await _start(interaction, rt, _enhance_job(interaction, rt, context_for(interaction, rt.settings), given))
+    ctx = context_for(interaction, rt.settings)
+    await _accept(interaction, rt, "enhance", lambda: rt.core.enqueue(ctx, "enhance", prompt=text, queued=False))
 
 
-def _enhance_job(interaction: discord.Interaction, rt: Runtime, ctx: Context,
-                 prompt: Callable[[], Awaitable[str]]) -> Job[EnhanceResult]:
-    async def work(progress: Progress | None) -> EnhanceResult:
-        return await rt.core.enhance(ctx, await prompt())
-
+def _enhance_job(interaction: discord.Interaction, work: Callable[[Progress | None], Awaitable[EnhanceResult]],
+                 ) -> Job[EnhanceResult]:
     def render(result: EnhanceResult) -> Reply:
         return Reply(embed=enhance_embed(result, interaction.user), view=enhance_view(result))
 

@@ -7,13 +7,15 @@ answered at once, in the HTTP response, and its work goes to the jobs table for 
 behind any load balancer.
 
     PING                       -> PONG
-    /imagine, /enhance, a button -> input ``core.plan`` refuses: a private reply (type 4, flags 64);
-                                  else a deferred response (type 5), then ``core.enqueue`` in a tracked
-                                  task; a refusal there replaces the deferred response (``courier.tell``)
+    /imagine, /enhance, a button -> ``core.enqueue`` (reserve and queue, one transaction), then a deferred
+                                  response (type 5); a refusal (nothing charged) is a private reply
+                                  (type 4, flags 64) instead
     /credits                   -> the balance, read and answered in the response (type 4)
     /credits-admin ...         -> deferred privately, then done and told in a tracked task
 
-Nothing is written to the database before the response leaves (the ack stays fast under a burst).
+A command's job row is written before its response leaves: no interaction is acknowledged without a job, so
+a process killed right after answering leaves work a worker finishes. Reference attachments are fetched by
+that worker (``bot.references``), never before the answer.
 discord.py does not receive HTTP interactions: this module reads Discord's JSON itself, with the same
 commands, options and button custom ids as the gateway adapter (``commands``, ``admin``, ``views``).
 """
@@ -41,12 +43,13 @@ from bot.couriers import Courier
 from bot.errors import ConfigError, ImagebotError, PermissionDenied, ValidationError
 from bot.jobs import AckGate, prompt_of
 from bot.models import Context, Identity, ImagineOptions
+from bot.references import REFERENCE_LIMIT
 from bot.replies import adjust_summary, credits_summary, error_text, plural, restarting_text, usage_summary
 from bot.validation import clean_prompt
 from bot.web import WebServer
 
 from .context import PLATFORM, TOKEN_LIFETIME, TOKEN_MARGIN
-from .flows import INTERNAL, REFERENCE_LIMIT, REFERENCE_TIMEOUT, _fit_text
+from .flows import INTERNAL, _fit_text
 from .settings import DiscordSettings
 
 log = logging.getLogger(__name__)
@@ -208,7 +211,6 @@ class DiscordInteractions:
         #: Answers in flight: the work they start (reserve, queue) waits for them first, so a burst of
         #: 200 interactions is acknowledged before any of their database writes run.
         self.acks = AckGate()
-        self._session: aiohttp.ClientSession | None = None
         self.accepting = True
         self._closed = False
         #: Signatures answered in the last 2 x MAX_SKEW seconds (oldest first): the same signed request
@@ -226,9 +228,6 @@ class DiscordInteractions:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
         if self._own_courier:
             await self.courier.aclose()
 
@@ -292,12 +291,12 @@ class DiscordInteractions:
             return reply(DM_OFF)
         data = payload.get("data") or {}
         if kind == COMPONENT:
-            return self._button(payload, str(data.get("custom_id") or ""))
+            return await self._button(payload, str(data.get("custom_id") or ""))
         name = str(data.get("name") or "")
         if name == "imagine":
-            return self._imagine(payload, data)
+            return await self._imagine(payload, data)
         if name == "enhance":
-            return self._enhance(payload, data)
+            return await self._enhance(payload, data)
         if name in ("credits", "credits-admin"):
             return await self._credits(payload, data)
         return reply(UNKNOWN)
@@ -315,19 +314,19 @@ class DiscordInteractions:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _enqueue(self, ctx: Context, kind: str, name: str, **job: Any) -> None:
-        """Reserve and queue the job once the deferred response is on its way; a refusal is told there."""
-        async def work() -> None:
-            try:
-                args = await _resolve(ctx, kind, job)
-                await self.core.enqueue(ctx, kind, **args)
-            except ImagebotError as exc:
-                await self._tell(ctx, error_text(exc))
-            except Exception:
-                await self._tell(ctx, INTERNAL)
-                raise
-
-        self._later(work, name)
+    async def _enqueue(self, ctx: Context, kind: str, **job: Any) -> web.Response:
+        """Reserve and queue the job, then answer with the deferred response: no interaction is acknowledged
+        without its job row, so a process killed after the answer leaves a job a worker delivers. A refusal
+        (nothing charged) is the answer itself, privately."""
+        try:
+            args = await _resolve(ctx, kind, job)
+            await self.core.enqueue(ctx, kind, **args)
+        except ImagebotError as exc:
+            return reply(error_text(exc))
+        except Exception:
+            log.exception("discord %s could not be queued", kind)
+            return reply(INTERNAL)
+        return deferred()
 
     async def _tell(self, ctx: Context, text: str) -> None:
         assert ctx.address is not None
@@ -335,7 +334,7 @@ class DiscordInteractions:
 
     # -- commands ------------------------------------------------------------------------------------
 
-    def _imagine(self, payload: dict[str, Any], data: Mapping[str, Any]) -> web.Response:
+    async def _imagine(self, payload: dict[str, Any], data: Mapping[str, Any]) -> web.Response:
         ctx = context_of(payload, self.settings)
         _, values = options_of(data)
         fields = {field: values[key] for key, field in OPTION_KEYS.items() if key in values}
@@ -345,35 +344,30 @@ class DiscordInteractions:
             reference = _reference(data, values.get("reference"))
         except ImagebotError as exc:
             return reply(error_text(exc))
-        job: dict[str, Any] = {"options": options}
-        if reference is not None:
-            job["reference"] = (self._http(), reference)
-        self._enqueue(ctx, "imagine", "imagine", **job)
-        return deferred()
+        if reference is not None:  # fetched by the worker that runs the job: the answer never waits for it
+            options = dataclasses.replace(options, reference_urls=(str(reference["url"]),))
+        return await self._enqueue(ctx, "imagine", options=options)
 
-    def _enhance(self, payload: dict[str, Any], data: Mapping[str, Any]) -> web.Response:
+    async def _enhance(self, payload: dict[str, Any], data: Mapping[str, Any]) -> web.Response:
         ctx = context_of(payload, self.settings)
         _, values = options_of(data)
         try:
             text = clean_prompt(str(values.get("prompt") or ""))
         except ImagebotError as exc:
             return reply(error_text(exc))
-        self._enqueue(ctx, "enhance", "enhance", prompt=text)
-        return deferred()
+        return await self._enqueue(ctx, "enhance", prompt=text)
 
-    def _button(self, payload: dict[str, Any], custom_id: str) -> web.Response:
+    async def _button(self, payload: dict[str, Any], custom_id: str) -> web.Response:
         match = BUTTON.fullmatch(custom_id)
         if match is None:
             return reply(UNKNOWN)
         action, gen, index = match["action"], match["gen"], int(match["index"] or 0)
         ctx = context_of(payload, self.settings)
         if action in KINDS:
-            self._enqueue(ctx, KINDS[action], f"{action}-{gen}", generation_id=gen, index=index)
-        elif action == "en":
-            self._enqueue(ctx, "enhance", f"en-{gen}", prompt_from=(self.core, gen, False))
-        else:
-            self._enqueue(ctx, "imagine", f"im-{gen}", prompt_from=(self.core, gen, True))
-        return deferred()
+            return await self._enqueue(ctx, KINDS[action], generation_id=gen, index=index)
+        if action == "en":
+            return await self._enqueue(ctx, "enhance", prompt_from=(self.core, gen, False))
+        return await self._enqueue(ctx, "imagine", prompt_from=(self.core, gen, True))
 
     async def _credits(self, payload: dict[str, Any], data: Mapping[str, Any]) -> web.Response:
         sub, values = options_of(data)
@@ -423,11 +417,6 @@ class DiscordInteractions:
             return deferred(private=True)
         return reply(UNKNOWN)
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REFERENCE_TIMEOUT))
-        return self._session
-
 
 def _reference(data: Mapping[str, Any], attachment_id: Any) -> dict[str, Any] | None:
     """The reference attachment's metadata from ``data.resolved``, checked before any download."""
@@ -451,9 +440,6 @@ async def _resolve(ctx: Context, kind: str, job: dict[str, Any]) -> dict[str, An
     """The enqueue arguments, after the work the response did not wait for (a download, a prompt read:
     Enhance and Imagine this work on a stored prompt)."""
     args = dict(job)
-    if "reference" in args:
-        session, item = args.pop("reference")
-        args["options"] = dataclasses.replace(args["options"], reference=await _download(session, item))
     if "prompt_from" in args:
         core, gen, enhanced = args.pop("prompt_from")
         prompt = await prompt_of(core, ctx, gen, enhanced=enhanced)
@@ -462,22 +448,6 @@ async def _resolve(ctx: Context, kind: str, job: dict[str, Any]) -> dict[str, An
         else:
             args["prompt"] = prompt
     return args
-
-
-async def _download(session: aiohttp.ClientSession, item: Mapping[str, Any]) -> bytes:
-    """Bounded in size (checked before from the metadata, and while reading) and in time."""
-    try:
-        async with session.get(str(item["url"])) as resp:
-            if resp.status != 200:
-                raise ValueError(resp.status)
-            data = await resp.content.read(REFERENCE_LIMIT + 1)
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        raise ValidationError("The reference image could not be downloaded from Discord; attach it again.",
-                              code="IMG-VALID-REFERENCE") from None
-    if len(data) > REFERENCE_LIMIT:
-        raise ValidationError(f"The reference image is over {REFERENCE_LIMIT // (1024 * 1024)} MiB.",
-                              code="IMG-VALID-REFERENCE")
-    return data
 
 
 def mount(web_server: WebServer, core: Imagebot, config: Config, *, courier: Courier | None = None,

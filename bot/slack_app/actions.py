@@ -5,16 +5,15 @@ to the presser's workspace is checked once, by the core and the runner (``bot.jo
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.errors import ImagebotError
-from bot.jobs import Progress, prompt_of
-from bot.models import Context, ImagineOptions, ImagineResult, Queued
-from bot.replies import plural
+from bot.jobs import prompt_of
+from bot.models import Context, ImagineOptions, Queued
 
 from .app import NO_IDENTITY, SlackBot, field, identified, text_field
 from .blocks import ENHANCE, IMAGINE_THIS, REROLL, VARIATIONS_RE, parse_value
-from .commands import enhance_job, images_job, queued_job, usage_error
+from .commands import accept
 from .delivery import Destination
 from .respond import Tell
 
@@ -47,86 +46,58 @@ def _where(ctx: Context, body: dict[str, Any]) -> Destination:
     return Destination(ctx.channel_id, ctx.identity.user_id, _thread(body))
 
 
-async def _start(ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> tuple[str, int] | None:
-    """Ack, then the button's (generation id, image index); None, with the presser told why, when the
-    payload lacks the presser's ids or the value is not one of this bot's."""
-    await ack()
+def _value(body: dict[str, Any], action: dict[str, Any]) -> tuple[str, int] | str:
+    """The button's (generation id, image index), or why it cannot run (the payload lacks the presser's
+    ids, or the value is not one of this bot's)."""
     if not identified(*_ids(body)):
-        await tell(NO_IDENTITY)
-        return None
+        return NO_IDENTITY
     try:
         return parse_value(text_field(action, "value"))
     except ValueError:
-        await tell("That button is not one of mine any more.")
-        return None
+        return "That button is not one of mine any more."
+
+
+async def _press(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell, kind: str,
+                 what: str | Callable[[tuple[str, int]], str],
+                 enqueue: Callable[[Context, tuple[str, int], bool], Awaitable[Queued]]) -> None:
+    """Reserve the button's job, then ack (``commands.accept``); its images go to the button's channel."""
+    value = _value(body, action)
+    if isinstance(value, str):
+        await ack()
+        await tell(value)
+        return
+    ctx = _ctx(bot, body)
+    where = None if kind == "enhance" else _where(ctx, body)
+    await accept(bot, ack, tell, kind, what(value) if callable(what) else what,
+                 lambda queued: enqueue(ctx, value, queued), where=where, say=False)
 
 
 async def reroll(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
-    if (value := await _start(ack, body, action, tell)) is None:
-        return
-    ctx = _ctx(bot, body)
-    if bot.queues:
-        await bot.start(queued_job(bot, "reroll", tell, "a re-roll",
-                                   lambda: bot.core.enqueue(ctx, "reroll", generation_id=value[0])), tell)
-        return
-    await tell("Re-rolling…")
-    await bot.start(images_job(bot, "reroll", _where(ctx, body), tell,
-                               lambda progress: bot.core.reroll(ctx, value[0], progress=progress)), tell)
+    await _press(bot, ack, body, action, tell, "reroll", "a re-roll", lambda ctx, v, queued: bot.core.enqueue(
+        ctx, "reroll", generation_id=v[0], queued=queued))
 
 
 async def variations(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
-    if (value := await _start(ack, body, action, tell)) is None:
-        return
-    ctx = _ctx(bot, body)
-    if bot.queues:
-        await bot.start(queued_job(bot, "variations", tell, f"variations of image {value[1] + 1}",
-                                   lambda: bot.core.enqueue(ctx, "variations", generation_id=value[0],
-                                                            index=value[1])), tell)
-        return
-    await tell(f"Making variations of image {value[1] + 1}…")
-    await bot.start(images_job(bot, "variations", _where(ctx, body), tell,
-                               lambda progress: bot.core.variations(ctx, value[0], value[1], progress=progress)),
-                    tell)
+    await _press(bot, ack, body, action, tell, "variations", lambda v: f"variations of image {v[1] + 1}",
+                 lambda ctx, v, queued: bot.core.enqueue(ctx, "variations", generation_id=v[0], index=v[1],
+                                                         queued=queued))
 
 
 async def enhance(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
-    if (value := await _start(ack, body, action, tell)) is None:
-        return
-    ctx = _ctx(bot, body)
-    if bot.queues:
-        async def enqueue() -> Queued:
-            prompt = await prompt_of(bot.core, ctx, value[0], enhanced=False)
-            return await bot.core.enqueue(ctx, "enhance", prompt=prompt)
+    async def enqueue(ctx: Context, v: tuple[str, int], queued: bool) -> Queued:
+        prompt = await prompt_of(bot.core, ctx, v[0], enhanced=False)
+        return await bot.core.enqueue(ctx, "enhance", prompt=prompt, queued=queued)
 
-        await bot.start(queued_job(bot, "enhance", tell, "the prompt's enhancement", enqueue), tell)
-        return
-    await bot.start(enhance_job(bot, ctx, lambda: prompt_of(bot.core, ctx, value[0], enhanced=False), tell), tell)
+    await _press(bot, ack, body, action, tell, "enhance", "enhancing the prompt", enqueue)
 
 
 async def imagine_this(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
     """Runs /imagine with the enhanced prompt stored for that /enhance (its ``result_text``)."""
-    if (value := await _start(ack, body, action, tell)) is None:
-        return
-    ctx = _ctx(bot, body)
-    if bot.queues:
-        async def enqueue() -> Queued:
-            options = ImagineOptions(prompt=await prompt_of(bot.core, ctx, value[0], enhanced=True))
-            return await bot.core.enqueue(ctx, "imagine", options=options)
+    async def enqueue(ctx: Context, v: tuple[str, int], queued: bool) -> Queued:
+        options = ImagineOptions(prompt=await prompt_of(bot.core, ctx, v[0], enhanced=True))
+        return await bot.core.enqueue(ctx, "imagine", options=options, queued=queued)
 
-        await bot.start(queued_job(bot, "imagine", tell, "images from the enhanced prompt", enqueue), tell)
-        return
-
-    async def work(progress: Progress | None) -> ImagineResult | None:
-        options = ImagineOptions(prompt=await prompt_of(bot.core, ctx, value[0], enhanced=True))
-        try:
-            plan = bot.core.plan(ctx, options)
-        except ImagebotError as exc:
-            await tell(usage_error(exc))
-            return None
-        await tell(f"Generating {plural(plan.count, 'image')} from the enhanced prompt…")
-        return await bot.core.imagine(ctx, options, progress=progress)
-
-    await bot.start(images_job(bot, "imagine", _where(ctx, body), tell, work), tell)
+    await _press(bot, ack, body, action, tell, "imagine", "images from the enhanced prompt", enqueue)
 
 
 def register(bot: SlackBot) -> None:

@@ -1,18 +1,19 @@
-"""The slash commands: /imagine, /enhance, /credits. Validate and ack first; the rest is a job for the shared
-runner (``bot.jobs``), or with role ingress a queued job for any worker (``queued_job``). ``register(bot)``
+"""The slash commands: /imagine, /enhance, /credits. Validate, reserve the job (``accept``), then ack; the rest
+runs in the shared runner (``bot.jobs``), or with role ingress waits for any worker. ``register(bot)``
 attaches the listeners to the service object's Bolt app."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.errors import ImagebotError, ValidationError
 from bot.jobs import Job, Progress
-from bot.models import Context, EnhanceResult, Identity, ImagineResult, Queued
-from bot.replies import adjust_summary, credits_summary, error_text, plural, usage_summary
+from bot.models import Context, Identity, ImagineResult, Queued
+from bot.replies import adjust_summary, credits_summary, error_text, plural, restarting_text, usage_summary
 from bot.textcommands import IMAGINE_USAGE, CreditsCommand, mention_user_id, parse_credits, parse_imagine
 from bot.validation import clean_prompt
 
@@ -24,6 +25,7 @@ from .respond import Tell
 from .settings import USER_ID_RE
 from .text import escape, mention, to_plain
 
+log = logging.getLogger(__name__)
 Ack = Any
 ENHANCE_USAGE = "Usage: /enhance <a short prompt>"
 
@@ -60,16 +62,55 @@ async def imagine(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> 
         await ack(response_type="ephemeral", text=usage_error(exc))
         return
     what = f"{plural(plan.count, 'image')} of “{escape(plan.prompt)}”"
-    if bot.queues:
-        await ack(response_type="ephemeral", text=f"Queuing {what}…")
-        await bot.start(queued_job(bot, "imagine", tell, what, lambda: bot.core.enqueue(ctx, "imagine", options=options),
-                                   replace=True), tell)
-        return
-    await ack(response_type="ephemeral", text=f"Generating {what}…")
     where = Destination(ctx.channel_id, ctx.identity.user_id, text_field(body, "thread_ts") or None)
-    await bot.start(images_job(bot, "imagine", where, tell,
-                               lambda progress: bot.core.imagine(ctx, options, progress=progress),
-                               replace_progress=True), tell)
+    await accept(bot, ack, tell, "imagine", what, lambda queued: bot.core.enqueue(
+        ctx, "imagine", options=options, queued=queued), where=where, replace=True)
+
+
+async def accept(bot: SlackBot, ack: Ack, tell: Tell, kind: str, what: str,
+                 enqueue: Callable[[bool], Awaitable[Queued]], *, where: Destination | None = None,
+                 replace: bool = False, say: bool = True) -> None:
+    """Reserve the job (its row written), then acknowledge: no command is acknowledged without a job, so a
+    process killed after the ack leaves a job any worker resumes. A refusal (nothing charged) is the ack's
+    own text. Role ingress queues it for the workers; otherwise it runs here, its images posted to
+    ``where`` (None: an enhancement, a note). ``say``: the ack carries the "Generating…" line (a slash
+    command's; a button's ack is empty and the line is a note)."""
+    async def answer(text: str) -> None:
+        if say:
+            await ack(response_type="ephemeral", text=text)
+        else:
+            await ack()
+            await tell(text)
+
+    if not bot.queues and not bot.jobs.accepting:  # draining: reserve nothing this process will not run
+        await answer(restarting_text())
+        return
+    try:
+        queued = await enqueue(bot.queues)
+    except ImagebotError as exc:
+        await answer(usage_error(exc) if kind == "imagine" and say else escape(error_text(exc)))
+        return
+    except Exception:
+        log.exception("slack %s could not be accepted", kind)
+        await answer("Something went wrong on the bot's side; nothing was charged. (IMG-INTERNAL-001)")
+        return
+    if bot.queues:
+        await answer(queued_text(queued, what))
+        return
+    if where is not None:
+        await answer(f"Generating {what}…")
+    elif say:
+        await answer(f"{what[0].upper()}{what[1:]}…")
+    else:
+        await ack()  # a button's enhancement: its answer follows in a moment
+
+    async def run(progress: Progress | None) -> Any:
+        return await bot.core.run(queued.generation_id, progress)
+
+    if where is None:
+        await bot.start(Job(kind, run, NotesOutlet(tell, kind, enhance_message)), tell)
+    else:
+        await bot.start(images_job(bot, kind, where, tell, run, replace_progress=replace), tell)
 
 
 def queued_text(queued: Queued, what: str) -> str:
@@ -77,18 +118,6 @@ def queued_text(queued: Queued, what: str) -> str:
     ahead = f" ({plural(queued.ahead, 'job')} ahead of it)" if queued.ahead > 0 else ""
     cost = f", {plural(queued.price, 'credit')} held" if queued.price else ""
     return f"Queued: {what}{cost}{ahead}. It will be posted here when it is ready."
-
-
-def queued_job(bot: SlackBot, kind: str, tell: Tell, what: str, enqueue: Callable[[], Awaitable[Queued]], *,
-               replace: bool = False) -> Job[str]:
-    """Role ingress: after the ack, reserve and queue the job for any worker (``core.enqueue``) and say so; a
-    refusal (nothing charged) is worded as the in-process path words it. ``replace``: the note updates the
-    slash command's own answer."""
-
-    async def work(progress: Progress | None) -> str:
-        return queued_text(await enqueue(), what)
-
-    return Job(f"queue-{kind}", work, NotesOutlet(tell, kind, _plain, replace=replace))
 
 
 def images_job(bot: SlackBot, kind: str, where: Destination, tell: Tell,
@@ -104,15 +133,6 @@ def images_job(bot: SlackBot, kind: str, where: Destination, tell: Tell,
     return Job(kind, work, ImagesOutlet(bot.client, where, tell, kind), notes)
 
 
-def enhance_job(bot: SlackBot, ctx: Context, prompt: Callable[[], Awaitable[str]], tell: Tell) -> Job[EnhanceResult]:
-    """The enhanced prompt as an ephemeral note with "Imagine this"."""
-
-    async def work(progress: Progress | None) -> EnhanceResult:
-        return await bot.core.enhance(ctx, await prompt())
-
-    return Job("enhance", work, NotesOutlet(tell, "enhance", enhance_message))
-
-
 async def enhance(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> None:
     ctx = _ctx(bot, body)
     try:
@@ -120,17 +140,8 @@ async def enhance(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> 
     except ValidationError as exc:
         await ack(response_type="ephemeral", text=f"{escape(error_text(exc))}\n{ENHANCE_USAGE}")
         return
-    if bot.queues:
-        await ack(response_type="ephemeral", text="Queuing your prompt's enhancement…")
-        await bot.start(queued_job(bot, "enhance", tell, "your prompt's enhancement",
-                                   lambda: bot.core.enqueue(ctx, "enhance", prompt=prompt), replace=True), tell)
-        return
-    await ack(response_type="ephemeral", text="Enhancing your prompt…")
-
-    async def given() -> str:
-        return prompt
-
-    await bot.start(enhance_job(bot, ctx, given, tell), tell)
+    await accept(bot, ack, tell, "enhance", "enhancing your prompt",
+                 lambda queued: bot.core.enqueue(ctx, "enhance", prompt=prompt, queued=queued))
 
 
 async def credits(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> None:

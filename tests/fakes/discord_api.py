@@ -58,7 +58,11 @@ class Call:
 
     @property
     def content(self) -> str | None:
-        return (self.json or {}).get("content") if isinstance(self.json, dict) else None
+        if not isinstance(self.json, dict):
+            return None
+        # A message's own content, or an interaction response's (``{"type": 4, "data": {"content": ...}}``).
+        data = self.json.get("data")
+        return self.json.get("content") or (data.get("content") if isinstance(data, dict) else None)
 
     @property
     def embeds(self) -> list[dict[str, Any]]:
