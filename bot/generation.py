@@ -9,6 +9,13 @@ every way out of here that is not an ``Outcome`` is refunded.
 - **Failover.** ``plan.attempts`` holds each provider that can serve the plan with the model it would
   use, in the server's order; each is tried until one delivers. A content refusal is never retried
   elsewhere (the next vendor would be asked the same thing), a non-retryable error (a bad key) stops.
+- **Input images** (an edit, a blend, outpainting). ``fit_inputs`` narrows the attempts to models that
+  can take the plan's inputs, swapping in the same provider's fitting model where the planned one
+  cannot: a ``mask`` only on a model that ``supports_mask`` (never dropped; ``IMG-VALID-MASK`` naming the
+  providers that can when none of the plan's can), N input images on a model whose ``max_references``
+  is at least N, or on a model that takes no images at all, which gets each one described in words by
+  the text model instead (``IMG-VALID-REFERENCE`` when none fits). The core calls it while planning,
+  before any credit moves; ``imagine`` applies it again (it is idempotent).
 - **Retired models.** ``ModelRetired``: the model leaves the rotation at once (``registry.retire``; the
   catalogue logs it once) and the same provider's next fitting model (``fitting_model``) is tried
   before the next provider. The text model follows the same rule (``enhance``, ``describe``): retired,
@@ -30,13 +37,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from providers.base import GeneratedImage, GenerationRequest, ImageProvider, PreviewSink, TextProvider
+from providers.base import (
+    GeneratedImage,
+    GenerationRequest,
+    ImageProvider,
+    ModelInfo,
+    PreviewSink,
+    TextProvider,
+)
 from providers.local import LocalRenderer
 from providers.registry import ProviderRegistry
 from storage.images import ImageStore
@@ -70,6 +85,62 @@ OFFLINE_NOTE = ("Offline sketch: no image model is configured. Set OPENAI_API_KE
                 "XAI_API_KEY) and restart to get real images.")
 #: The same, when other providers are configured and the sketch was asked for (or failed over to).
 SKETCH_NOTE = "Offline sketch (the local renderer)."
+
+
+def plan_inputs(plan: Plan) -> tuple[bytes, ...]:
+    """Every input image of the plan, ``reference`` first."""
+    first = () if plan.reference is None else (plan.reference,)
+    return (*first, *plan.references)
+
+
+def takes_inputs(model: ModelInfo, count: int, mask: bool) -> bool:
+    """Whether ``model`` can serve ``count`` input images (and a mask): with a mask it must edit with one
+    and take them all; without, take them all or take none (then each is described in words). A model
+    that takes references takes at least one, whatever its ``max_references`` says."""
+    slots = max(1, model.max_references) if model.supports_reference else 0
+    if mask:
+        return model.supports_mask and slots >= max(1, count)
+    return count == 0 or slots == 0 or slots >= count
+
+
+def fitting_for_inputs(provider: ImageProvider, plan: Plan, exclude: tuple[str, ...] = ()) -> ModelInfo | None:
+    """``fitting_model`` among the provider's models that can take the plan's inputs."""
+    count, mask = len(plan_inputs(plan)), plan.mask is not None
+    unfit = tuple(m.name for m in provider.capabilities.models if not takes_inputs(m, count, mask))
+    return fitting_model(provider, plan.size, len(plan.prompt), plan.reference is not None, quality=plan.quality,
+                         output_format=plan.output_format, background=plan.background, exclude=(*exclude, *unfit))
+
+
+def fit_inputs(plan: Plan, registry: ProviderRegistry) -> Plan:
+    """The plan with only attempts whose model can take its input images and mask (see the module
+    docstring); a ``ValidationError`` when none can, naming the configured providers that could."""
+    count, mask = len(plan_inputs(plan)), plan.mask is not None
+    if mask and plan.reference is None:
+        raise ValidationError("A mask needs the image it applies to. Nothing was charged.", code="IMG-VALID-MASK")
+    if count == 0:
+        return plan
+    fitted: list[Attempt] = []
+    for attempt in plan.attempts:
+        model = attempt.model if takes_inputs(attempt.model, count, mask) else fitting_for_inputs(attempt.provider, plan)
+        if model is not None and not any(a.provider is attempt.provider and a.model.name == model.name
+                                         for a in fitted):
+            fitted.append(Attempt(attempt.provider, model))
+    if fitted == list(plan.attempts):
+        return plan
+    if fitted:
+        return dataclasses.replace(plan, attempts=tuple(fitted))
+    tried = ", ".join(dict.fromkeys(a.provider.name for a in plan.attempts)) or "none"
+    able = [p.name for p in registry.providers.values()
+            if any(takes_inputs(m, count, mask) for m in p.capabilities.models)]
+    could = (f"Providers that can: {', '.join(able)} (choose one with the provider option)." if able
+             else "No configured provider can.")
+    if mask:
+        raise ValidationError(
+            f"Zoom out, pan and make square need a model that edits with a mask, and this request's providers "
+            f"({tried}) have none. {could} Nothing was charged.", code="IMG-VALID-MASK")
+    raise ValidationError(
+        f"{count} input images need a model that takes that many at once, and this request's providers "
+        f"({tried}) have none. {could} Nothing was charged.", code="IMG-VALID-REFERENCE")
 
 
 @dataclass
@@ -109,6 +180,7 @@ class Generator:
 
     async def imagine(self, plan: Plan, progress: Progress | None, *, request_id: str, user: str) -> Outcome:
         """Generate with failover, then store the first ``plan.count`` images (at least one, or raise)."""
+        plan = fit_inputs(plan, self.registry)
         attempt, produced, failed, notes = await self._failover(plan, progress, request_id, user)
         if isinstance(attempt.provider, LocalRenderer):
             alone = set(self.registry.providers) == {attempt.provider.name}
@@ -146,9 +218,7 @@ class Generator:
             except ModelRetired as exc:
                 self.registry.retire(attempt.provider.name, exc.model or attempt.model.name)
                 tried = tuple(a.model.name for a in attempts[:i] if a.provider is attempt.provider)
-                other = fitting_model(attempt.provider, plan.size, len(plan.prompt), plan.reference is not None,
-                                      quality=plan.quality, output_format=plan.output_format,
-                                      background=plan.background, exclude=tried)
+                other = fitting_for_inputs(attempt.provider, plan, exclude=tried)
                 if other is not None:
                     attempts.insert(i, Attempt(attempt.provider, other))
                 last = exc
@@ -171,17 +241,21 @@ class Generator:
     ) -> tuple[list[GeneratedImage], list[str]]:
         """One provider and model: fan the count out into per-call batches and keep what came back."""
         provider, model = attempt.provider, attempt.model
-        prompt, reference = plan.prompt, plan.reference
-        if reference is not None and not model.supports_reference:
-            description = await self.describe(reference)
-            prompt = f"{prompt}. In the manner of the reference: {description}"[: model.prompt_limit]
-            reference = None
+        prompt, inputs = plan.prompt, plan_inputs(plan)
+        if plan.mask is not None and not takes_inputs(model, len(inputs), True):  # fit_inputs rules it out
+            raise ValidationError(f"{provider.name}/{model.name} does not edit with a mask. Nothing was charged.",
+                                  code="IMG-VALID-MASK")
+        if inputs and not model.supports_reference:
+            prompt = (await self._described(prompt, inputs))[: model.prompt_limit]
+            inputs = ()
         batches = calls_needed(plan.count, model.max_per_call)
         style = model.map_style(plan.style)
         previews = int(getattr(provider, "previews", 0) or 0) if model.streaming and progress is not None else 0
         requests = [
             GenerationRequest(prompt=prompt, model=model.name, size=plan.size, style=style, quality=plan.quality,
-                              count=n, reference=reference, seed=plan.seed + i, output_format=plan.output_format,
+                              count=n, reference=inputs[0] if inputs else None, references=inputs[1:],
+                              mask=plan.mask if inputs else None, seed=plan.seed + i,
+                              output_format=plan.output_format,
                               background=plan.background, safety_id=user, previews=previews,
                               on_preview=self._preview_sink(request_id, i, attempt, previews, progress)
                               if previews else None)
@@ -207,6 +281,15 @@ class Generator:
             raise ProviderBadResponse("The provider returned no image.", provider=provider.name)
         notes = [f"{len(errors)} of {len(batches)} calls to {provider.name} failed."] if errors else []
         return produced, notes
+
+    async def _described(self, prompt: str, inputs: tuple[bytes, ...]) -> str:
+        """The prompt with each input image described in words, for a model that takes no images (one
+        after another: a retired text model moves the describer on once, not once per image)."""
+        descriptions = [await self.describe(image) for image in inputs]
+        if len(descriptions) == 1:
+            return f"{prompt}. In the manner of the reference: {descriptions[0]}"
+        listed = " ".join(f"({i}) {d}" for i, d in enumerate(descriptions, start=1))
+        return f"{prompt}. Combining the {len(descriptions)} references: {listed}"
 
     def _preview_sink(
         self, request_id: str, batch: int, attempt: Attempt, wanted: int, progress: Progress | None

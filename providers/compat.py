@@ -6,6 +6,9 @@
     models = ["sdxl"]                      # or [{name = "sdxl", sizes = [...], max_per_call = 4}]
     sizes = ["1024x1024", "512x512"]
     max_per_call = 4
+    edits = true                           # input images go to images.edit (multipart)
+    max_references = 4                     # with edits: input images per call (1..16, default 1)
+    mask = true                            # with edits: it takes a mask (zoom out, pan, make square)
 
 A configured service offers exactly the models and sizes its table declares (it is not asked for a
 model list). Every entry reuses ``OpenAIImages`` and its error mapping.
@@ -21,8 +24,17 @@ client settings. Sources (today 2026-12-01):
 - xAI's REST reference for ``POST /v1/images/generations`` (as mirrored by API catalogues): ``size`` and
   ``style`` are "not supported"; ``quality`` low|medium|high selects a price tier on grok-imagine-image-2.0
   and is ignored by the other models (so it is sent only there); ``user`` identifies the end user for abuse
-  monitoring (we send the hashed ``safety_id``). xAI's edits take JSON image URLs rather than OpenAI's
-  multipart, so a reference image is described by the text model instead of edited.
+  monitoring (we send the hashed ``safety_id``).
+- Editing: xAI's image guides (docs.x.ai, model capabilities / images: the overview, "Image Editing" in
+  the generation guide, "Multi-Image Editing") and its REST reference for ``POST /v1/images/edits`` (as
+  mirrored by API catalogues): an edit is JSON, not multipart ("The OpenAI SDK's images.edit() method is
+  not supported ... the xAI API requires application/json"), with ``image: {"url": ...}`` or ``images:
+  [{"url": ...}, ...]`` (mutually exclusive), each a public URL or a base64 data URI; "up to 3 source
+  images"; the output follows the first image's aspect unless ``aspect_ratio`` is set; ``size`` and
+  ``style`` are not supported. So the grok-imagine models take references (``max_references=3``),
+  sent as data URLs (``CallStyle.json_edits``). The REST schema has a ``mask`` object, but no xAI guide
+  says what its pixels mean or that the rest of the image is kept, so no xAI model declares
+  ``supports_mask``: zoom out, pan and make square go to a model that documents it.
 - ``GET /v1/image-generation-models`` lists the image models the key may use: ``{"models": [{"id",
   "created", "aliases", "max_prompt_length", ...}]}`` (xAI's OpenAPI document); it carries no shutdown date.
 - Pixel sizes per aspect and tier (1K 1024x1024, 1408x768 ...; 2K 2048x2048, 2816x1536 ...) as published
@@ -72,12 +84,15 @@ XAI_2K = (
     ("2816x1536", "16:9"), ("1536x2816", "9:16"),
 )
 XAI_RESOLUTIONS = {**{s: "1k" for s, _ in XAI_1K}, **{s: "2k" for s, _ in XAI_2K}}
+#: Source images per edit ("Multi-Image Editing": up to three).
+XAI_MAX_INPUTS = 3
 
 
 def grok_imagine(name: str, *, two_k: bool, qualities: tuple[str, ...] = ("medium",), family: str = "") -> ModelInfo:
     sizes = XAI_1K + (XAI_2K if two_k else ())
     return ModelInfo(name=name, sizes=tuple(s for s, _ in sizes), max_per_call=10, prompt_limit=1024,
-                     family=family or name,
+                     family=family or name, supports_reference=True, max_references=XAI_MAX_INPUTS,
+                     supports_mask=False,
                      aspect_of={s: label for s, label in sizes}, qualities=qualities, formats=())
 
 
@@ -95,7 +110,7 @@ XAI_RETIRED: dict[str, str] = {
     "grok-2-image-latest": "grok-imagine-image-quality",
 }
 _XAI_CALL: dict[str, Any] = {"response_format": "b64_json", "send_size": False, "aspect": True,
-                             "resolutions": XAI_RESOLUTIONS, "user_field": True}
+                             "resolutions": XAI_RESOLUTIONS, "user_field": True, "json_edits": True}
 XAI_CALLS: dict[str, CallStyle] = {
     "grok-imagine-image-quality": CallStyle(**_XAI_CALL),
     "grok-imagine-image-2": CallStyle(**_XAI_CALL, quality={"low": "low", "medium": "medium"}),
@@ -164,13 +179,18 @@ def _model(where: str, raw: Any, entry: Mapping[str, Any]) -> tuple[ModelInfo, C
     if fmt not in ("b64_json", "url", ""):
         raise ConfigError(f"{where}.response_format must be \"b64_json\" or \"url\", got {fmt!r}")
     edits = _bool(f"{where}.edits", get("edits", False))
+    references = int(parse_number(f"{where}.max_references", get("max_references", 1), 1, 16))
+    mask = _bool(f"{where}.mask", get("mask", False))
+    if mask and not edits:
+        raise ConfigError(f"{where}: mask = true needs edits = true (masks go to the service's images.edit)")
     info = ModelInfo(
         name=name,
         sizes=_sizes(f"{where}.sizes", get("sizes", ["1024x1024"])),
         max_per_call=int(parse_number(f"{where}.max_per_call", get("max_per_call", 1), 1, 10)),
         supports_reference=edits,
         prompt_limit=int(parse_number(f"{where}.prompt_limit", get("prompt_limit", 4000), 1, 32000)),
-        max_references=1 if edits else 0,
+        max_references=references if edits else 0,
+        supports_mask=edits and mask,
     )
     call = CallStyle(response_format=fmt or None, send_size=_bool(f"{where}.send_size", get("send_size", True)),
                      edits=edits)

@@ -5,7 +5,10 @@ Every Gemini image model takes a ratio and a resolution tier, not pixels:
 image_size="2K"))``. Each family below declares its fixed sizes as the documented pixels of each
 (aspect, tier) pair, labelled in ``aspect_of``; ``generate`` maps ``request.size`` back to the pair. The
 picture comes back as an inline image part (interim "thought" images of the thinking models are
-skipped), a reference image goes in as an input part, and ``usage_metadata`` is the call's tokens.
+skipped), every input image (``reference`` then ``references``: an edit, a blend) goes in as its own
+inline part before the prompt, and ``usage_metadata`` is the call's tokens. Gemini takes no mask
+(``generate_content`` has no such field; masks exist only in the Imagen ``edit_image`` call, which is
+gone), so no family declares ``supports_mask`` and zoom out / pan / make square go elsewhere.
 Gemini takes no quality, style, format or background parameter: one quality (medium), PNG, the style
 folded into the prompt. Which models exist comes from ``models.list`` (``list_models``).
 
@@ -31,7 +34,9 @@ Sources (checked 2026-12-01):
 - Model pages (docs.cloud.google.com .../models/gemini/3-1-flash-image, 3-pro-image, 3-1-flash-lite-image;
   ai.google.dev .../models/gemini-3.1-flash-lite-image): up to 14 images per prompt; 3.1 Flash Image
   resolutions 512/1K/2K/4K and 14 ratios; 3 Pro Image 1K/2K/4K and the 10 standard ratios; 3.1 Flash-Lite
-  Image 1K only ("2K and 4K are unsupported").
+  Image 1K only ("2K and 4K are unsupported"). Gemini Nano Banana 2.1 is documented by third parties
+  (API catalogues, ComfyUI's node) with the same 14 reference images; so every family declares
+  ``max_references=14``.
 - Pixels per (aspect, tier): the image-generation guide's tables (ai.google.dev/gemini-api/docs/
   image-generation): 1K 16:9 is 1376x768, 2K and 4K are exactly 2x and 4x the 1K size, 512 exactly half.
   The stored copies here carry no English copy of that table; the numbers were checked against
@@ -51,7 +56,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bot.config import parse_number
-from bot.errors import ConfigError, ContentRejected, ProviderBadResponse, ProviderError
+from bot.errors import ConfigError, ContentRejected, ProviderBadResponse, ProviderError, ProviderUnsupported
 from bot.imaging import inspect_image
 
 from .base import Capabilities, GeneratedImage, GenerationRequest, ListedModel, ModelFamily, ModelInfo
@@ -111,7 +116,7 @@ def _family(prefix: str, default: str, ratios: tuple[str, ...], tiers: tuple[str
     sizes, aspect_of = _sizes(ratios, tiers)
     return ModelFamily(prefix, ModelInfo(
         default, sizes=sizes, aspect_of=aspect_of, family=prefix, max_per_call=1, supports_reference=True,
-        max_references=14, prompt_limit=4000, qualities=("medium",), formats=("png",)))
+        max_references=14, supports_mask=False, prompt_limit=4000, qualities=("medium",), formats=("png",)))
 
 
 #: The image families, preferred first. Nano Banana 2.1 replaces 3.1 Flash Image (deprecated 2026-10-06).
@@ -304,11 +309,18 @@ class GoogleImages:
         limit = info.prompt_limit if info else 4000
         prompt = _fold_style(request.prompt, request.style, limit)
         aspect, tier = image_config_for(request.size, info)
+        inputs = [x for x in (request.reference, *request.references) if x is not None]
+        takes = max(1, info.max_references) if info is not None and info.supports_reference else 0
+        if request.mask is not None:  # never dropped silently: the core sends masks only where declared
+            raise ProviderUnsupported(f"{self.name} does not edit with a mask.", provider=self.name)
+        if len(inputs) > takes:
+            raise ProviderUnsupported(f"{self.name}/{request.model} takes at most {takes} input images, "
+                                      f"not {len(inputs)}.", provider=self.name)
         contents: list[Any] = []
         try:
-            if request.reference is not None:
-                mime, _, _ = await asyncio.to_thread(inspect_image, request.reference)
-                contents.append(types.Part.from_bytes(data=request.reference, mime_type=mime))
+            for data in inputs:
+                mime, _, _ = await asyncio.to_thread(inspect_image, data)
+                contents.append(types.Part.from_bytes(data=data, mime_type=mime))
             contents.append(prompt)
             config = types.GenerateContentConfig(
                 response_modalities=["IMAGE"],

@@ -6,6 +6,16 @@ picture, colours taken from the prompt's colour words ("a red fox" is mostly red
 "offline sketch" label in a corner. The same prompt, size, style, seed, index, format and background give
 the same bytes. Pillow draws (its built-in font, no font files) and encodes (PNG, WebP or JPEG, as
 asked); the drawing runs in a worker thread (``asyncio.to_thread``) so the event loop keeps answering.
+
+With input images it edits offline too, so Edit, Blend and the outpainting buttons can be tried (and
+tested) with no key; the same inputs, instruction and seed give the same bytes (``edit``):
+
+- one image: that image at the requested size, tinted towards the instruction's colour words, in a thin
+  seeded frame (so each result of a batch differs), with the instruction's words and the label on it;
+- several images (a blend): side by side (a grid from four), each fitted into its cell, then as above;
+- a mask (zoom out, pan, make square): only the mask's fully transparent pixels change (sketch content
+  is drawn there); every other pixel is exactly the first image's (at its own size, in PNG). As on
+  OpenAI's edits, the mask applies to the first image.
 """
 
 from __future__ import annotations
@@ -14,10 +24,14 @@ import asyncio
 import functools
 import hashlib
 import io
+import math
 import re
 import unicodedata
+from collections.abc import Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+
+from bot.errors import ProviderUnsupported
 
 from .base import QUALITIES, Capabilities, GeneratedImage, GenerationRequest, ModelInfo
 
@@ -31,6 +45,10 @@ LOCAL_SIZES = (
     "1024x1792",
 )
 LOCAL_FORMATS = ("png", "webp", "jpeg")
+#: Input images one edit takes (a blend of this many is still legible as a grid).
+LOCAL_MAX_INPUTS = 16
+#: How far an edit's picture moves towards the instruction's first colour word.
+TINT = 0.25
 MIME = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 
 #: Gradient bands, top to bottom: one palette entry each; the shapes' colours follow them.
@@ -136,6 +154,85 @@ def render(prompt: str, size: str, style: str, seed: int, index: int, *, fmt: st
     if alpha is not None:
         picture.putalpha(alpha)
     return _encode(picture, fmt)
+
+
+def edit(prompt: str, size: str, style: str, seed: int, index: int, inputs: Sequence[bytes],
+         mask: bytes | None = None, *, fmt: str = "png") -> bytes:
+    """Edit ``inputs`` offline (see the module docstring). Pure function of its arguments.
+
+    With ``mask``, only the pixels where the mask is fully transparent (alpha 0) change: they get a
+    sketch (``render``) steered by the inputs' digest; every other pixel is the first image's, exactly
+    (when it already has the requested size and the format is PNG, which is lossless)."""
+    if not inputs:
+        raise ValueError("an edit needs at least one input image")
+    width, height = (int(v) for v in size.split("x"))
+    pictures = [_open(data) for data in inputs]
+    digest = hashlib.sha256(b"".join(hashlib.sha256(d).digest() for d in (*inputs, mask or b""))).hexdigest()
+    if mask is not None:
+        base = _fit(pictures[0], (width, height))
+        where = _fit(_open(mask).convert("RGBA").getchannel("A"), (width, height), Image.Resampling.NEAREST)
+        editable = where.point([255] + [0] * 255)  # alpha 0 exactly: where the model may draw
+        with Image.open(io.BytesIO(render(prompt, size, style, seed, index, variant=digest))) as drawn:
+            sketch = drawn.convert(base.mode)
+        base.paste(sketch, (0, 0), editable)
+        return _encode(base, fmt)
+    base = _fit(pictures[0], (width, height)) if len(pictures) == 1 else _grid(pictures, (width, height))
+    alpha = base.getchannel("A") if base.mode == "RGBA" else None
+    picture = base.convert("RGB")
+    named = prompt_colours(prompt)
+    if named:
+        picture = Image.blend(picture, Image.new("RGB", picture.size, named[0]), TINT)
+    key = f"{prompt}\x00{size}\x00{style}\x00{seed}\x00{index}\x00{digest}".encode()
+    stream = hashlib.shake_256(key).digest(4)
+    frame = _shade(named[index % len(named)], stream[3]) if named else (stream[0], stream[1], stream[2])
+    border = max(2, min(width, height) // 64)
+    ImageDraw.Draw(picture).rectangle((0, 0, width - 1, height - 1), outline=frame, width=border)
+    _words(picture, alpha, prompt)
+    if alpha is not None:
+        picture.putalpha(alpha)
+    return _encode(picture, fmt)
+
+
+def _open(data: bytes) -> Image.Image:
+    """Decode an input image (its first frame), keeping its alpha when it has one."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.seek(0)
+            has_alpha = "A" in img.getbands() or "transparency" in img.info
+            return img.convert("RGBA" if has_alpha else "RGB")
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise ProviderUnsupported("An input image could not be read.") from None
+
+
+def _fit(img: Image.Image, size: tuple[int, int],
+         resample: Image.Resampling = Image.Resampling.LANCZOS) -> Image.Image:
+    """``img`` at ``size``: the very same pixels when it already has it, else centred and cropped to fill."""
+    if img.size == size:
+        return img.copy()
+    return ImageOps.fit(img, size, method=resample)
+
+
+def _grid(pictures: Sequence[Image.Image], size: tuple[int, int]) -> Image.Image:
+    """A blend, side by side: one row up to three inputs, else a near-square grid, each input fitted into
+    its cell; a cell left over shows the inputs averaged."""
+    width, height = size
+    n = len(pictures)
+    cols = n if n <= 3 else math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    mode = "RGBA" if any(p.mode == "RGBA" for p in pictures) else "RGB"
+    out = Image.new(mode, size)
+    cells = [(c * width // cols, r * height // rows, (c + 1) * width // cols, (r + 1) * height // rows)
+             for r in range(rows) for c in range(cols)]
+    for k, (x0, y0, x1, y1) in enumerate(cells):
+        cell = (x1 - x0, y1 - y0)
+        if k < n:
+            out.paste(_fit(pictures[k].convert(mode), cell), (x0, y0))
+            continue
+        mean = _fit(pictures[0].convert(mode), cell)
+        for j, other in enumerate(pictures[1:], start=2):
+            mean = Image.blend(mean, _fit(other.convert(mode), cell), 1 / j)
+        out.paste(mean, (x0, y0))
+    return out
 
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
@@ -317,7 +414,8 @@ class LocalRenderer:
                     qualities=QUALITIES,
                     formats=LOCAL_FORMATS,
                     backgrounds=("transparent", "opaque"),
-                    max_references=1,
+                    max_references=LOCAL_MAX_INPUTS,
+                    supports_mask=True,
                 ),
             ),
             default_model="local-sketch",
@@ -329,19 +427,23 @@ class LocalRenderer:
 
     @staticmethod
     def _render_all(request: GenerationRequest) -> list[GeneratedImage]:
-        # A reference steers the picture deterministically too, without its digest being drawn.
-        variant = hashlib.sha256(request.reference).hexdigest() if request.reference else ""
         fmt = request.output_format or "png"
         transparent = request.background == "transparent"
         width, height = (int(v) for v in request.size.split("x"))
-        return [
-            GeneratedImage(
-                render(request.prompt, request.size, request.style, request.seed, i, fmt=fmt,
-                       transparent=transparent, variant=variant),
-                mime=MIME[fmt], drawn_size=(width, height),
-            )
-            for i in range(request.count)
-        ]
+        inputs = tuple(x for x in (request.reference, *request.references) if x is not None)
+        if request.mask is not None and not inputs:
+            raise ProviderUnsupported("A mask needs the image it applies to.")
+        if len(inputs) > LOCAL_MAX_INPUTS:
+            raise ProviderUnsupported(f"The local renderer takes at most {LOCAL_MAX_INPUTS} input images.")
+
+        def one(i: int) -> bytes:
+            if inputs:
+                return edit(request.prompt, request.size, request.style, request.seed, i, inputs, request.mask,
+                            fmt=fmt)
+            return render(request.prompt, request.size, request.style, request.seed, i, fmt=fmt,
+                          transparent=transparent)
+
+        return [GeneratedImage(one(i), mime=MIME[fmt], drawn_size=(width, height)) for i in range(request.count)]
 
     async def upscale(self, image: bytes) -> GeneratedImage:
         def _up() -> bytes:

@@ -24,9 +24,17 @@ Facts, and where they come from (checked on openai 3.57, today 2026-12-01):
   transparent|opaque|auto (2.5: both; gpt-image-2: transparent in preview; transparent needs png or
   webp); ``moderation`` low|auto (generate only); ``safety_identifier`` (a hash of the user, never the
   raw id); prompts up to 32,000 characters; ``n`` 1..10.
-- ``image_edit_params.py``: edits are multipart with up to 16 input images (png/webp/jpg) and a ``mask``;
-  ``input_fidelity`` exists only for gpt-image-1.5/-1-mini (retired) and must be omitted for gpt-image-2,
-  so it is never sent.
+- ``image_edit_params.py`` / ``resources/images.py`` (``images.edit``): edits are multipart; ``image`` is one
+  file or a list (sent as ``image[]``) of png/webp/jpg files under 50MB, "up to 16 images" for the models
+  that docstring lists (gpt-image-2, the 2.5 models and their snapshots; the retired 1.5/1-mini). It does
+  not list the 2.6 models, so they are declared with one input image until it does. ``mask``: a PNG under
+  4MB "whose fully transparent areas (alpha zero) indicate where image should be edited", the same
+  dimensions as the image, applied to the first image when there are several; no model is excluded, so
+  every family takes it. ``input_fidelity`` (high|low): "Supports high and low on gpt-image-1.5;
+  gpt-image-1-mini supports only low. For gpt-image-2, omit this parameter" (the API answers 400
+  ``invalid_input_fidelity_model`` otherwise). It is sent (as ``high``, so an edit keeps the original's
+  features) only to a family whose ``CallStyle.input_fidelity`` lists ``high``: today none that is still
+  served, since 1.5 and 1-mini are retired; the 2.x models are not named as taking it, so it is omitted.
 - ``image_gen_partial_image_event.py`` / ``image_gen_completed_event.py`` (and the ``image_edit.*`` pair):
   with ``stream=True`` and ``partial_images`` 0..3 the answer is server-sent events; each partial carries
   ``b64_json`` and ``partial_image_index``, the completed event the final image and its ``usage``. The
@@ -58,7 +66,13 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from bot.config import parse_number
-from bot.errors import ConfigError, ProviderBadResponse, ProviderError, ProviderUnavailable
+from bot.errors import (
+    ConfigError,
+    ProviderBadResponse,
+    ProviderError,
+    ProviderUnavailable,
+    ProviderUnsupported,
+)
 from bot.imaging import EXTENSIONS, inspect_image
 
 from .base import (
@@ -96,12 +110,13 @@ GPT_FORMATS = ("png", "webp", "jpeg")
 GPT_QUALITY = {"low": "low", "medium": "medium", "high": "high", "max": "max"}
 
 
-def gpt_image(name: str, *, qualities: tuple[str, ...], free: bool, backgrounds: tuple[str, ...]) -> ModelInfo:
+def gpt_image(name: str, *, qualities: tuple[str, ...], free: bool, backgrounds: tuple[str, ...],
+              inputs: int = 16) -> ModelInfo:
     """What a GPT image family can do (see the module docstring for the sources)."""
     return ModelInfo(
         name=name, sizes=GPT_PRESETS if free else GPT_STANDARD_SIZES, max_per_call=10, supports_reference=True,
         prompt_limit=32000, family=name, free_sizes=GPT_FREE_SIZES if free else None, qualities=qualities,
-        formats=GPT_FORMATS, backgrounds=backgrounds, max_references=16, supports_mask=True, streaming=True,
+        formats=GPT_FORMATS, backgrounds=backgrounds, max_references=inputs, supports_mask=True, streaming=True,
     )
 
 
@@ -116,10 +131,11 @@ OPENAI_FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("gpt-image-2",
                 gpt_image("gpt-image-2", qualities=_BASIC, free=True, backgrounds=("transparent", "opaque")),
                 excludes=("gpt-image-2.",)),
+    # The SDK's "up to 16 images" does not name the 2.6 models: one input image until it does.
     ModelFamily("gpt-image-2.6-sunburst", gpt_image("gpt-image-2.6-sunburst", qualities=_BASIC, free=False,
-                                                    backgrounds=())),
+                                                    backgrounds=(), inputs=1)),
     ModelFamily("gpt-image-2.6-flare", gpt_image("gpt-image-2.6-flare", qualities=_BASIC, free=False,
-                                                 backgrounds=())),
+                                                 backgrounds=(), inputs=1)),
 )
 
 #: Shut-down ids -> what replaced them (SDK docstrings; OpenAI's deprecations page for the 2026-12-01 ones).
@@ -152,9 +168,16 @@ class CallStyle:
     edits: bool = False
     #: The vendor takes the (hashed) end-user id as ``user`` (xAI), rather than ``safety_identifier``.
     user_field: bool = False
+    #: ``input_fidelity`` values the model takes (``image_edit_params.py``); ``high`` is sent when listed.
+    input_fidelity: tuple[str, ...] = ()
+    #: xAI: edits are JSON (``image``/``images`` as data URLs) on ``POST /images/edits``, not multipart.
+    json_edits: bool = False
 
 
 GPT_CALL = CallStyle(quality=GPT_QUALITY, gpt=True, edits=True)
+#: The retired models that took ``input_fidelity`` (``image_edit_params.py``), for an operator's
+#: OpenAI-compatible service that still serves them, and for the record.
+INPUT_FIDELITY: dict[str, tuple[str, ...]] = {"gpt-image-1.5": ("high", "low"), "gpt-image-1-mini": ("low",)}
 
 
 @dataclass(frozen=True)
@@ -252,26 +275,77 @@ class OpenAIImages:
             kwargs["extra_body"] = extra
         return kwargs
 
+    def _check_inputs(self, request: GenerationRequest, info: ModelInfo | None, spec: CallStyle,
+                      inputs: Sequence[bytes]) -> None:
+        """Input images and a mask go to the vendor as asked or not at all: never silently dropped (the
+        core only sends what the model declared; this guards a request built some other way)."""
+        if not inputs:
+            if request.mask is not None:
+                raise ProviderUnsupported("A mask needs the image it applies to.", provider=self.name)
+            return
+        takes = max(1, info.max_references) if info is not None and info.supports_reference else 0
+        if not (spec.edits or spec.json_edits) or takes == 0:
+            raise ProviderUnsupported(f"{self.name}/{request.model} takes no input images.", provider=self.name)
+        if len(inputs) > takes:
+            raise ProviderUnsupported(f"{self.name}/{request.model} takes at most {takes} input images, "
+                                      f"not {len(inputs)}.", provider=self.name)
+        if request.mask is not None and (info is None or not info.supports_mask or spec.json_edits):
+            raise ProviderUnsupported(f"{self.name}/{request.model} does not edit with a mask.", provider=self.name)
+
+    async def _multipart(self, request: GenerationRequest, spec: CallStyle, inputs: Sequence[bytes]) -> dict[str, Any]:
+        """``images.edit`` files: one image as ``image``, several as a list (the SDK sends ``image[]``), the
+        mask as ``mask``; ``input_fidelity=high`` where the model takes it, so the original is kept."""
+        files = []
+        for i, data in enumerate(inputs):
+            mime, _, _ = await asyncio.to_thread(inspect_image, data)
+            stem = "reference" if i == 0 else f"reference-{i + 1}"
+            files.append((f"{stem}.{EXTENSIONS.get(mime, 'png')}", data, mime))
+        out: dict[str, Any] = {"image": files[0] if len(files) == 1 else files}
+        if request.mask is not None:
+            out["mask"] = ("mask.png", request.mask, "image/png")
+        if "high" in spec.input_fidelity:
+            out["input_fidelity"] = "high"
+        return out
+
+    async def _json_edit(self, kwargs: dict[str, Any], inputs: Sequence[bytes]) -> Any:
+        """xAI's ``POST /images/edits``: JSON with ``image`` (one) or ``images`` (several, up to 3) as data
+        URLs; the SDK's multipart ``images.edit`` is refused there (module docstring of ``compat``)."""
+        from openai.types import ImagesResponse
+
+        body = {k: v for k, v in kwargs.items() if k != "extra_body"}
+        body.update(kwargs.get("extra_body") or {})
+        urls = []
+        for data in inputs:
+            mime, _, _ = await asyncio.to_thread(inspect_image, data)
+            urls.append({"url": f"data:{mime};base64,{base64.b64encode(data).decode()}"})
+        if len(urls) == 1:
+            body["image"] = urls[0]
+        else:
+            body["images"] = urls
+        return await self.client.post("/images/edits", body=body, cast_to=ImagesResponse)
+
     async def generate(self, request: GenerationRequest) -> list[GeneratedImage]:
         info = self.capabilities.model(request.model)
         spec = self._spec(request.model, info)
         kwargs = self._params(request, info, spec)
-        edit = request.reference is not None and spec.edits
+        inputs = input_images(request)
+        self._check_inputs(request, info, spec, inputs)
         stream = (spec.gpt and info is not None and info.streaming and request.previews > 0
                   and request.on_preview is not None and request.count == 1)
         try:
-            if edit:
-                assert request.reference is not None
-                mime, _, _ = await asyncio.to_thread(inspect_image, request.reference)
-                kwargs["image"] = (f"reference.{EXTENSIONS.get(mime, 'png')}", request.reference, mime)
-                call: Callable[..., Any] = self.client.images.edit
+            if inputs and spec.json_edits:
+                response = await self._json_edit(kwargs, inputs)
             else:
-                if spec.gpt and self.options.moderation:
-                    kwargs["moderation"] = self.options.moderation  # images.edit has no moderation
-                call = self.client.images.generate
-            if stream:
-                return await self._streamed(call, kwargs, request)
-            response = await call(**kwargs)
+                if inputs:
+                    kwargs.update(await self._multipart(request, spec, inputs))
+                    call: Callable[..., Any] = self.client.images.edit
+                else:
+                    if spec.gpt and self.options.moderation:
+                        kwargs["moderation"] = self.options.moderation  # images.edit has no moderation
+                    call = self.client.images.generate
+                if stream:
+                    return await self._streamed(call, kwargs, request)
+                response = await call(**kwargs)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every SDK failure is mapped at this edge
@@ -373,6 +447,12 @@ class OpenAIImages:
             await self._session.close()
             self._session = None
         await self.client.close()
+
+
+def input_images(request: GenerationRequest) -> tuple[bytes, ...]:
+    """``reference`` then ``references``: every input image of the request, in order."""
+    first = () if request.reference is None else (request.reference,)
+    return (*first, *request.references)
 
 
 def _with_usage(images: list[GeneratedImage], usage: Any) -> list[GeneratedImage]:

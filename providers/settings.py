@@ -59,7 +59,7 @@ PROVIDER_KEYS: dict[str, dict[str, str]] = {
 #: One model of an OpenAI-compatible service (``models = [{ name = ..., ... }]``).
 COMPAT_MODEL_KEYS: dict[str, str] = {
     "name": "text", "sizes": "sizes", "max_per_call": "whole", "prompt_limit": "whole",
-    "response_format": "text", "send_size": "flag", "edits": "flag",
+    "response_format": "text", "send_size": "flag", "edits": "flag", "max_references": "whole", "mask": "flag",
 }
 
 #: Any other ``[providers.NAME]`` table declares an OpenAI-compatible service; its model keys are defaults.

@@ -11,7 +11,10 @@ and Vertex:
   asks for IMAGE, else "text". The image route reads ``generationConfig.imageConfig.aspectRatio`` /
   ``imageSize`` (default 1:1 at 1K), answers 400 INVALID_ARGUMENT for a ratio or size the model does not
   take (``IMAGE_MODELS``), and returns a PNG of the documented pixels for that pair, drawn at 1/``scale``
-  (16 by default, so tests stay fast; ``scale = 1`` gives the real size), with ``usageMetadata``.
+  (16 by default, so tests stay fast; ``scale = 1`` gives the real size), with ``usageMetadata``. Input
+  images are ``inlineData`` parts (``fake.input_images(call)`` decodes them): more than
+  ``MAX_INPUT_IMAGES`` (14, the model pages' "up to 14 images per prompt"), or a part that is not an
+  image, is 400 INVALID_ARGUMENT. The API has no mask field: a request cannot carry one.
 - A model in ``fake.retired`` (or unknown) answers 404 NOT_FOUND like the real API; ``...:predict``
   (Imagen, route "imagen") answers 404: Imagen is shut down.
 
@@ -27,10 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import itertools
 from typing import Any
 
 from aiohttp import web
+from PIL import Image, UnidentifiedImageError
 
 from .images import png
 from .server import FakeServer, Seen
@@ -64,6 +69,8 @@ IMAGE_MODELS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gemini-3-pro-image": (STANDARD, ("1K", "2K", "4K")),
     "gemini-3.1-flash-lite-image": (STANDARD + WIDE, ("1K",)),
 }
+#: Google's model pages: "up to 14 images per prompt".
+MAX_INPUT_IMAGES = 14
 TEXT_MODELS = ("gemini-3.5-flash-lite", "gemini-3.8-flash", "gemini-3.6-flash", "gemini-3.1-flash-lite",
                "gemini-2.5-flash-lite")
 #: Shut down: 404 NOT_FOUND on any call.
@@ -173,7 +180,19 @@ class FakeGoogle(FakeServer):
             return self._error(400, "INVALID_ARGUMENT", f"Unsupported aspect ratio {aspect!r} for {model}.")
         if size not in sizes:
             return self._error(400, "INVALID_ARGUMENT", f"Unsupported image size {size!r} for {model}.")
+        inputs = _inline_images(body)
+        if len(inputs) > MAX_INPUT_IMAGES:
+            return self._error(400, "INVALID_ARGUMENT", f"Too many input images: {len(inputs)}; {model} takes at "
+                                                        f"most {MAX_INPUT_IMAGES} per prompt.")
+        if any(not _is_image(data) for data in inputs):
+            return self._error(400, "INVALID_ARGUMENT", "Unable to process input image. Please retry or report in "
+                                                        "https://developers.generativeai.google/guide/troubleshooting")
         return web.json_response(self._image(aspect, size, behaviour))
+
+    @staticmethod
+    def input_images(call: Seen) -> list[bytes]:
+        """The input images one ``generateContent`` call carried (its ``inlineData`` parts, in order)."""
+        return _inline_images(call.body or {})
 
     def drawn(self, aspect: str, size: str) -> tuple[int, int]:
         """The pixels this fake draws for (aspect, size): the documented ones, divided by ``scale``."""
@@ -214,6 +233,25 @@ class FakeGoogle(FakeServer):
             text = self.text_reply or f"{user}, low-angle wide shot, dramatic rim lighting, watercolor"
         return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}],
                 "usageMetadata": {"promptTokenCount": 40, "candidatesTokenCount": 20, "totalTokenCount": 60}}
+
+
+def _inline_images(body: dict[str, Any]) -> list[bytes]:
+    out: list[bytes] = []
+    for content in body.get("contents") or []:
+        for part in content.get("parts") or []:
+            blob = part.get("inlineData")
+            if blob is not None:
+                out.append(base64.urlsafe_b64decode(blob.get("data", "")))
+    return out
+
+
+def _is_image(data: bytes) -> bool:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+        return True
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return False
 
 
 __all__ = ["FakeGoogle", "png"]

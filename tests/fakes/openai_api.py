@@ -1,9 +1,10 @@
 """A loopback fake of OpenAI's HTTP API (also xAI and other OpenAI-compatible services), as the openai
 SDK's types define it today (openai 3.57).
 
-Routes: ``POST /v1/images/generations`` (JSON), ``POST /v1/images/edits`` (multipart: ``image`` or
-``image[]``), ``POST /v1/chat/completions``, ``GET /v1/models`` (OpenAI's list, with ``shutdown_date``;
-settable as ``fake.models``), ``GET /v1/image-generation-models`` (xAI's list, ``fake.xai_models``).
+Routes: ``POST /v1/images/generations`` (JSON), ``POST /v1/images/edits`` (OpenAI: multipart, ``image``
+or ``image[]`` and ``mask``; xAI: JSON with ``image``/``images`` as data URLs), ``POST
+/v1/chat/completions``, ``GET /v1/models`` (OpenAI's list, with ``shutdown_date``; settable as
+``fake.models``), ``GET /v1/image-generation-models`` (xAI's list, ``fake.xai_models``).
 
 Like the real service it refuses what today's models refuse:
 
@@ -13,6 +14,18 @@ Like the real service it refuses what today's models refuse:
   checked per family (2 and 2.5: multiples of 16, 1:3..3:1, 655,360..3840x2160 pixels; others the three
   standard sizes) -> 400 ``invalid_size``; ``background=transparent`` with jpeg -> 400;
 - xAI's grok-imagine models refuse ``size`` and ``style`` and check ``aspect_ratio``/``resolution``.
+
+Edits, as ``image_edit_params.py`` describes them (and xAI's edit reference for grok): a GPT image model
+takes 1..16 png/webp/jpeg images (else 400 ``invalid_image_file``, "Invalid image file or mode for image
+N", the API's wording); ``mask`` must be a PNG under 4MB with an alpha channel and the first image's
+dimensions (else 400 ``invalid_mask``; that wording is ours, after the SDK's rule); ``input_fidelity`` only
+on gpt-image-1.5 (high|low) and gpt-image-1-mini (low), else 400 ``invalid_input_fidelity_model`` with
+the API's wording "The model '...' does not support the 'input_fidelity' parameter."; a JSON body is
+refused. grok models take JSON only (multipart -> 415), ``image`` or ``images`` (not both), at most 3.
+What each edit carried is kept in ``fake.edit_inputs`` (``EditInput``: the images, the mask,
+``input_fidelity``). The answer is honest about "the original stays": with a mask, each result is the
+first image where the mask is opaque and the flat ``EDIT_FILL`` where it is fully transparent, at the
+requested size (the first image's when none or ``auto``); without one, the usual small picture.
 
 With ``stream=true`` a GPT image model answers server-sent events: ``partial_images`` events of type
 ``image_generation.partial_image`` (``image_edit.partial_image`` for edits), then one ``*.completed``
@@ -33,13 +46,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import io
 import itertools
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .moderation_api import ModerationFake
 from .server import FakeServer, Seen
@@ -60,6 +75,25 @@ ERRORS: dict[str, tuple[int, str, str, dict[str, str]]] = {
 RETIRED = frozenset({"gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "chatgpt-image-latest", "dall-e-2",
                      "dall-e-3", "grok-2-image", "grok-2-image-1212"})
 STANDARD_SIZES = ("1024x1024", "1536x1024", "1024x1536")
+#: ``image_edit_params.py``: input images per edit (GPT image models); xAI: "up to three source images".
+GPT_MAX_IMAGES = 16
+XAI_MAX_IMAGES = 3
+MASK_LIMIT = 4 * 1024 * 1024
+#: ``input_fidelity`` values per model (``image_edit_params.py``); every other model must omit it.
+INPUT_FIDELITY = {"gpt-image-1.5": ("high", "low"), "gpt-image-1-mini": ("low",)}
+#: What the fake paints where a mask lets it draw.
+EDIT_FILL = (255, 0, 200)
+
+
+@dataclass
+class EditInput:
+    """What one ``POST /v1/images/edits`` carried: ``multipart`` (OpenAI) or ``json`` (xAI)."""
+
+    kind: str
+    model: str
+    images: list[bytes]
+    mask: bytes | None = None
+    input_fidelity: str | None = None
 XAI_RATIOS = {"1:1", "3:4", "4:3", "9:16", "16:9", "2:3", "3:2", "9:19.5", "19.5:9", "9:20", "20:9", "1:2", "2:1",
               "auto"}
 
@@ -115,6 +149,37 @@ def picture(size: str, index: int, fmt: str = "png", partial: bool = False) -> b
     return out.getvalue()
 
 
+def _decode(data: bytes) -> Image.Image | None:
+    """The decoded image (its ``format`` kept) when it is a png, webp or jpeg; else None."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+    return img if img.format in ("PNG", "WEBP", "JPEG") else None
+
+
+def composite(first: bytes, mask: bytes, size: str, fmt: str = "png") -> bytes:
+    """The first image where ``mask`` is opaque, ``EDIT_FILL`` where it is fully transparent, at ``size``
+    (``WxH``; anything else: the image's own size)."""
+    with Image.open(io.BytesIO(first)) as img:
+        base = img.convert("RGBA")
+    with Image.open(io.BytesIO(mask)) as m:
+        alpha = m.convert("RGBA").getchannel("A")
+    if "x" in size:
+        w, h = (int(v) for v in size.split("x"))
+        if (w, h) != base.size:
+            base = base.resize((w, h), Image.Resampling.NEAREST)
+            alpha = alpha.resize((w, h), Image.Resampling.NEAREST)
+    base.paste((*EDIT_FILL, 255), (0, 0, *base.size), alpha.point([255] + [0] * 255))
+    out = io.BytesIO()
+    if fmt == "jpeg":
+        base.convert("RGB").save(out, format="JPEG")
+    else:
+        base.save(out, format={"webp": "WEBP"}.get(fmt, "PNG"))
+    return out.getvalue()
+
+
 def is_gpt_image(model: str) -> bool:
     return model.startswith("gpt-image-") or model.startswith("chatgpt-image")
 
@@ -142,6 +207,8 @@ class FakeOpenAI(FakeServer):
         self.usage = {"input_tokens": 50, "output_tokens": 4160}
         #: Seconds between streamed events, as a model drawing takes time (0: all at once).
         self.stream_gap = 0.0
+        #: What each edit carried (images, mask, input_fidelity), in order.
+        self.edit_inputs: list[EditInput] = []
         self.app.router.add_post("/v1/images/generations", self._generations)
         self.app.router.add_post("/v1/images/edits", self._edits)
         self.app.router.add_post("/v1/chat/completions", self._chat)
@@ -246,14 +313,15 @@ class FakeOpenAI(FakeServer):
         return {"input_tokens": tin, "input_tokens_details": {"image_tokens": 0, "text_tokens": tin},
                 "output_tokens": tout, "total_tokens": tin + tout}
 
-    def _image_items(self, body: dict[str, Any], n: int, mode: str) -> list[dict[str, Any]]:
+    def _image_items(self, body: dict[str, Any], n: int, mode: str, edited: bytes | None = None) -> list[dict[str, Any]]:
         size = str(body.get("size") or "1024x1024")
         model = str(body.get("model") or "")
         fmt = "b64_json" if is_gpt_image(model) else (body.get("response_format") or
                                                       ("url" if is_grok(model) else "b64_json"))
         items = []
         for i in range(n):
-            data = picture(size, next(self._ids) + i, str(body.get("output_format") or "png"))
+            data = edited if edited is not None else picture(size, next(self._ids) + i,
+                                                             str(body.get("output_format") or "png"))
             if mode == "notimage":
                 data = b"this is not an image at all"
             if fmt == "url":
@@ -272,9 +340,9 @@ class FakeOpenAI(FakeServer):
             items.append(item)
         return items
 
-    def _answer(self, body: dict[str, Any], mode: str) -> dict[str, Any]:
+    def _answer(self, body: dict[str, Any], mode: str, edited: bytes | None = None) -> dict[str, Any]:
         model = str(body.get("model") or "")
-        out: dict[str, Any] = {"created": 1, "data": self._image_items(body, int(body.get("n") or 1), mode)}
+        out: dict[str, Any] = {"created": 1, "data": self._image_items(body, int(body.get("n") or 1), mode, edited)}
         if is_gpt_image(model):
             out.update(usage=self._usage(), output_format=body.get("output_format") or "png",
                        size=body.get("size") or "1024x1024", quality=body.get("quality") or "medium")
@@ -286,7 +354,8 @@ class FakeOpenAI(FakeServer):
             out["usage"] = {"cost_in_usd_ticks": 200000000}
         return out
 
-    async def _sse(self, request: web.Request, body: dict[str, Any], mode: str, kind: str) -> web.StreamResponse:
+    async def _sse(self, request: web.Request, body: dict[str, Any], mode: str, kind: str,
+                   edited: bytes | None = None) -> web.StreamResponse:
         """Server-sent events of ``{kind}.partial_image`` then ``{kind}.completed`` per image."""
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
@@ -320,7 +389,7 @@ class FakeOpenAI(FakeServer):
                 break
             if self.stream_gap:
                 await asyncio.sleep(self.stream_gap)
-            data = picture(size, next(self._ids) + image, fmt)
+            data = edited if edited is not None else picture(size, next(self._ids) + image, fmt)
             completed: dict[str, Any] = {"type": f"{kind}.completed", "b64_json": base64.b64encode(data).decode(),
                                          "created_at": 1, "usage": self._usage(), **common}
             if body.get("safety_identifier"):
@@ -345,27 +414,122 @@ class FakeOpenAI(FakeServer):
         return web.json_response(self._answer(body, mode))
 
     async def _edits(self, request: web.Request) -> web.StreamResponse:
+        if request.content_type == "application/json":
+            return await self._json_edits(request)
         form = await request.post()
-        fields = list(form.keys())
+        fields = [key for key, _ in form.items()]  # every part, repeated ones (image[]) too
         body: dict[str, Any] = {}
         files: dict[str, bytes] = {}
+        images: list[bytes] = []
+        mask: bytes | None = None
         for key, value in form.items():
             if hasattr(value, "file"):
-                files[key] = value.file.read()
+                data = value.file.read()
+                files[key] = data
+                if key in ("image", "image[]"):
+                    images.append(data)
+                elif key == "mask":
+                    mask = data
             else:
                 body[key] = value
+        model = str(body.get("model") or "")
+        fidelity = str(body["input_fidelity"]) if "input_fidelity" in body else None
+        self.edit_inputs.append(EditInput("multipart", model, images, mask, fidelity))
         seen = Seen("edits", request.path, dict(request.headers), body, files, fields)
         early, mode = await self._scripted("edits", seen)
         if early is not None:
             return early
         typed = {**body, **{k: int(v) for k, v in body.items() if k in ("n", "partial_images", "output_compression")}}
         typed["stream"] = str(body.get("stream", "")).lower() == "true"
-        refused = self._check(typed, edit=True)
+        refused = self._check(typed, edit=True) or self._check_inputs(model, images, mask, fidelity)
         if refused is not None:
             return refused
-        if typed["stream"] and is_gpt_image(str(body.get("model") or "")):
-            return await self._sse(request, typed, mode, "image_edit")
-        return web.json_response(self._answer(typed, mode))
+        edited = None
+        if mask is not None:
+            edited = composite(images[0], mask, str(typed.get("size") or "auto"), str(typed.get("output_format") or "png"))
+        if typed["stream"] and is_gpt_image(model):
+            return await self._sse(request, typed, mode, "image_edit", edited)
+        return web.json_response(self._answer(typed, mode, edited))
+
+    def _check_inputs(self, model: str, images: list[bytes], mask: bytes | None,
+                      fidelity: str | None) -> web.Response | None:
+        """What ``images.edit`` refuses about its files and ``input_fidelity`` (module docstring)."""
+        if is_grok(model):
+            return web.json_response({"code": "Unsupported media type", "error": "The images edit endpoint takes "
+                                      "application/json; multipart/form-data is not supported."}, status=415)
+        if not images:
+            return self._refuse(400, "missing_required_parameter", "Missing required parameter: 'image'.", "image")
+        if len(images) > GPT_MAX_IMAGES:
+            return self._refuse(400, "invalid_value", f"Too many images: at most {GPT_MAX_IMAGES} may be given, "
+                                f"got {len(images)}.", "image")
+        decoded = [_decode(data) for data in images]
+        for number, img in enumerate(decoded, start=1):
+            if img is None:
+                return self._refuse(400, "invalid_image_file", f"Invalid image file or mode for image {number}, "
+                                    "please check your image file.", "image")
+        if fidelity is not None:
+            allowed = INPUT_FIDELITY.get(model)
+            if allowed is None:
+                body = {"error": {"message": f"The model '{model}' does not support the 'input_fidelity' parameter.",
+                                  "type": "image_generation_user_error", "param": "input_fidelity",
+                                  "code": "invalid_input_fidelity_model"}}
+                return web.json_response(body, status=400)
+            if fidelity not in allowed:
+                return self._refuse(400, "invalid_value", f"Invalid value: '{fidelity}'. Supported values are: "
+                                    f"{', '.join(repr(a) for a in allowed)}.", "input_fidelity")
+        if mask is not None:
+            first = decoded[0]
+            assert first is not None
+            m = _decode(mask)
+            if m is None or m.format != "PNG" or len(mask) >= MASK_LIMIT:
+                return self._refuse(400, "invalid_mask", "Invalid mask: it must be a valid PNG file, less than 4MB.",
+                                    "mask")
+            if "A" not in m.getbands() and "transparency" not in m.info:
+                return self._refuse(400, "invalid_mask", f"Invalid mask: it needs an alpha channel (got {m.mode}); "
+                                    "its fully transparent areas are where the image is edited.", "mask")
+            if m.size != first.size:
+                return self._refuse(400, "invalid_mask", f"Invalid mask: it must have the same dimensions as the "
+                                    f"image (mask {m.width}x{m.height}, image {first.width}x{first.height}).", "mask")
+        return None
+
+    async def _json_edits(self, request: web.Request) -> web.StreamResponse:
+        """xAI's JSON edits: ``image: {url}`` or ``images: [{url}, ...]`` (data URLs decoded here)."""
+        body = await request.json()
+        model = str(body.get("model") or "")
+        entries = body.get("images") if "images" in body else ([body["image"]] if "image" in body else [])
+        images = [self._data_url(e.get("url") if isinstance(e, dict) else None) for e in entries or []]
+        mask_url = body.get("mask", {}).get("url") if isinstance(body.get("mask"), dict) else None
+        self.edit_inputs.append(EditInput("json", model, [i for i in images if i is not None],
+                                          self._data_url(mask_url), body.get("input_fidelity")))
+        seen = Seen("edits", request.path, dict(request.headers), body)
+        early, mode = await self._scripted("edits", seen)
+        if early is not None:
+            return early
+        if not is_grok(model):
+            return self._refuse(400, "invalid_request_error", "Invalid Content-Type header (application/json), "
+                                "expected multipart/form-data.", None)
+        if "image" in body and "images" in body:
+            return self._refuse(400, None, "Provide either image or images, not both.", "images")
+        if not images:
+            return self._refuse(400, None, "An input image is required (image or images).", "image")
+        if len(images) > XAI_MAX_IMAGES:
+            return self._refuse(400, None, f"At most {XAI_MAX_IMAGES} images may be edited at once.", "images")
+        if any(i is None or _decode(i) is None for i in images):
+            return self._refuse(400, None, "Each image must be a reachable URL or a base64 data URI of an image.",
+                                "image")
+        refused = self._check(body, edit=True)
+        if refused is not None:
+            return refused
+        return web.json_response(self._answer(body, mode))
+
+    @staticmethod
+    def _data_url(url: object) -> bytes | None:
+        if not isinstance(url, str) or not url.startswith("data:") or ";base64," not in url:
+            return None
+        try:
+            return base64.b64decode(url.split(";base64,", 1)[1], validate=True)
+        except (binascii.Error, ValueError):
+            return None
 
     async def _models(self, request: web.Request) -> web.Response:
         early, _ = await self._scripted("models", Seen("models", request.path, dict(request.headers)))
