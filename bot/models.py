@@ -41,6 +41,9 @@ class Context:
     address: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     #: Epoch seconds after which the address's short-lived credential (interaction token, response_url) is dead.
     deliver_by: float = 0.0
+    #: An age-restricted channel (Discord's nsfw flag): where the server allows it, moderation lets
+    #: "sexual" prompts through here (never anything involving minors).
+    adult_channel: bool = False
 
     @property
     def actor(self) -> str:
@@ -142,3 +145,69 @@ class Queued:
     balance: int
     #: Jobs queued before this one, across processes.
     ahead: int
+
+
+@dataclass
+class DescribeResult:
+    """/describe: prompts a vision model (or the offline describer) suggests for an image."""
+
+    generation_id: str
+    prompts: list[str]
+    credits_spent: int
+    balance: int
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A command's price before it runs (``Imagebot.quote``). ``confirm``: above the server's threshold, so
+    it was stored as a proposal (``proposal_id``) that runs only when its asker confirms."""
+
+    price: int
+    balance: int
+    confirm: bool
+    proposal_id: str | None = None
+
+    @property
+    def balance_after(self) -> int:
+        return self.balance - self.price
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    generation_id: str
+    command: str
+    prompt: str
+    credits: int
+    created_at: float
+    images: list[StoredImage]
+    age: str
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    items: list[HistoryItem]
+    page: int
+    pages: int
+    total: int
+    #: A PNG contact sheet of the page's first images, numbered like ``items`` (None when empty).
+    sheet: bytes | None = None
+
+
+@dataclass(frozen=True)
+class HelpInfo:
+    commands: list[tuple[str, str]]
+    options: list[tuple[str, str]]
+    #: ("1024x1024 medium", credits) for this server.
+    prices: list[tuple[str, int]]
+    balance: int
+    limits: list[str]
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class SettingsView:
+    """A server's settings as in effect (text), which of them the server overrides, and recent changes."""
+
+    values: dict[str, str]
+    overridden: frozenset[str]
+    log: list[dict[str, Any]]
