@@ -484,3 +484,17 @@ async def test_fitting_is_a_no_op_without_inputs(tmp_path: Path) -> None:
     async with core:
         plan: Plan = core.plan(CTX, ImagineOptions("a fox"))
         assert fit_inputs(plan, core.registry) is plan
+
+
+async def test_a_retired_mask_model_makes_room_for_the_next_one_that_takes_a_mask(tmp_path: Path, oai: FakeOpenAI,
+                                                                                 goo: FakeGoogle) -> None:
+    core = build_core(make_config(tmp_path, _both(oai, goo, "openai,google"), FAST))
+    original, where = pattern(SIDE, SIDE, 4), mask(SIDE, SIDE, CLEAR)
+    async with core:
+        plan = core.plan(CTX, ImagineOptions("zoom out", size=f"{SIDE}x{SIDE}"))
+        oai.retired.add(SUNBURST)
+        outcome = await core.generator.imagine(dataclasses.replace(plan, reference=original, mask=where), None,
+                                               request_id="req-retired", user="u")
+    assert outcome.provider == "openai" and outcome.model != SUNBURST  # the listed snapshot, or another family
+    assert [(e.model, e.mask == where) for e in oai.edit_inputs] == [(SUNBURST, True), (outcome.model, True)]
+    assert goo.calls("gemini") == []  # the same provider's next mask model, before a provider without masks
