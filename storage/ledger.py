@@ -18,6 +18,12 @@ process or instance name.
 Every movement is idempotent: a second settle, refund or release of a request changes nothing, and
 the schema holds one ledger row per (request id, movement kind).
 
+Proposals ("confirm before spending", issue 13). A command that would cost more than its server's
+threshold is stored as a *proposal* (``save_proposal``: what to run, as JSON) and runs only when its asker
+clicks Confirm, which may reach another process: ``take_proposal`` removes and returns it atomically, so
+two clicks (or two processes) run it once at most. A proposal belongs to its asker (platform, server,
+user) and dies at ``expires_at`` by the ledger's clock; saves sweep the expired ones away.
+
 Refusals carry numbers, never sentences: ``bot/replies.py`` words them for people.
 
     LedgerRefused                  the movement was refused; nothing changed
@@ -25,12 +31,13 @@ Refusals carry numbers, never sentences: ``bot/replies.py`` words them for peopl
      +-- TooManyJobs               live reservations at the limit      (running, limit)
      +-- RevokeAboveBalance        revoke more than the balance        (amount, balance)
      +-- AboveMaxBalance           a grant or set past MAX_BALANCE     (amount, balance, maximum)
-     +-- DuplicateRequest          the request id was already reserved (request_id)
+     +-- DuplicateRequest          the request (or proposal) id is taken (request_id)
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -153,6 +160,24 @@ def encode_settings(changes: Mapping[str, Any]) -> dict[str, str | None]:
             raise ValueError(f"a setting's key must be a non-empty string, not {key!r}")
         encoded[key] = None if value is None else json.dumps(value, sort_keys=True, allow_nan=False)
     return encoded
+
+
+#: How many expired proposals one ``save_proposal`` sweeps away at most (the sweep stays cheap; each
+#: proposal is swept once, so a steady trickle of saves keeps the table to the live ones).
+PROPOSAL_SWEEP = 100
+
+
+def encode_proposal(proposal_id: str, payload: Mapping[str, Any], expires_at: float) -> str:
+    """The payload as the JSON text the engines store, checked before any write: an empty id, a payload
+    that is not a JSON object (``TypeError``; NaN or infinity: ``ValueError``) or an expiry that is not a
+    finite time raises, with nothing written."""
+    if not isinstance(proposal_id, str) or not proposal_id:
+        raise ValueError(f"a proposal's id must be a non-empty string, not {proposal_id!r}")
+    if not isinstance(payload, Mapping):
+        raise TypeError(f"a proposal's payload must be a mapping, not {type(payload).__name__}")
+    if not isinstance(expires_at, int | float) or not math.isfinite(expires_at):
+        raise ValueError(f"a proposal's expires_at must be a finite time, not {expires_at!r}")
+    return json.dumps(dict(payload), sort_keys=True, allow_nan=False)
 
 
 def option_references(options: Mapping[str, Any]) -> set[str]:
@@ -412,6 +437,24 @@ class Ledger(Protocol):
     async def settings_log(self, server_key: str, limit: int = 20) -> list[dict[str, Any]]:
         """The server's setting changes, newest first: key, old, new (decoded; None for absent), actor,
         created_at."""
+        ...
+
+    # proposals: confirm before spending
+
+    async def save_proposal(
+        self, proposal_id: str, identity: Identity, payload: Mapping[str, Any], *, expires_at: float
+    ) -> None:
+        """Store what a command would run (``payload``: JSON, e.g. kind, options, generation_id, index,
+        prompt, op) until its asker confirms it or ``expires_at`` (epoch seconds, by the ledger's clock)
+        passes. Raises ``DuplicateRequest`` when a live proposal has this id (an expired one's id is free
+        again); a payload that is not JSON raises ``TypeError`` or ``ValueError``; either way nothing is
+        written. Sweeps up to ``PROPOSAL_SWEEP`` expired proposals in the same transaction."""
+        ...
+
+    async def take_proposal(self, proposal_id: str, identity: Identity) -> dict[str, Any] | None:
+        """Remove and return the payload of the proposal ``proposal_id`` if it exists, has not expired and
+        belongs to ``identity``, atomically: of two takes at once (in one process or two) exactly one gets
+        it. Otherwise None, and nothing changed (another user's proposal stays for its owner)."""
         ...
 
     # prune support

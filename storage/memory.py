@@ -23,6 +23,7 @@ from bot.models import Identity
 
 from .ledger import (
     MAX_BALANCE,
+    PROPOSAL_SWEEP,
     AboveMaxBalance,
     Clock,
     DuplicateRequest,
@@ -35,6 +36,7 @@ from .ledger import (
     Settlement,
     ShortBalance,
     TooManyJobs,
+    encode_proposal,
     encode_settings,
     option_references,
 )
@@ -76,6 +78,15 @@ class _Job:
 
 
 @dataclass
+class _Proposal:
+    key: Key
+    #: JSON text, as the database keeps it: a take returns a fresh dict, never the saver's.
+    payload: str
+    created_at: float
+    expires_at: float
+
+
+@dataclass
 class MemoryDatabase:
     """What a SQLite file holds, as dicts. Share one between ledgers to model several processes."""
 
@@ -90,6 +101,7 @@ class MemoryDatabase:
     #: (server key, setting key) -> the value's JSON text, as the database keeps it.
     settings: dict[tuple[str, str], str] = field(default_factory=dict)
     settings_log: list[dict[str, Any]] = field(default_factory=list)
+    proposals: dict[str, _Proposal] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -529,6 +541,32 @@ class MemoryLedger:
         return [{"key": r["key"], "old": None if r["old"] is None else json.loads(r["old"]),
                  "new": None if r["new"] is None else json.loads(r["new"]), "actor": r["actor"],
                  "created_at": r["created_at"]} for r in rows]
+
+    # -- proposals: confirm before spending ------------------------------------------------------
+
+    async def save_proposal(
+        self, proposal_id: str, identity: Identity, payload: Mapping[str, Any], *, expires_at: float
+    ) -> None:
+        self._check(write=True)
+        text = encode_proposal(proposal_id, payload, expires_at)  # bad input raises before anything changes
+        async with self.db.lock:
+            now = self.clock()
+            expired = sorted((p.expires_at, pid) for pid, p in self.db.proposals.items() if p.expires_at <= now)
+            for _, pid in expired[:PROPOSAL_SWEEP]:
+                del self.db.proposals[pid]
+            found = self.db.proposals.get(proposal_id)
+            if found is not None and found.expires_at > now:
+                raise DuplicateRequest(request_id=proposal_id)
+            self.db.proposals[proposal_id] = _Proposal(_key(identity), text, now, float(expires_at))
+
+    async def take_proposal(self, proposal_id: str, identity: Identity) -> dict[str, Any] | None:
+        self._check(write=True)
+        async with self.db.lock:
+            found = self.db.proposals.get(proposal_id)
+            if found is None or found.key != _key(identity) or found.expires_at <= self.clock():
+                return None
+            del self.db.proposals[proposal_id]
+            return dict(json.loads(found.payload))
 
     # -- prune support ---------------------------------------------------------------------------
 

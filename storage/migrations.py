@@ -173,12 +173,30 @@ CREATE INDEX generations_history ON generations (platform, server_id, user_id, c
     WHERE status = 'COMPLETED' AND image_count > 0 AND deleted_at IS NULL
 """
 
+# Issue 13, "confirm before spending": a command that would cost more than its server's threshold waits
+# here until its asker clicks Confirm, in whichever process gets the click (the payload is JSON text, as a
+# job's is). Proposals are few and live minutes: the expiry index keeps each save's sweep of the expired
+# ones cheap. A rowid table, since a payload (with its prompt) can be a few kilobytes.
+M006_PROPOSALS = """
+CREATE TABLE proposals (
+    id         TEXT NOT NULL PRIMARY KEY,
+    platform   TEXT NOT NULL,
+    server_id  TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    payload    TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX proposals_expiry ON proposals (expires_at)
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", M001_INITIAL),
     ("m002_usage_tokens", M002_USAGE_TOKENS),
     ("m003_leases", M003_LEASES),
     ("m004_jobs", M004_JOBS),
     ("m005_settings_history", M005_SETTINGS_HISTORY),
+    ("m006_proposals", M006_PROPOSALS),
 ]
 
 

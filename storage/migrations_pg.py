@@ -157,12 +157,27 @@ CREATE INDEX generations_history ON generations (platform, server_id, user_id, c
     WHERE status = 'COMPLETED' AND image_count > 0 AND deleted_at IS NULL
 """
 
+# Proposals waiting for their asker's Confirm, as on SQLite.
+M006_PROPOSALS = """
+CREATE TABLE proposals (
+    id         TEXT             PRIMARY KEY,
+    platform   TEXT             NOT NULL,
+    server_id  TEXT             NOT NULL,
+    user_id    TEXT             NOT NULL,
+    payload    TEXT             NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX proposals_expiry ON proposals (expires_at)
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", M001_INITIAL),
     ("m002_usage_tokens", M002_USAGE_TOKENS),
     ("m003_leases", M003_LEASES),
     ("m004_jobs", M004_JOBS),
     ("m005_settings_history", M005_SETTINGS_HISTORY),
+    ("m006_proposals", M006_PROPOSALS),
 ]
 
 #: The first key of the two-key advisory lock (the second is the schema's hash), so imagebot's lock

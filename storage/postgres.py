@@ -17,6 +17,9 @@ correct with many writers:
   LOCKED`` (each job together with its reservation, or neither), so two processes never take one job
   and a claim never waits for a lock at all (it can be in no deadlock, whatever settle, renew or
   finish_job lock at the same moment).
+- Proposals (confirm before spending): ``take_proposal`` is one ``DELETE ... RETURNING``, so of two
+  Confirm clicks reaching two processes exactly one gets the proposal; ``save_proposal`` sweeps expired
+  ones with ``SKIP LOCKED`` and never waits on another sweep.
 - ``synchronous_commit`` is ``on``: an answered movement is on disk (and on a synchronous standby,
   where one is configured), whatever the server's default.
 - A refusal raises inside the transaction, which rolls back: it changes nothing, not even the opening
@@ -55,6 +58,7 @@ from bot.models import Identity
 
 from .ledger import (
     MAX_BALANCE,
+    PROPOSAL_SWEEP,
     AboveMaxBalance,
     Clock,
     DuplicateRequest,
@@ -67,6 +71,7 @@ from .ledger import (
     Settlement,
     ShortBalance,
     TooManyJobs,
+    encode_proposal,
     encode_settings,
     option_references,
 )
@@ -908,6 +913,53 @@ class PostgresLedger:
         )
         return [{"key": k, "old": _decode(old), "new": _decode(new), "actor": actor, "created_at": at}
                 for k, old, new, actor, at in rows]
+
+    # -- proposals: confirm before spending ------------------------------------------------------
+
+    async def save_proposal(
+        self, proposal_id: str, identity: Identity, payload: Mapping[str, Any], *, expires_at: float
+    ) -> None:
+        """Sweep a few expired proposals (``SKIP LOCKED``: two saves never wait on each other's sweep),
+        then insert this one; the upsert takes over an expired proposal's id (its ``WHERE``), and a live
+        one's is a duplicate, also when another process inserts the same id at the same moment (the
+        insert waits for that one's transaction, then sees it)."""
+        text = encode_proposal(proposal_id, payload, expires_at)  # before the transaction: bad input writes nothing
+
+        async def run(cur: Cursor) -> None:
+            now = self.clock()
+            await cur.execute(
+                "DELETE FROM proposals WHERE id IN (SELECT id FROM proposals WHERE expires_at <= %s"
+                " ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED)",
+                (now, PROPOSAL_SWEEP),
+            )
+            await cur.execute(
+                "INSERT INTO proposals (id, platform, server_id, user_id, payload, created_at, expires_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET platform = EXCLUDED.platform,"
+                " server_id = EXCLUDED.server_id, user_id = EXCLUDED.user_id, payload = EXCLUDED.payload,"
+                " created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at"
+                " WHERE proposals.expires_at <= %s",
+                (proposal_id, *_key(identity), text, now, float(expires_at), now),
+            )
+            if cur.rowcount == 0:
+                raise DuplicateRequest(request_id=proposal_id)
+
+        await self._write(run)
+
+    async def take_proposal(self, proposal_id: str, identity: Identity) -> dict[str, Any] | None:
+        """One ``DELETE ... RETURNING`` (atomic by itself): a second take at the same moment waits for the
+        first's row lock, then finds the row gone."""
+
+        async def run(cur: Cursor) -> str | None:
+            await cur.execute(
+                "DELETE FROM proposals WHERE id = %s AND platform = %s AND server_id = %s AND user_id = %s"
+                " AND expires_at > %s RETURNING payload",
+                (proposal_id, *_key(identity), self.clock()),
+            )
+            row = await cur.fetchone()
+            return None if row is None else str(row[0])
+
+        text = await self._write(run, single=True)
+        return None if text is None else dict(json.loads(text))
 
     # -- prune support ---------------------------------------------------------------------------
 

@@ -18,6 +18,9 @@ Jobs (``jobs``, migration m004): a reserve with a job inserts it in the reserve'
 ``claim`` is a write transaction too, so ``BEGIN IMMEDIATE`` makes two processes' claims on one file
 take turns and no job is claimed twice. A queued job's reservation is held by nobody and never expires
 (``QUEUED_EXPIRY``), so it counts toward its user's concurrent jobs and no sweep refunds it.
+
+Proposals (``proposals``, migration m006): ``take_proposal`` is one ``DELETE ... RETURNING`` in a write
+transaction, so of two Confirm clicks (in one process or two) exactly one gets the proposal.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from bot.models import Identity
 
 from .ledger import (
     MAX_BALANCE,
+    PROPOSAL_SWEEP,
     AboveMaxBalance,
     Clock,
     DuplicateRequest,
@@ -54,6 +58,7 @@ from .ledger import (
     Settlement,
     ShortBalance,
     TooManyJobs,
+    encode_proposal,
     encode_settings,
     option_references,
 )
@@ -813,6 +818,49 @@ class SqliteStore:
         )
         return [{"key": k, "old": _decode(old), "new": _decode(new), "actor": actor, "created_at": at}
                 for k, old, new, actor, at in rows]
+
+    # -- proposals: confirm before spending ------------------------------------------------------
+
+    async def save_proposal(
+        self, proposal_id: str, identity: Identity, payload: Mapping[str, Any], *, expires_at: float
+    ) -> None:
+        """Sweep a few expired proposals, then insert this one; an expired proposal's id is taken over
+        by the upsert (its ``WHERE``), a live one's is a duplicate. One write transaction."""
+        text = encode_proposal(proposal_id, payload, expires_at)  # before the transaction: bad input writes nothing
+
+        def run(conn: sqlite3.Connection) -> None:
+            now = self.clock()
+            conn.execute(
+                "DELETE FROM proposals WHERE id IN (SELECT id FROM proposals WHERE expires_at <= ?"
+                " ORDER BY expires_at LIMIT ?)",
+                (now, PROPOSAL_SWEEP),
+            )
+            if conn.execute(
+                "INSERT INTO proposals (id, platform, server_id, user_id, payload, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET platform = excluded.platform,"
+                " server_id = excluded.server_id, user_id = excluded.user_id, payload = excluded.payload,"
+                " created_at = excluded.created_at, expires_at = excluded.expires_at"
+                " WHERE proposals.expires_at <= ?",
+                (proposal_id, *_key(identity), text, now, float(expires_at), now),
+            ).rowcount == 0:
+                raise DuplicateRequest(request_id=proposal_id)
+
+        await self._write(run)
+
+    async def take_proposal(self, proposal_id: str, identity: Identity) -> dict[str, Any] | None:
+        """One ``DELETE ... RETURNING`` in a write transaction (``BEGIN IMMEDIATE``): of two takes, in one
+        process or two, the second finds nothing."""
+
+        def run(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "DELETE FROM proposals WHERE id = ? AND platform = ? AND server_id = ? AND user_id = ?"
+                " AND expires_at > ? RETURNING payload",
+                (proposal_id, *_key(identity), self.clock()),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        text = await self._write(run)
+        return None if text is None else dict(json.loads(text))
 
     # -- prune support ---------------------------------------------------------------------------
 
