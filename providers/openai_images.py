@@ -283,14 +283,16 @@ class OpenAIImages:
             if request.mask is not None:
                 raise ProviderUnsupported("A mask needs the image it applies to.", provider=self.name)
             return
-        takes = max(1, info.max_references) if info is not None and info.supports_reference else 0
-        if not (spec.edits or spec.json_edits) or takes == 0:
+        if not (spec.edits or spec.json_edits) or (info is not None and not info.supports_reference):
             raise ProviderUnsupported(f"{self.name}/{request.model} takes no input images.", provider=self.name)
+        if request.mask is not None and (spec.json_edits or (info is not None and not info.supports_mask)):
+            raise ProviderUnsupported(f"{self.name}/{request.model} does not edit with a mask.", provider=self.name)
+        if info is None:  # it left the rotation since the plan was made: the vendor answers (404 -> retired)
+            return
+        takes = max(1, info.max_references)
         if len(inputs) > takes:
             raise ProviderUnsupported(f"{self.name}/{request.model} takes at most {takes} input images, "
                                       f"not {len(inputs)}.", provider=self.name)
-        if request.mask is not None and (info is None or not info.supports_mask or spec.json_edits):
-            raise ProviderUnsupported(f"{self.name}/{request.model} does not edit with a mask.", provider=self.name)
 
     async def _multipart(self, request: GenerationRequest, spec: CallStyle, inputs: Sequence[bytes]) -> dict[str, Any]:
         """``images.edit`` files: one image as ``image``, several as a list (the SDK sends ``image[]``), the
