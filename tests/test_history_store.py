@@ -201,7 +201,7 @@ async def test_postgres_m005_upgrades_an_m004_database_keeping_every_row(postgre
     store = PostgresLedger(postgres_url, clock=lambda: now[0])
     await store.open()
     try:
-        assert store.applied == ["m005_settings_history"]
+        assert store.applied == ["m005_settings_history", "m006_proposals"]
         assert [r["kind"] for r in await store.ledger_rows(ALICE)] == ["initial", "reserve"]
         assert await store.balance(ALICE) == 30 and await store.held(ALICE) == 20
         rows, total = await store.history(ALICE)

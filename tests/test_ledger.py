@@ -134,7 +134,7 @@ async def test_migrations_are_recorded_and_run_once(tmp_path: Path) -> None:
         await s.close()
     conn = sqlite3.connect(path)
     assert [r[0] for r in conn.execute("SELECT name FROM _migrations")] == [
-        "m001_initial", "m002_usage_tokens", "m003_leases", "m004_jobs", "m005_settings_history"
+        "m001_initial", "m002_usage_tokens", "m003_leases", "m004_jobs", "m005_settings_history", "m006_proposals"
     ]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()

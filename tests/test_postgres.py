@@ -253,7 +253,7 @@ async def test_m003_keeps_rows_held_under_an_instance_name_as_their_holder(postg
     store = PostgresLedger(postgres_url, clock=clock)
     await store.open()
     try:
-        assert store.applied == ["m003_leases", "m004_jobs", "m005_settings_history"]
+        assert store.applied == ["m003_leases", "m004_jobs", "m005_settings_history", "m006_proposals"]
         assert [r["kind"] for r in await store.ledger_rows(ALICE)] == ["initial", "reserve"]
         assert await store.release_expired() == 0  # its old expiry is its lease
         clock.now = 1000.0
