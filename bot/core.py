@@ -24,21 +24,24 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from providers.base import ModelInfo
 from providers.registry import ProviderRegistry
 from storage.images import ImageStore
 from storage.ledger import GenerationRow, JobRow, JobSpec, Ledger, LedgerRefused
 
 from . import metrics
 from .billing import Bill, charge, hold, image_rows, keep_lease, not_charged
+from .canvas import OPS, available_ops, outpaint_canvas, plan_canvas, restore_original
 from .config import Config
 from .errors import (
+    ImagebotError,
     Interrupted,
     LimitsUnavailable,
     NotFound,
@@ -52,22 +55,35 @@ from .imaging import inspect_image
 from .models import (
     Context,
     CreditsSummary,
+    DescribeResult,
     EnhanceResult,
+    HelpInfo,
+    HistoryItem,
+    HistoryPage,
     Identity,
     ImagineOptions,
     ImagineResult,
     Queued,
+    Quote,
+    SettingsView,
     StoredImage,
     UsageLine,
 )
 from .ratelimit import RateLimiter
 from .references import fetch_references
-from .replies import interrupted_text, refusal
+from .replies import HELP_COMMANDS, HELP_OPTIONS, age_text, interrupted_text, refusal
+from .server_settings import Rules, parse_changes, rules_from
+from .server_settings import shown as settings_shown
+from .thumbnails import contact_sheet
 from .validation import Plan, clean_prompt, parse_amount, plan_imagine, recorded_options, repeat_options
 
 log = logging.getLogger(__name__)
 #: Seconds a job may wait to be delivered when its adapter set no deadline of its own.
 DEFAULT_DELIVER_WITHIN = 15 * 60.0
+#: Seconds a costly command waits for its Confirm click.
+PROPOSAL_LIFETIME = 15 * 60.0
+#: Results per /history page.
+HISTORY_PAGE = 10
 
 #: ``await progress(stage, details)``; stages and their detail keys:
 #:   queued     (position, provider): waiting for a slot of a busy provider;
@@ -130,6 +146,8 @@ class Imagebot:
         self._session: aiohttp.ClientSession | None = None
         #: Set when this process queued a job, so its own worker claims it at once instead of at its next poll.
         self.job_added = asyncio.Event()
+        #: The moderation screen (``bot.moderation``), set by ``bot.app`` when the operator configured one.
+        self.moderation: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -192,9 +210,10 @@ class Imagebot:
 
     # -- /imagine --------------------------------------------------------------------------------
 
-    def plan(self, ctx: Context, options: ImagineOptions) -> Plan:
-        """Validate without side effects (adapters use it to reject bad flags before acking work)."""
-        plan = plan_imagine(options, self.registry, self.config, ctx.identity.server_key)
+    def plan(self, ctx: Context, options: ImagineOptions, rules: Rules | None = None) -> Plan:
+        """Validate without side effects (adapters use it to reject bad flags before acking work); with the
+        server's ``rules`` (``enqueue`` reads them) its defaults, providers, counts and prices apply."""
+        plan = plan_imagine(options, self.registry, self.config, ctx.identity.server_key, rules)
         for data in (plan.reference, *plan.references):
             if data is None:
                 continue
@@ -230,9 +249,14 @@ class Imagebot:
                       "provider": primary.provider.name, "model": primary.model.name, "options": recorded}
         return _Work("imagine", plan.total, generation, {"kind": "imagine", "command": command})
 
-    async def _generate(self, plan: Plan, bill: Bill, progress: Progress | None, identity: Identity) -> Outcome:
+    async def _generate(self, plan: Plan, bill: Bill, progress: Progress | None, identity: Identity,
+                        restore: Callable[[StoredImage], Awaitable[StoredImage]] | None = None) -> Outcome:
         made = await self.generator.imagine(plan, progress, request_id=bill.request_id, user=safety_id(identity))
-        bill.produced(plan.price_per_image * len(made.images), provider=made.provider, model=made.model,
+        if restore is not None:
+            made = dataclasses.replace(made, images=[await restore(i) for i in made.images])
+        # The price held at the reservation, per image delivered (a setting changed since does not apply).
+        per_image = bill.amount // plan.count if plan.count else plan.price_per_image
+        bill.produced(per_image * len(made.images), provider=made.provider, model=made.model,
                       revised_prompt=made.revised_prompt, images=image_rows(made.images),
                       input_tokens=made.input_tokens, output_tokens=made.output_tokens)
         return made
@@ -379,7 +403,7 @@ class Imagebot:
 
     async def enqueue(self, ctx: Context, kind: str, *, options: ImagineOptions | None = None,
                       generation_id: str | None = None, index: int = 0, prompt: str | None = None,
-                      queued: bool = True) -> Queued:
+                      op: str | None = None, queued: bool = True) -> Queued:
         """Accept a command as a job: validate, check the limits, and reserve its credits and insert its
         job in one transaction. Raises an ``ImagebotError`` when refused; nothing is charged then.
 
@@ -389,21 +413,8 @@ class Imagebot:
         (``run``)."""
         if ctx.address is None:
             raise ValueError("a queued job needs an address to deliver to")
-        if kind == "imagine":
-            if options is None:
-                raise ValueError("imagine needs options")
-            plan = self.plan(ctx, options)
-            work = await self._imagine_work(ctx, plan, options, "imagine")
-        elif kind in ("reroll", "variations"):
-            replay = await self._button_options(ctx, kind, generation_id or "", index)
-            plan = self.plan(ctx, replay)
-            work = await self._imagine_work(ctx, plan, replay, kind)
-        elif kind == "upscale":
-            work = await self._upscale_work(ctx, generation_id or "", index)
-        elif kind == "enhance":
-            work = self._enhance_work(ctx, prompt or "")
-        else:
-            raise ValueError(f"unknown job kind {kind!r}")
+        work = await self._prepare(ctx, kind, options=options, generation_id=generation_id, index=index,
+                                   prompt=prompt, op=op)
         await self._check_limits(ctx, kind)
         request_id = self._ids.new()
         try:
@@ -419,7 +430,45 @@ class Imagebot:
         ahead = await self.store.queued_ahead(request_id)
         return Queued(request_id, kind, work.amount, balance, ahead)
 
-    async def run(self, generation_id: str, progress: Progress | None = None) -> ImagineResult | EnhanceResult:
+    async def _prepare(self, ctx: Context, kind: str, *, options: ImagineOptions | None = None,
+                       generation_id: str | None = None, index: int = 0, prompt: str | None = None,
+                       op: str | None = None) -> _Work:
+        """A command made ready to charge: validated against the server's settings, screened by moderation
+        and the blocklist, priced. Raises an ``ImagebotError`` (nothing moved) when refused."""
+        rules = await self.rules(ctx)
+        if kind == "imagine":
+            if options is None:
+                raise ValueError("imagine needs options")
+            plan = self.plan(ctx, options, rules)
+            work = await self._imagine_work(ctx, plan, options, "imagine")
+        elif kind in ("reroll", "variations"):
+            replay = await self._button_options(ctx, kind, generation_id or "", index)
+            plan = self.plan(ctx, replay, rules)
+            work = await self._imagine_work(ctx, plan, replay, kind)
+        elif kind == "edit":
+            replay = await self._edit_options(ctx, generation_id or "", index, prompt or "")
+            plan = self.plan(ctx, replay, rules)
+            work = await self._imagine_work(ctx, plan, replay, "edit")
+            work.generation["options"].update(source=generation_id, index=index)
+        elif kind == "outpaint":
+            work = await self._outpaint_work(ctx, generation_id or "", index, op or "", rules)
+        elif kind == "upscale":
+            work = await self._upscale_work(ctx, generation_id or "", index)
+        elif kind == "enhance":
+            work = self._enhance_work(ctx, prompt or "")
+        elif kind == "describe":
+            work = await self._describe_work(ctx, options, rules)
+        else:
+            raise ValueError(f"unknown job kind {kind!r}")
+        if kind in ("upscale", "enhance"):  # priced here; imagine-like kinds were priced by their plan
+            work = dataclasses.replace(work, amount=rules.price(work.amount))
+        if work.generation.get("prompt") and kind != "describe":
+            await self._screen(ctx, str(work.generation["prompt"]), rules,
+                               [options.reference] if options is not None and options.reference else [])
+        return work
+
+    async def run(self, generation_id: str, progress: Progress | None = None,
+                  ) -> ImagineResult | EnhanceResult | DescribeResult:
         """Run a job this process accepted with ``enqueue(queued=False)``. A failure carries the job's id
         (``generation_id``) for the runner, which finishes the job once it has told the asker."""
         try:
@@ -439,7 +488,7 @@ class Imagebot:
         await self.store.finish_job(generation_id, "refunded")
         return settled.released if settled.charged else 0
 
-    async def work(self, job: JobRow, progress: Progress | None = None) -> ImagineResult | EnhanceResult:
+    async def work(self, job: JobRow, progress: Progress | None = None) -> ImagineResult | EnhanceResult | DescribeResult:
         """Run a job this process claimed (``Ledger.claim``) to its result, charged under the claimed
         reservation; a job already settled (its worker died while delivering) returns its stored result
         again, charging nothing more. Raises like the in-process commands (``GenerationFailed``...)."""
@@ -451,28 +500,48 @@ class Imagebot:
         lease = self.config.lease_seconds
         async with hold(self.store, job.id, gen.credits_reserved, await self.store.balance(gen.identity),
                         lease=lease, failure=not_charged, identity=gen.identity, generation=_row_dict(gen)) as bill:
-            kind = job.payload.get("kind")
-            if kind == "imagine":
-                plan = self.plan(Context(gen.identity, gen.channel_id), await self._stored_options(gen))
-                made = await self._generate(plan, bill, progress, gen.identity)
-            elif kind == "upscale":
-                stored = await self._upscale(bill, _row_dict(gen), progress)
-            elif kind == "enhance":
-                enhanced = await self._enhance(bill, gen.prompt)
-            else:
-                raise ValidationError(f"This job's kind ({kind!r}) is unknown to this version of the bot.",
-                                      code="IMG-JOB-KIND")
-        if kind == "imagine":
-            return self._imagine_result(plan, made, bill)
+            finish = await self._body(str(job.payload.get("kind")), gen, bill, progress)
+        return finish()
+
+    async def _body(self, kind: str, gen: GenerationRow, bill: Bill, progress: Progress | None,
+                    ) -> Callable[[], ImagineResult | EnhanceResult | DescribeResult]:
+        """One job's work under its hold, from what its generation row records; returns how to build its
+        result once the hold has settled."""
+        rules = await self._rules_of(gen.identity.server_key)
+        if kind in ("imagine", "edit"):
+            options = await self._stored_options(gen)
+            plan = self.plan(Context(gen.identity, gen.channel_id), options, rules)
+            await self._screen_images(plan, rules)
+            made = await self._generate(plan, bill, progress, gen.identity)
+            return lambda: self._imagine_result(plan, made, bill)
+        if kind == "outpaint":
+            canvas_plan, restore = await self._outpaint_plan(gen, rules)
+            painted = await self._generate(canvas_plan, bill, progress, gen.identity, restore)
+            return lambda: self._imagine_result(canvas_plan, painted, bill)
         if kind == "upscale":
-            return self._upscale_result(bill, _row_dict(gen), stored)
-        return self._enhance_result(bill, gen.prompt, enhanced)
+            stored = await self._upscale(bill, _row_dict(gen), progress)
+            return lambda: self._upscale_result(bill, _row_dict(gen), stored)
+        if kind == "enhance":
+            enhanced = await self._enhance(bill, gen.prompt)
+            return lambda: self._enhance_result(bill, gen.prompt, enhanced)
+        if kind == "describe":
+            prompts = await self._describe(bill, gen)
+
+            def described() -> DescribeResult:
+                assert bill.settlement is not None
+                return DescribeResult(gen.id, prompts, bill.settlement.consumed, bill.settlement.balance)
+
+            return described
+        raise ValidationError(f"This job's kind ({kind!r}) is unknown to this version of the bot.",
+                              code="IMG-JOB-KIND")
 
     async def _stored_options(self, gen: GenerationRow) -> ImagineOptions:
         o = gen.options
         reference = None
         if o.get("reference_sha256"):
             reference = self.generator.load(str(o["reference_sha256"]), str(o.get("reference_mime") or "image/png"))
+        if gen.command == "edit" and o.get("source"):
+            reference = self._image_bytes(await self._source(str(o["source"])), int(o.get("index") or 0))
         options = repeat_options(gen.prompt, o, seed=int(o.get("seed") or 0), reference=reference)
         urls = [str(u) for u in o.get("reference_urls") or ()]
         if urls:
@@ -485,8 +554,10 @@ class Imagebot:
             self._session = aiohttp.ClientSession()
         return self._session
 
-    async def _stored_result(self, gen: GenerationRow) -> ImagineResult | EnhanceResult:
+    async def _stored_result(self, gen: GenerationRow) -> ImagineResult | EnhanceResult | DescribeResult:
         balance = await self.store.balance(gen.identity)
+        if gen.command == "describe":
+            return DescribeResult(gen.id, (gen.result_text or "").split("\n"), gen.credits_consumed, balance)
         if gen.command == "enhance":
             return EnhanceResult(generation_id=gen.id, original=gen.prompt, enhanced=gen.result_text or "",
                                  credits_spent=gen.credits_consumed, balance=balance, enhancer=gen.provider or "")
@@ -531,6 +602,308 @@ class Imagebot:
             return None
         deliver_by = ctx.deliver_by or time.time() + DEFAULT_DELIVER_WITHIN
         return JobSpec(payload=work.payload, address=dict(ctx.address), deliver_by=deliver_by)
+
+    # -- server settings, moderation -------------------------------------------------------------------
+
+    async def rules(self, ctx: Context) -> Rules:
+        return await self._rules_of(ctx.identity.server_key)
+
+    async def _rules_of(self, server_key: str) -> Rules:
+        return rules_from(await self.store.server_settings(server_key), self.config)
+
+    async def visibility(self, ctx: Context) -> str:
+        """``public`` or ``private``: where this server's results are posted."""
+        return (await self.rules(ctx)).visibility
+
+    async def server_settings(self, ctx: Context) -> SettingsView:
+        key = ctx.identity.server_key
+        stored = await self.store.server_settings(key)
+        return SettingsView(values=settings_shown(stored, self.config), overridden=frozenset(stored),
+                            log=await self.store.settings_log(key, 10))
+
+    async def change_settings(self, ctx: Context, changes: Mapping[str, str]) -> SettingsView:
+        """A server admin's change, all or nothing, recorded with who made it."""
+        if not ctx.is_admin:
+            raise PermissionDenied("Only server admins can change the settings. Nothing was changed.")
+        key = ctx.identity.server_key
+        typed = parse_changes(changes, self.registry, self.config, await self.store.server_settings(key))
+        await self.store.change_settings(key, typed, actor=ctx.actor)
+        log.info("settings of %s changed by %s: %s", key, ctx.actor, ", ".join(sorted(typed)))
+        return await self.server_settings(ctx)
+
+    async def _screen(self, ctx: Context, prompt: str, rules: Rules, images: Sequence[bytes] = ()) -> None:
+        """The server's blocklist always; the moderation model when the server (or operator) turned it on.
+        A refusal costs nothing: it comes before the reservation."""
+        if self.moderation is None and not rules.blocklist:
+            return
+        if self.moderation is None:
+            raise ValidationError("Moderation is not available on this bot.", code="IMG-MOD-UNAVAILABLE")
+        await self.moderation.screen(prompt, images, blocklist=rules.blocklist, check=rules.moderation,
+                                     adult_ok=rules.adult and ctx.adult_channel)
+
+    async def _screen_images(self, plan: Plan, rules: Rules) -> None:
+        """Input images fetched when the job runs (attachments) are screened then, before any provider call;
+        a refusal there is refunded in full."""
+        images = [i for i in (plan.reference, *plan.references) if i is not None]
+        if images and rules.moderation and self.moderation is not None:
+            await self.moderation.screen(plan.prompt, images, blocklist=rules.blocklist, check=True)
+
+    # -- edit, outpaint, describe ---------------------------------------------------------------------
+
+    async def _source(self, generation_id: str) -> GenerationRow:
+        source = await self.store.generation(generation_id)
+        if source is None:
+            raise NotFound("That image is no longer known to the bot.", code="IMG-NOTFOUND-GEN")
+        return source
+
+    async def _edit_options(self, ctx: Context, generation_id: str, index: int, instruction: str) -> ImagineOptions:
+        """Edit: the chosen image and the instruction go to an edit model, at the image's own size."""
+        gen = await self._own_generation(ctx, generation_id)
+        text = clean_prompt(instruction)
+        image = self._image_bytes(gen, index)
+        _, w, h = inspect_image(image)
+        o = gen.options
+        return repeat_options(text, {**o, "count": 1, "size": o.get("size") or f"{w}x{h}"},
+                              seed=secrets.randbelow(2**31), reference=image)
+
+    def _mask_model(self, gen: GenerationRow) -> tuple[str, ModelInfo]:
+        """The model that extends this image: its own model if it takes a mask, else its provider's, else
+        the first in the rotation that does (the offline renderer can)."""
+        own = self.registry.get(gen.provider or "")
+        candidates = ([own] if own is not None else []) + self.registry.ordered(
+            self.config.providers_for(gen.identity.server_key)) + self.registry.ordered(self.registry.names())
+        for provider in candidates:
+            caps = provider.capabilities
+            models = sorted(caps.models, key=lambda m: (m.name != gen.model, m.name != caps.default_model))
+            for model in models:
+                if model.supports_mask and model.supports_reference:
+                    return provider.name, model
+        raise ValidationError("None of this bot's image models can extend an image (none takes a mask).",
+                              code="IMG-VALID-OUTPAINT")
+
+    async def outpaint_ops(self, ctx: Context, generation_id: str, index: int = 0) -> tuple[str, ...]:
+        """Which of Zoom out, Pan and Make square this image can have (empty: none; offer no buttons)."""
+        try:
+            gen = await self._own_generation(ctx, generation_id)
+            _, model = self._mask_model(gen)
+            image = gen.images[min(max(0, index), len(gen.images) - 1)] if gen.images else None
+        except ImagebotError:
+            return ()
+        if image is None:
+            return ()
+        return available_ops(image.width, image.height, model)
+
+    async def _outpaint_work(self, ctx: Context, generation_id: str, index: int, op: str, rules: Rules) -> _Work:
+        gen = await self._own_generation(ctx, generation_id)
+        if op not in OPS:
+            raise ValidationError(f"Unknown change {op!r}; choose one of {', '.join(OPS)}.", code="IMG-VALID-OUTPAINT")
+        provider, model = self._mask_model(gen)
+        if not gen.images:
+            raise NotFound("That generation has no images.", code="IMG-NOTFOUND-IMAGE")
+        image = gen.images[min(max(0, index), len(gen.images) - 1)]
+        size = plan_canvas(image.width, image.height, op, model).size_label
+        quality = str(gen.options.get("quality") or "medium")
+        quality = quality if quality in model.qualities else model.qualities[0]
+        price = rules.price(self.config.pricing.per_image(size, quality, model.name))
+        generation = {"command": "outpaint", "channel_id": ctx.channel_id, "prompt": gen.prompt,
+                      "provider": provider, "model": model.name,
+                      "options": {"source": generation_id, "index": index, "op": op, "size": size, "count": 1,
+                                  "quality": quality, "style": gen.options.get("style") or "natural", "seed": 0}}
+        return _Work("outpaint", price, generation, {"kind": "outpaint"})
+
+    async def _outpaint_plan(self, gen: GenerationRow, rules: Rules,
+                             ) -> tuple[Plan, Callable[[StoredImage], Awaitable[StoredImage]]]:
+        """The enlarged canvas and its mask as the plan's input, and how each result gets the original's
+        pixels back where they were (``bot.canvas.restore_original``)."""
+        o = gen.options
+        source = await self._source(str(o.get("source") or ""))
+        original = self._image_bytes(source, int(o.get("index") or 0))
+        provider = self.registry.get(gen.provider or "")
+        model = provider.capabilities.model(gen.model) if provider is not None else None
+        if provider is None or model is None or not model.supports_mask:
+            name, model = self._mask_model(source)
+            provider = self.registry.get(name)
+        canvas = await asyncio.to_thread(outpaint_canvas, original, str(o.get("op") or ""), model)
+        options = ImagineOptions(prompt=gen.prompt, size=canvas.size, count=1, quality=str(o.get("quality") or ""),
+                                 provider=f"{provider.name}" if provider else None, model=model.name,
+                                 reference=canvas.image)
+        plan = dataclasses.replace(self.plan(Context(gen.identity, gen.channel_id), options, rules), mask=canvas.mask)
+
+        async def restore(image: StoredImage) -> StoredImage:
+            data = self.generator.load(image.sha256, image.mime)
+            restored = await asyncio.to_thread(restore_original, data, canvas, original)
+            return await self.images.save(restored)
+
+        return plan, restore
+
+    async def _describe_work(self, ctx: Context, options: ImagineOptions | None, rules: Rules) -> _Work:
+        if options is None or (options.reference is None and not options.reference_urls):
+            raise ValidationError("Attach the image to describe.", code="IMG-VALID-REFERENCE")
+        recorded: dict[str, Any] = {}
+        if options.reference is not None:
+            try:
+                mime = inspect_image(options.reference)[0]
+            except ProviderBadResponse:
+                raise ValidationError("That is not a readable image (PNG, JPEG, WebP or GIF).",
+                                      code="IMG-VALID-REFERENCE") from None
+            recorded = {"reference_sha256": (await self.images.save(options.reference)).sha256,
+                        "reference_mime": mime}
+        else:
+            recorded = {"reference_urls": list(options.reference_urls[:1])}
+        generation = {"command": "describe", "channel_id": ctx.channel_id, "prompt": "",
+                      "provider": self.generator.enhancer.name, "options": recorded}
+        return _Work("describe", rules.price(self.config.pricing.enhance), generation, {"kind": "describe"})
+
+    async def _describe(self, bill: Bill, gen: GenerationRow) -> list[str]:
+        options = await self._stored_options(gen)
+        if options.reference is None:
+            raise ValidationError("The image to describe is gone; attach it again.", code="IMG-VALID-REFERENCE")
+        try:
+            inspect_image(options.reference)
+        except ProviderBadResponse:
+            raise ValidationError("That is not a readable image (PNG, JPEG, WebP or GIF).",
+                                  code="IMG-VALID-REFERENCE") from None
+        description = await self.generator.describe(options.reference)
+        prompts = suggested_prompts(description)
+        enhancer = self.generator.enhancer
+        bill.produced(bill.amount, provider=enhancer.name, model=getattr(enhancer, "model", None) or None,
+                      result_text="\n".join(prompts))
+        return prompts
+
+    async def edit(self, ctx: Context, generation_id: str, index: int, instruction: str,
+                   *, progress: Progress | None = None) -> ImagineResult:
+        """In-process (the console): Edit by an instruction."""
+        result = await self._inline(ctx, "edit", progress, generation_id=generation_id, index=index,
+                                    prompt=instruction)
+        assert isinstance(result, ImagineResult)
+        return result
+
+    async def outpaint(self, ctx: Context, generation_id: str, index: int, op: str,
+                       *, progress: Progress | None = None) -> ImagineResult:
+        """In-process (the console): Zoom out, Pan or Make square."""
+        result = await self._inline(ctx, "outpaint", progress, generation_id=generation_id, index=index, op=op)
+        assert isinstance(result, ImagineResult)
+        return result
+
+    async def describe(self, ctx: Context, image: bytes) -> DescribeResult:
+        """In-process (the console): four prompts for an image."""
+        result = await self._inline(ctx, "describe", None, options=ImagineOptions(prompt="", reference=image))
+        assert isinstance(result, DescribeResult)
+        return result
+
+    async def _inline(self, ctx: Context, kind: str, progress: Progress | None, **args: Any,
+                      ) -> ImagineResult | EnhanceResult | DescribeResult:
+        work = await self._prepare(ctx, kind, **args)
+        await self._check_limits(ctx, kind)
+        request_id = self._ids.new()
+        async with self._charge(ctx, request_id, work) as bill:
+            gen = await self.store.generation(request_id)
+            assert gen is not None
+            finish = await self._body(str(work.payload["kind"]), gen, bill, progress)
+        return finish()
+
+    # -- confirm before spending ----------------------------------------------------------------------
+
+    async def quote(self, ctx: Context, kind: str, **args: Any) -> Quote:
+        """The price of a command before it runs. Above the server's threshold it is stored as a proposal
+        that runs only when its asker confirms (``enqueue_proposal``); below it nothing is stored."""
+        work = await self._prepare(ctx, kind, **args)
+        rules = await self.rules(ctx)
+        balance = await self.store.balance(ctx.identity)
+        if not rules.confirm_above or work.amount <= rules.confirm_above:
+            return Quote(work.amount, balance, False)
+        proposal_id = self._ids.new()
+        await self.store.save_proposal(proposal_id, ctx.identity, _proposal(kind, args),
+                                       expires_at=time.time() + PROPOSAL_LIFETIME)
+        return Quote(work.amount, balance, True, proposal_id)
+
+    async def enqueue_proposal(self, ctx: Context, proposal_id: str, *, queued: bool = True) -> Queued:
+        """The Confirm click: runs what was quoted, once, for its asker only."""
+        payload = await self.store.take_proposal(proposal_id, ctx.identity)
+        if payload is None:
+            raise NotFound("That confirmation was already used, has expired, or is someone else's; run the "
+                           "command again.", code="IMG-NOTFOUND-PROPOSAL")
+        kind, args = _from_proposal(payload)
+        return await self.enqueue(ctx, kind, queued=queued, **args)
+
+    # -- find it again --------------------------------------------------------------------------------
+
+    async def history(self, ctx: Context, page: int = 1) -> HistoryPage:
+        """The asker's results in this server, ten a page, newest first, with a contact sheet."""
+        if not isinstance(page, int) or page < 1 or page > 100_000:
+            raise ValidationError("The page must be a whole number from 1.", code="IMG-VALID-PAGE")
+        rows, total = await self.store.history(ctx.identity, offset=(page - 1) * HISTORY_PAGE, limit=HISTORY_PAGE)
+        pages = max(1, -(-total // HISTORY_PAGE))
+        if page > pages and total:
+            raise ValidationError(f"There are only {pages} pages of results.", code="IMG-VALID-PAGE")
+        now = time.time()
+        items = [HistoryItem(r.id, r.command, r.prompt, r.credits_consumed, r.created_at,
+                             self._stored_images(r), age_text(now - r.created_at)) for r in rows]
+        sheet = None
+        if items:
+            firsts = [self._maybe_bytes(i.images[0]) if i.images else None for i in items]
+            sheet = await asyncio.to_thread(contact_sheet, firsts, [str(n + 1) for n in range(len(items))])
+        return HistoryPage(items, page, pages, total, sheet)
+
+    def _stored_images(self, gen: GenerationRow) -> list[StoredImage]:
+        return [StoredImage(i.sha256, self.images.path_for(i.sha256, i.mime), i.mime, i.size_bytes, i.width,
+                            i.height) for i in gen.images]
+
+    def _maybe_bytes(self, image: StoredImage) -> bytes | None:
+        try:
+            return self.images.load(image.sha256, image.mime)
+        except FileNotFoundError:
+            return None
+
+    async def show(self, ctx: Context, generation_id: str) -> ImagineResult:
+        """A result again, free, with all its buttons, anywhere in the same server (Midjourney's /show)."""
+        gen = await self._own_generation(ctx, generation_id.strip())
+        if gen.deleted_at is not None:
+            raise NotFound("That result was deleted.", code="IMG-NOTFOUND-GEN")
+        if gen.status != "COMPLETED" or not gen.images:
+            raise NotFound("That generation has no images to show.", code="IMG-NOTFOUND-IMAGE")
+        if any(not self.images.path_for(i.sha256, i.mime).exists() for i in gen.images):
+            raise NotFound("The images of that result were pruned by the bot's operator.", code="IMG-NOTFOUND-IMAGE")
+        result = await self._stored_result(gen)
+        assert isinstance(result, ImagineResult)
+        return result
+
+    async def delete(self, ctx: Context, generation_id: str) -> None:
+        """The asker (or an admin) removes a result; its ledger rows and image files stay."""
+        gen = await self._own_generation(ctx, generation_id)
+        if gen.user_id != ctx.identity.user_id and not ctx.is_admin:
+            raise PermissionDenied("Only the person who asked for it, or an admin, can delete that. Nothing "
+                                   "was changed.")
+        if not await self.store.delete_generation(generation_id, actor=ctx.actor):
+            raise NotFound("That result was already deleted.", code="IMG-NOTFOUND-GEN")
+
+    async def prune(self, older_than: float) -> tuple[int, int]:
+        """The operator's ``imagebot prune``: image files no generation newer than that needs; ledger rows stay."""
+        cutoff = time.time() - older_than
+        return await self.images.prune(await self.store.live_images(cutoff), cutoff)
+
+    # -- help -----------------------------------------------------------------------------------------
+
+    async def help(self, ctx: Context) -> HelpInfo:
+        """The commands, this server's prices and limits, and the asker's balance."""
+        rules = await self.rules(ctx)
+        pricing = self.config.pricing
+        prices = [(f"{size} {quality}", rules.price(pricing.per_image(size, quality)))
+                  for size in ("1024x1024", "1536x1024") for quality in ("low", "medium", "high")]
+        prices.append(("/enhance, /describe", rules.price(pricing.enhance)))
+        limits = self.config.limits
+        return HelpInfo(
+            commands=list(HELP_COMMANDS), options=list(HELP_OPTIONS), prices=prices,
+            balance=await self.store.balance(ctx.identity),
+            limits=[f"{limits.user_rate} per user, {limits.server_rate} per server",
+                    f"at most {rules.max_images or limits.max_count} images per command, "
+                    f"{limits.max_concurrent} running at once",
+                    f"a command above {rules.confirm_above} credits asks first" if rules.confirm_above
+                    else "no confirmation step"],
+            notes=[f"Prices here are x{rules.price_multiplier:g}." if rules.price_multiplier != 1 else "",
+                   "Moderation checks prompts first." if rules.moderation else "",
+                   "Results here are posted privately." if rules.visibility == "private" else ""],
+        )
 
     # -- /credits --------------------------------------------------------------------------------
 
@@ -615,3 +988,39 @@ class _Work:
 def _row_dict(gen: GenerationRow) -> dict[str, Any]:
     return {"command": gen.command, "prompt": gen.prompt, "provider": gen.provider, "model": gen.model,
             "options": gen.options, "channel_id": gen.channel_id}
+
+
+#: How the four /describe suggestions differ: the description as it is, and three treatments of it.
+_TREATMENTS = ("", ", as a detailed oil painting", ", as a cinematic photograph with dramatic light",
+               ", as a clean flat vector illustration")
+
+
+def suggested_prompts(description: str) -> list[str]:
+    """Four prompts from one description of an image (``/describe``), each a starting point for /imagine."""
+    base = clean_prompt(description.strip().rstrip("."), 900)
+    return [clean_prompt(base + treatment, 1000) for treatment in _TREATMENTS]
+
+
+def _proposal(kind: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """A command's arguments as JSON for the proposals table (``Imagebot.quote``)."""
+    out: dict[str, Any] = {"kind": kind}
+    for key, value in args.items():
+        if isinstance(value, ImagineOptions):
+            if value.reference is not None or value.references:
+                raise ValidationError("A command with attached image bytes cannot wait for a confirmation.",
+                                      code="IMG-VALID-CONFIRM")
+            fields = dataclasses.asdict(value)
+            fields["reference_urls"] = list(value.reference_urls)
+            out[key] = {k: v for k, v in fields.items() if k not in ("reference", "references")}
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def _from_proposal(payload: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    args = {k: v for k, v in payload.items() if k != "kind"}
+    if isinstance(args.get("options"), dict):
+        fields = dict(args["options"])
+        fields["reference_urls"] = tuple(fields.get("reference_urls") or ())
+        args["options"] = ImagineOptions(**fields)
+    return str(payload["kind"]), args

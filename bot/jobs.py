@@ -448,14 +448,18 @@ async def owned_generation(core: Core, ctx: Context, generation_id: str) -> Gene
     return gen
 
 
-async def prompt_of(core: Core, ctx: Context, generation_id: str, *, enhanced: bool) -> str:
+async def prompt_of(core: Core, ctx: Context, generation_id: str, *, enhanced: bool, index: int = 0) -> str:
     """The prompt a button works on: the generation's own prompt, or (``enhanced``, "Imagine this") the text
-    an /enhance produced."""
+    an /enhance produced, or the ``index``-th prompt a /describe suggested."""
     gen = await owned_generation(core, ctx, generation_id)
     if not enhanced:
         if not gen.prompt:
             raise NotFound("That result has no prompt to use.", code="IMG-NOTFOUND-GEN")
         return gen.prompt
+    if gen.command == "describe" and gen.result_text:
+        prompts = gen.result_text.split("\n")
+        if 0 <= index < len(prompts):
+            return prompts[index]
     if gen.command != "enhance" or not gen.result_text:
         raise NotFound("That enhanced prompt is no longer known to the bot.", code="IMG-NOTFOUND-GEN")
     return gen.result_text

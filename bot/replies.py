@@ -15,7 +15,7 @@ from storage.ledger import (
 )
 
 from .errors import ImagebotError, InsufficientCredits, RateLimited, StorageError, UserError, ValidationError
-from .models import CreditsSummary, EnhanceResult, ImagineResult
+from .models import CreditsSummary, DescribeResult, EnhanceResult, HelpInfo, ImagineResult, SettingsView
 
 if TYPE_CHECKING:  # the core imports this module (through billing); only the type is needed here
     from .core import AdjustResult
@@ -157,3 +157,65 @@ def error_text(error: ImagebotError) -> str:
     if isinstance(error, RateLimited) and "Try again" not in error.message:
         text += f" Try again in {error.retry_after:.0f} s."
     return text
+
+
+#: /help: (usage, what it does), the same on every platform.
+HELP_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("/imagine <prompt> [options]", "images from a prompt; up to 4 reference images blend (Discord attachments)"),
+    ("/enhance <prompt>", "a richer prompt from the text model, with an Imagine button"),
+    ("/describe <image>", "four prompts suggested for an image, each with an Imagine button"),
+    ("/history [page]", "your results in this server, ten at a time"),
+    ("/show <id>", "one result again with its buttons (ids are in every result's footer)"),
+    ("/credits", "your balance and recent usage; admins grant, revoke and set"),
+    ("/settings [key value]", "this server's settings (admins change them)"),
+    ("/help", "this text"),
+    ("Buttons", "Re-roll, Variations, Upscale, Edit, Zoom out, Pan, Make square, Delete"),
+)
+HELP_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("size", "WxH, a ratio such as 16:9, or square/landscape/portrait"),
+    ("count", "how many images (1 to the server's most)"),
+    ("quality", "low, medium, high or max, where the model has them"),
+    ("style", "natural, vivid, artistic or photographic"),
+    ("provider / model", "a configured provider, and one of its models"),
+    ("format / background", "png, webp or jpeg; transparent where the model can"),
+    ("seed", "the same seed and prompt draw the same offline sketch"),
+)
+
+
+def help_text(info: HelpInfo) -> str:
+    lines = ["Commands:"] + [f"  {usage} — {what}" for usage, what in info.commands]
+    lines += ["Options of /imagine:"] + [f"  {name}: {what}" for name, what in info.options]
+    lines += ["Prices here (credits per image):"] + [f"  {label}: {plural(n, 'credit')}" for label, n in info.prices]
+    lines += ["Limits:"] + [f"  {limit}" for limit in info.limits]
+    lines += [note for note in info.notes if note]
+    lines.append(f"Your balance: {plural(info.balance, 'credit')}.")
+    return "\n".join(lines)
+
+
+def settings_text(view: SettingsView) -> str:
+    lines = ["Settings of this server (* set here; the rest are the bot's defaults):"]
+    lines += [f"  {'*' if key in view.overridden else ' '} {key}: {value}" for key, value in view.values.items()]
+    if view.log:
+        lines.append("Recent changes:")
+        for change in view.log[:5]:
+            when = dt.datetime.fromtimestamp(float(change["created_at"]), dt.UTC).strftime("%Y-%m-%d %H:%M")
+            lines.append(f"  {when} {change['key']}: {change['old']!r} -> {change['new']!r} by {change['actor']}")
+    lines.append("Change one: /settings <key> <value> (the value 'default' goes back to the bot's default).")
+    return "\n".join(lines)
+
+
+def age_text(seconds: float) -> str:
+    """How long ago, as people say it: 'just now', '5 min ago', '3 h ago', '12 days ago'."""
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h ago"
+    return f"{plural(int(seconds // 86400), 'day')} ago"
+
+
+def describe_summary(result: DescribeResult) -> str:
+    lines = ["Suggested prompts:"] + [f"  {n}. {p}" for n, p in enumerate(result.prompts, 1)]
+    lines.append(f"{plural(result.credits_spent, 'credit')} spent, {plural(result.balance, 'credit')} left.")
+    return "\n".join(lines)

@@ -29,6 +29,7 @@ from providers.registry import ProviderRegistry
 from .config import MAX_AMOUNT, Config
 from .errors import ValidationError
 from .models import ImagineOptions
+from .server_settings import Rules
 
 PROMPT_LIMIT = 4000
 COUNT_LIMIT = 10
@@ -313,10 +314,17 @@ def split_provider(value: str | None) -> tuple[str | None, str | None]:
 MAX_REFERENCES = 4
 
 
-def plan_imagine(options: ImagineOptions, registry: ProviderRegistry, config: Config, server_key: str) -> Plan:
-    """Check everything the user typed against config and provider capabilities."""
+def plan_imagine(options: ImagineOptions, registry: ProviderRegistry, config: Config, server_key: str,
+                 rules: Rules | None = None) -> Plan:
+    """Check everything the user typed against config, the server's settings (``rules``: its defaults, the
+    providers it allows, its most images and its price multiplier) and provider capabilities."""
+    rules = rules or Rules()
     wanted, model_name = split_provider(options.provider)
     model_name = (options.model or "").strip().lower() or model_name
+    if not wanted and rules.provider:
+        wanted = rules.provider
+        model_name = model_name or (rules.model or "")
+    allowed = set(rules.providers)
     if wanted:
         provider = registry.get(wanted)
         if provider is None:
@@ -324,9 +332,17 @@ def plan_imagine(options: ImagineOptions, registry: ProviderRegistry, config: Co
                 f"provider {shown(wanted)!r} is not configured; choose one of {', '.join(registry.names())}.",
                 code="IMG-VALID-PROVIDER",
             )
+        if allowed and provider.name not in allowed:
+            raise ValidationError(
+                f"This server allows only {', '.join(rules.providers)}; {provider.name} is not one of them.",
+                code="IMG-VALID-PROVIDER",
+            )
         candidates = [provider] if provider.capabilities.models else []
     else:
         candidates = registry.ordered(config.providers_for(server_key))
+        if allowed:
+            candidates = [c for c in candidates if c.name in allowed] or [
+                p for p in registry.ordered(list(rules.providers))]
     if not candidates:
         raise ValidationError(
             f"{wanted or 'No provider'} has no model available right now (its models were retired); "
@@ -345,12 +361,12 @@ def plan_imagine(options: ImagineOptions, registry: ProviderRegistry, config: Co
             code="IMG-VALID-MODEL",
         )
     prompt = clean_prompt(options.prompt, min(PROMPT_LIMIT, model.prompt_limit))
-    size = resolve_size(options.size, model, config.default_size)
+    size = resolve_size(options.size or rules.size, model, config.default_size)
     style = parse_choice("style", options.style, STYLES, "natural")
-    quality = parse_quality(options.quality, model)
+    quality = parse_quality(options.quality or rules.quality, model)
     output_format = parse_format(options.output_format, model)
     background = parse_background(options.background, model, output_format)
-    count = parse_count(options.count, min(COUNT_LIMIT, config.limits.max_count))
+    count = parse_count(options.count, min(COUNT_LIMIT, config.limits.max_count, rules.max_images or COUNT_LIMIT))
     seed = options.seed if isinstance(options.seed, int) else 0
     inputs = (options.reference is not None) + len(options.references) + len(options.reference_urls)
     if inputs > MAX_REFERENCES:
@@ -371,7 +387,7 @@ def plan_imagine(options: ImagineOptions, registry: ProviderRegistry, config: Co
         style=style,
         quality=quality,
         count=count,
-        price_per_image=config.pricing.per_image(size, quality, model.name),
+        price_per_image=rules.price(config.pricing.per_image(size, quality, model.name)),
         attempts=tuple(attempts),
         reference=options.reference,
         references=tuple(options.references),
