@@ -1,4 +1,5 @@
-"""The ``imagebot`` command: run the bot, and operator tools for credits, usage, providers and backups.
+"""The ``imagebot`` command: run the bot, and operator tools for credits, usage, providers, backups and
+pruning the image store.
 
 With ``--json`` a command answers in JSON on stdout, its errors too (``{"error": {"code", "message"}}``),
 with the same exit codes as in plain text: 2 for a bad command line or configuration, 1 for a refusal.
@@ -23,7 +24,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.request import pathname2url
 
-from .app import build_core
+from storage.images import ImageStore
+
+from .app import build_core, build_ledger
 from .config import Config, load_config, sqlite_path
 from .core import Imagebot
 from .errors import ConfigError, ImagebotError, StorageError
@@ -34,6 +37,9 @@ from .replies import error_text, plural
 log = logging.getLogger("imagebot")
 SINCE_RE = re.compile(r"^(\d+)\s*([smhdw])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+AGE_RE = re.compile(r"^(\d{1,6})\s*([dh])$")
+#: ``--older-than`` reads days or hours: images are kept for weeks, so smaller units would be a typo.
+AGE_UNITS = {"d": 86400, "h": 3600}
 #: The platforms an account can belong to (an id outside these would open an account no one can use).
 PLATFORMS = ("console", "discord", "slack")
 
@@ -60,6 +66,20 @@ def parse_since(text: str) -> float:
     if not match:
         raise UsageError(f"--since must look like 30m, 12h, 7d or 2w; got {text!r}")
     return int(match[1]) * UNITS[match[2]]
+
+
+def parse_older_than(text: str) -> int:
+    """``--older-than 90d`` (or ``36h``) -> seconds; zero, other units and anything else are refused."""
+    match = AGE_RE.match(text.strip().lower())
+    if not match:
+        hint = " (add the unit: d for days, h for hours)" if text.strip().isdigit() else ""
+        raise UsageError(f"--older-than must look like 90d or 36h (days or hours); got {text!r}{hint}. "
+                         "Nothing was removed.", code="IMG-CLI-AGE")
+    seconds = int(match[1]) * AGE_UNITS[match[2]]
+    if seconds <= 0:
+        raise UsageError(f"--older-than must be more than zero; got {text!r} (that would remove every image "
+                         "the ledger no longer needs, however new). Nothing was removed.", code="IMG-CLI-AGE")
+    return seconds
 
 
 def credits_target(args: argparse.Namespace) -> Identity:
@@ -112,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("path", help="the file to write (refused if it exists, unless --force)")
     backup.add_argument("--force", action="store_true", help="replace PATH if it exists")
     backup.add_argument("--json", action="store_true", help="print JSON")
+
+    prune = sub.add_parser("prune", help="remove old stored images the ledger no longer needs (keeps every "
+                                         "ledger row)")
+    prune.add_argument("--older-than", required=True, metavar="AGE",
+                       help="only files not used for this long, such as 90d or 36h; images of generations made "
+                            "since then, and of jobs not finished, are always kept")
+    prune.add_argument("--dry-run", action="store_true", help="count what would go; remove nothing")
+    prune.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -328,6 +356,55 @@ async def cmd_run(config: Config) -> int:
     return 0
 
 
+async def cmd_prune(config: Config, args: argparse.Namespace) -> int:
+    """Remove stored image files that are older than ``--older-than`` and that no generation made since
+    then (nor any job still to finish) names, with old previews and dead temporary files
+    (``ImageStore.prune``). The ledger is opened read-only: every ledger and generation row stays."""
+    age = parse_older_than(args.older_than)
+    source = sqlite_path(config.database)
+    if source is not None and not source.is_file():
+        raise UsageError(f"There is no database at {str(source)!r}: without the ledger, imagebot cannot tell "
+                         "which images are still needed. Nothing was removed.", code="IMG-PRUNE-NODB")
+    if source is None and config.database.strip().lower().startswith("memory:"):
+        raise UsageError("IMAGEBOT_DATABASE is memory://: it keeps no ledger to tell which images are still "
+                         "needed. Nothing was removed.", code="IMG-PRUNE-NODB")
+    ledger = build_ledger(config, read_only=True)
+    await ledger.open()
+    try:
+        cutoff = time.time() - age
+        keep = await ledger.live_images(cutoff)
+    finally:
+        await ledger.close()
+    images = ImageStore(config.data_dir)
+    try:
+        files, freed = await images.prune(keep, cutoff, dry_run=args.dry_run)
+    finally:
+        images.close()
+    if args.json:
+        print(json.dumps({"older_than_seconds": age, "dry_run": bool(args.dry_run), "files": files,
+                          "bytes": freed, "kept": len(keep)}))
+        return 0
+    verb = "Would remove" if args.dry_run else "Removed"
+    freed_text = "would free" if args.dry_run else "freed"
+    print(f"{verb} {plural(files, 'file')} not used for {args.older_than.strip()} and no longer needed by "
+          f"the ledger ({_size_text(freed)} {freed_text}). No ledger row was changed.")
+    if args.dry_run:
+        print("Dry run: nothing was removed. Run again without --dry-run to remove them.")
+    return 0
+
+
+def _size_text(n: int) -> str:
+    """Bytes as a person reads them: ``0 bytes``, ``812 KiB``, ``1.4 GiB``."""
+    if n < 1024:
+        return plural(n, "byte")
+    size = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024
+        if size < 1024 or unit == "TiB":
+            return f"{size:.1f} {unit}" if size < 100 else f"{size:.0f} {unit}"
+    raise AssertionError("unreachable")
+
+
 def cmd_backup(config: Config, args: argparse.Namespace) -> int:
     """A consistent copy of the SQLite database, safe while the bot runs and writes.
 
@@ -460,6 +537,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_providers(config, args))
         if args.command == "backup":
             return cmd_backup(config, args)
+        if args.command == "prune":
+            parse_older_than(args.older_than)  # refused before any database is opened
+            return asyncio.run(cmd_prune(config, args))
     except ConfigError as exc:
         return _fail(exc, 2, as_json=as_json, prefix="configuration error: ")
     except UsageError as exc:
