@@ -105,6 +105,10 @@ class SlackBot:
     def tell(self, body: dict[str, Any]) -> Tell:
         return Tell(self._session, text_field(body, "response_url") or None)
 
+    def tell_url(self, response_url: str) -> Tell:
+        """Replies through a response_url carried some other way (a modal's metadata: a submission has none)."""
+        return Tell(self._session, response_url or None)
+
     async def start(self, job: Job[Any], tell: Tell) -> None:
         """Hand a job to the runner after the ack; while shutting down, say so instead."""
         if self.jobs.start(job) is None:

@@ -1,26 +1,51 @@
-"""The slash commands: /imagine, /enhance, /credits. Validate, reserve the job (``accept``), then ack; the rest
-runs in the shared runner (``bot.jobs``), or with role ingress waits for any worker. ``register(bot)``
-attaches the listeners to the service object's Bolt app."""
+"""The slash commands: /imagine, /enhance, /describe (a charged job: priced, asked for above the workspace's
+threshold, reserved, then acked; ``flow.accept``), and /credits, /history, /show, /help, /settings (free:
+acked at once, answered by a job in the shared runner). ``register(bot)`` attaches the listeners to the
+service object's Bolt app.
+
+Slack slash commands carry no files, so /describe takes the public https URL of an image (the job fetches
+it when it runs, as it fetches Discord attachments)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import re
-from collections.abc import Awaitable, Callable
+import urllib.parse
 from typing import Any
 
 from bot.errors import ImagebotError, ValidationError
 from bot.jobs import Job, Progress
-from bot.models import Context, Identity, ImagineResult, Queued
-from bot.replies import adjust_summary, credits_summary, error_text, plural, restarting_text, usage_summary
-from bot.textcommands import IMAGINE_USAGE, CreditsCommand, mention_user_id, parse_credits, parse_imagine
+from bot.models import Context, HistoryPage, Identity, ImagineOptions
+from bot.replies import (
+    adjust_summary,
+    credits_summary,
+    error_text,
+    help_text,
+    plural,
+    settings_text,
+    usage_summary,
+)
+from bot.textcommands import (
+    HISTORY_USAGE,
+    IMAGINE_USAGE,
+    SETTINGS_USAGE,
+    SHOW_USAGE,
+    CreditsCommand,
+    mention_user_id,
+    parse_credits,
+    parse_generation_id,
+    parse_history,
+    parse_imagine,
+    parse_settings,
+)
 from bot.validation import clean_prompt
 
 from .admin import is_workspace_admin
 from .app import NO_IDENTITY, SlackBot, identified, text_field
-from .delivery import Destination, ImagesOutlet, NotesOutlet, enhance_message
-from .progress import ProgressNotes
+from .blocks import history_blocks
+from .delivery import Destination, NotesOutlet, upload_sheet
+from .flow import Answer, Order, accept, note_job, shown_job
 from .respond import Tell
 from .settings import USER_ID_RE
 from .text import escape, mention, to_plain
@@ -28,6 +53,12 @@ from .text import escape, mention, to_plain
 log = logging.getLogger(__name__)
 Ack = Any
 ENHANCE_USAGE = "Usage: /enhance <a short prompt>"
+DESCRIBE_USAGE = ("Usage: /describe <https URL of an image>. Slack slash commands cannot carry a file, so "
+                  "give the public https address of a PNG, JPEG, WebP or GIF (for a picture in Slack: upload it "
+                  "somewhere public, or use /describe from the console).")
+#: The longest image URL /describe takes.
+URL_MAX = 2000
+ADMINS_ONLY = "Only workspace admins and owners can change the settings. Nothing was changed."
 
 
 def _team(body: dict[str, Any]) -> str:
@@ -41,15 +72,19 @@ def _ctx(bot: SlackBot, body: dict[str, Any]) -> Context:
                        thread_ts=text_field(body, "thread_ts"))
 
 
+def _where(ctx: Context, body: dict[str, Any]) -> Destination:
+    return Destination(ctx.channel_id, ctx.identity.user_id, text_field(body, "thread_ts") or None)
+
+
 def _text(body: dict[str, Any]) -> str:
     return to_plain(text_field(body, "text"))
 
 
-def usage_error(exc: ImagebotError) -> str:
+def usage_error(exc: ImagebotError, usage: str = IMAGINE_USAGE) -> str:
     """A flag error with the usage line (once), escaped for Slack."""
     text = error_text(exc)
-    if IMAGINE_USAGE not in text:
-        text += f"\n{IMAGINE_USAGE}"
+    if usage not in text:
+        text += f"\n{usage}"
     return escape(text)
 
 
@@ -62,75 +97,8 @@ async def imagine(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> 
         await ack(response_type="ephemeral", text=usage_error(exc))
         return
     what = f"{plural(plan.count, 'image')} of “{escape(plan.prompt)}”"
-    where = Destination(ctx.channel_id, ctx.identity.user_id, text_field(body, "thread_ts") or None)
-    await accept(bot, ack, tell, "imagine", what, lambda queued: bot.core.enqueue(
-        ctx, "imagine", options=options, queued=queued), where=where, replace=True)
-
-
-async def accept(bot: SlackBot, ack: Ack, tell: Tell, kind: str, what: str,
-                 enqueue: Callable[[bool], Awaitable[Queued]], *, where: Destination | None = None,
-                 replace: bool = False, say: bool = True) -> None:
-    """Reserve the job (its row written), then acknowledge: no command is acknowledged without a job, so a
-    process killed after the ack leaves a job any worker resumes. A refusal (nothing charged) is the ack's
-    own text. Role ingress queues it for the workers; otherwise it runs here, its images posted to
-    ``where`` (None: an enhancement, a note). ``say``: the ack carries the "Generating…" line (a slash
-    command's; a button's ack is empty and the line is a note)."""
-    async def answer(text: str) -> None:
-        if say:
-            await ack(response_type="ephemeral", text=text)
-        else:
-            await ack()
-            await tell(text)
-
-    if not bot.queues and not bot.jobs.accepting:  # draining: reserve nothing this process will not run
-        await answer(restarting_text())
-        return
-    try:
-        queued = await enqueue(bot.queues)
-    except ImagebotError as exc:
-        await answer(usage_error(exc) if kind == "imagine" and say else escape(error_text(exc)))
-        return
-    except Exception:
-        log.exception("slack %s could not be accepted", kind)
-        await answer("Something went wrong on the bot's side; nothing was charged. (IMG-INTERNAL-001)")
-        return
-    if bot.queues:
-        await answer(queued_text(queued, what))
-        return
-    if where is not None:
-        await answer(f"Generating {what}…")
-    elif say:
-        await answer(f"{what[0].upper()}{what[1:]}…")
-    else:
-        await ack()  # a button's enhancement: its answer follows in a moment
-
-    async def run(progress: Progress | None) -> Any:
-        return await bot.core.run(queued.generation_id, progress)
-
-    if where is None:
-        await bot.start(Job(kind, run, NotesOutlet(tell, kind, enhance_message)), tell)
-    else:
-        await bot.start(images_job(bot, kind, where, tell, run, replace_progress=replace), tell)
-
-
-def queued_text(queued: Queued, what: str) -> str:
-    """Role ingress: the job is reserved and waits for a worker, which posts the result here."""
-    ahead = f" ({plural(queued.ahead, 'job')} ahead of it)" if queued.ahead > 0 else ""
-    cost = f", {plural(queued.price, 'credit')} held" if queued.price else ""
-    return f"Queued: {what}{cost}{ahead}. It will be posted here when it is ready."
-
-
-def images_job(bot: SlackBot, kind: str, where: Destination, tell: Tell,
-               work: Callable[[Progress | None], Awaitable[ImagineResult | None]], *,
-               replace_progress: bool = False) -> Job[ImagineResult]:
-    """Images with progress notes, delivered to ``where`` (else the DM). ``replace_progress``: the
-    response_url is a slash command's, whose answer may be updated in place."""
-
-    def previews_of(name: str) -> int:
-        return int(getattr(bot.core.registry.get(name), "previews", 0) or 0)
-
-    notes = ProgressNotes(tell, replace=replace_progress, previews_of=previews_of)
-    return Job(kind, work, ImagesOutlet(bot.client, where, tell, kind), notes)
+    await accept(bot, Answer(ack, tell, in_ack=True, usage=IMAGINE_USAGE), tell, ctx,
+                 Order("imagine", what, {"options": options}), where=_where(ctx, body), replace=True)
 
 
 async def enhance(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> None:
@@ -140,8 +108,39 @@ async def enhance(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> 
     except ValidationError as exc:
         await ack(response_type="ephemeral", text=f"{escape(error_text(exc))}\n{ENHANCE_USAGE}")
         return
-    await accept(bot, ack, tell, "enhance", "enhancing your prompt",
-                 lambda queued: bot.core.enqueue(ctx, "enhance", prompt=prompt, queued=queued))
+    await accept(bot, Answer(ack, tell, in_ack=True), tell, ctx,
+                 Order("enhance", "enhancing your prompt", {"prompt": prompt}))
+
+
+def image_url(text: str) -> str:
+    """/describe's argument: one public https URL (Slack sends links as ``<url>``, which ``to_plain`` unwraps)."""
+    words = text.split()
+    if not words:
+        raise ValidationError("/describe needs an image.", code="IMG-VALID-REFERENCE")
+    if len(words) > 1:
+        raise ValidationError("Give one image URL, nothing else.", code="IMG-VALID-REFERENCE")
+    url = words[0].strip("<>")
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() != "https" or not parts.hostname or len(url) > URL_MAX:
+        raise ValidationError("That is not an https URL of an image.", code="IMG-VALID-REFERENCE")
+    if parts.username or parts.password:
+        raise ValidationError("The image URL must not carry a user name or password.", code="IMG-VALID-REFERENCE")
+    return url
+
+
+async def describe(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> None:
+    ctx = _ctx(bot, body)
+    try:
+        url = image_url(_text(body))
+    except ValidationError as exc:
+        await ack(response_type="ephemeral", text=usage_error(exc, DESCRIBE_USAGE))
+        return
+    options = ImagineOptions(prompt="", reference_urls=(url,))
+    await accept(bot, Answer(ack, tell, in_ack=True, usage=DESCRIBE_USAGE), tell, ctx,
+                 Order("describe", "describing the image", {"options": options}))
 
 
 async def credits(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> None:
@@ -194,6 +193,84 @@ async def _credits_answer(bot: SlackBot, ctx: Context, parsed: CreditsCommand) -
     return adjust_summary(result, mention(target_id))
 
 
+# -- /history, /show, /help, /settings: free, acked at once ---------------------------------------------
+
+async def history_answer(bot: SlackBot, ctx: Context, page_number: int) -> tuple[str, list[dict[str, Any]]]:
+    """One page of /history as an ephemeral message; its contact sheet (when any) goes to the asker's DM,
+    since an ephemeral message cannot carry a file."""
+    page = await bot.core.history(ctx, page_number)
+    header = history_header(page)
+    if page.sheet is not None:
+        sent = await upload_sheet(bot.client, ctx.identity.user_id, page.sheet,
+                                  f"Your /history, page {page.page} of {page.pages}: the tiles are numbered like "
+                                  "the list.")
+        if sent:
+            header += "\nThumbnails of this page: in your direct messages with me."
+    return header, history_blocks(page, header)
+
+
+def history_header(page: HistoryPage) -> str:
+    if not page.total:
+        return "You have no results in this workspace yet. Try /imagine."
+    return (f"Your results in this workspace: page {page.page} of {page.pages} "
+            f"({plural(page.total, 'result')} in all, newest first).")
+
+
+async def history(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> None:
+    ctx = _ctx(bot, body)
+    try:
+        number = parse_history(_text(body))
+    except ValidationError as exc:
+        await ack(response_type="ephemeral", text=usage_error(exc, HISTORY_USAGE))
+        return
+    await ack()
+    await bot.start(note_job("history", tell, lambda: history_answer(bot, ctx, number)), tell)
+
+
+async def show(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> None:
+    ctx = _ctx(bot, body)
+    try:
+        generation_id = parse_generation_id(_text(body), SHOW_USAGE)
+    except ValidationError as exc:
+        await ack(response_type="ephemeral", text=usage_error(exc, SHOW_USAGE))
+        return
+    await ack(response_type="ephemeral", text="Posting that result again…")
+    await bot.start(shown_job(bot, ctx, _where(ctx, body), tell, lambda: bot.core.show(ctx, generation_id)), tell)
+
+
+async def help_command(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> None:
+    ctx = _ctx(bot, body)
+    await ack()
+
+    async def answer() -> str:
+        return escape(help_text(await bot.core.help(ctx)))
+
+    await bot.start(note_job("help", tell, answer), tell)
+
+
+async def settings(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell) -> None:
+    ctx = _ctx(bot, body)
+    try:
+        changes = parse_settings(_text(body))
+    except ValidationError as exc:
+        await ack(response_type="ephemeral", text=usage_error(exc, SETTINGS_USAGE))
+        return
+    await ack()
+    await bot.start(note_job("settings", tell, lambda: settings_answer(bot, ctx, changes)), tell)
+
+
+async def settings_answer(bot: SlackBot, ctx: Context, changes: dict[str, str]) -> str:
+    """Show them (anyone), or change them (workspace admins and owners, asked of Slack now)."""
+    admin = await is_workspace_admin(bot.client, ctx.identity.user_id, bot.settings.admins)
+    ctx = dataclasses.replace(ctx, is_admin=admin)
+    if not changes:
+        return escape(settings_text(await bot.core.server_settings(ctx)))
+    if not admin:
+        return ADMINS_ONLY
+    view = await bot.core.change_settings(ctx, changes)
+    return f"Changed: {escape(', '.join(sorted(changes)))}.\n{escape(settings_text(view))}"
+
+
 async def refused(ack: Ack, body: dict[str, Any]) -> bool:
     """A command without the asker's user and workspace ids is answered, and runs nothing."""
     if identified(_team(body), body.get("user_id")):
@@ -202,21 +279,18 @@ async def refused(ack: Ack, body: dict[str, Any]) -> bool:
     return True
 
 
+COMMANDS = {"/imagine": imagine, "/enhance": enhance, "/describe": describe, "/credits": credits,
+            "/history": history, "/show": show, "/help": help_command, "/settings": settings}
+
+
 def register(bot: SlackBot) -> None:
     """The slash command listeners, on the service object's Bolt app."""
-    app = bot.app
+    for name, handler in COMMANDS.items():
+        _listen(bot, name, handler)
 
-    @app.command("/imagine")
-    async def on_imagine(ack: Any, body: dict[str, Any]) -> None:
-        if not await refused(ack, body):
-            await imagine(bot, ack, body, bot.tell(body))
 
-    @app.command("/enhance")
-    async def on_enhance(ack: Any, body: dict[str, Any]) -> None:
+def _listen(bot: SlackBot, name: str, handler: Any) -> None:
+    @bot.app.command(name)
+    async def on_command(ack: Any, body: dict[str, Any]) -> None:
         if not await refused(ack, body):
-            await enhance(bot, ack, body, bot.tell(body))
-
-    @app.command("/credits")
-    async def on_credits(ack: Any, body: dict[str, Any]) -> None:
-        if not await refused(ack, body):
-            await credits(bot, ack, body, bot.tell(body))
+            await handler(bot, ack, body, bot.tell(body))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -16,11 +16,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.couriers import Posted
 from bot.errors import ImagebotError
 from bot.jobs import Outlet, Target
-from bot.models import EnhanceResult, ImagineResult, StoredImage
+from bot.models import DescribeResult, EnhanceResult, ImagineResult, StoredImage
 from bot.replies import enhance_summary, error_text, imagine_summary, plural
 
 from .apierrors import CHANNEL_ERRORS, error_code, report
-from .blocks import enhance_blocks, result_blocks
+from .blocks import describe_blocks, enhance_blocks, result_blocks
 from .respond import Tell
 from .text import escape, mention
 
@@ -55,10 +55,28 @@ def enhance_message(result: EnhanceResult) -> tuple[str, list[dict[str, Any]]]:
     return escape(summary), enhance_blocks(result, summary)
 
 
+def describe_message(result: DescribeResult) -> tuple[str, list[dict[str, Any]]]:
+    """A /describe answer: the four prompts, each with an "Imagine" button (in-process; a courier may use it)."""
+    lines = [f"{i + 1}. {p}" for i, p in enumerate(result.prompts)]
+    text = "Prompts for this image:\n" + "\n".join(lines)
+    return escape(text), describe_blocks(result)
+
+
+def notes_message(result: object) -> tuple[str, list[dict[str, Any]] | None]:
+    """Any private answer a job returns: an enhancement, a description, or plain text."""
+    if isinstance(result, EnhanceResult):
+        return enhance_message(result)
+    if isinstance(result, DescribeResult):
+        return describe_message(result)
+    return str(result), None
+
+
 async def post_result(client: AsyncWebClient, result: ImagineResult, user_id: str, channel: str,
-                      thread_ts: str | None, posted: Posted | None = None) -> None:
+                      thread_ts: str | None, posted: Posted | None = None, *,
+                      ops: Mapping[int, Sequence[str]] | None = None) -> None:
     """Upload the images with the summary, then the buttons under them. Raises Slack's refusal of the upload.
-    ``posted`` is awaited once the images are in the channel, before the buttons (``Courier.deliver``)."""
+    ``posted`` is awaited once the images are in the channel, before the buttons (``Courier.deliver``).
+    ``ops``: the canvas operations per image for "More…" (``blocks.result_blocks``)."""
     uploads: list[dict[str, Any]] = []
     contents = await asyncio.to_thread(_read_all, result.images)  # one trip to a worker thread, not one per image
     for i, (image, data) in enumerate(zip(result.images, contents, strict=True)):
@@ -67,18 +85,32 @@ async def post_result(client: AsyncWebClient, result: ImagineResult, user_id: st
             "file": data, "filename": f"imagebot-{result.generation_id[-8:]}-{i + 1}.{ext}",
             "title": f"Image {i + 1} of {len(result.images)}", "alt_txt": result.prompt[:1000],
         })
-    await client.files_upload_v2(
+    response = await client.files_upload_v2(
         file_uploads=uploads, channel=channel, thread_ts=thread_ts, initial_comment=summary_text(result, user_id),
     )
     if posted is not None:
         await posted()
     try:
         await client.chat_postMessage(
-            channel=channel, thread_ts=thread_ts, blocks=result_blocks(result),
-            text="Re-roll, make variations or enhance the prompt",
+            channel=channel, thread_ts=thread_ts, blocks=result_blocks(result, ops=ops, files=_file_ids(response)),
+            text="Re-roll, make variations, edit, enhance the prompt or delete",
         )
     except Exception as exc:  # noqa: BLE001 - the images are there (no refund, no re-post); only the buttons are missing
         report(exc, "chat.postMessage")
+
+
+def _file_ids(response: Any) -> list[str]:
+    """The ids of the files one ``files_upload_v2`` shared (Delete removes them)."""
+    files = response.get("files") if hasattr(response, "get") else None
+    if not isinstance(files, list):
+        return []
+    return [str(f["id"]) for f in files if isinstance(f, dict) and isinstance(f.get("id"), str)]
+
+
+def private_note(result: ImagineResult) -> str:
+    """Said in the channel (ephemeral) when the workspace posts results privately: the images went to the DM."""
+    return (f"{escape(imagine_summary(result))}\nThis workspace posts results privately: your images are in "
+            "your direct messages with me.")
 
 
 def _read_all(images: Sequence[StoredImage]) -> list[bytes]:
@@ -95,12 +127,25 @@ class ImagesOutlet(Outlet[ImagineResult]):
         self._where = where
         self._tell = tell
         self._what = what
+        #: Set by the job before it returns its result: the workspace posts results privately (an
+        #: ephemeral note here, the images by DM), and the canvas operations per image ("More…").
+        self.private = False
+        self.ops: Mapping[int, Sequence[str]] | None = None
 
     def targets(self, result: ImagineResult) -> Sequence[Target[ImagineResult]]:
+        if self.private:
+            return [Target("private", self._private)]
         return [Target("channel", self._channel), Target("dm", self._dm, after=_channel_refused)]
 
     async def _channel(self, result: ImagineResult, failures: Sequence[BaseException]) -> None:
-        await post_result(self._client, result, self._where.user_id, self._where.channel_id, self._where.thread_ts)
+        await post_result(self._client, result, self._where.user_id, self._where.channel_id, self._where.thread_ts,
+                          ops=self.ops)
+
+    async def _private(self, result: ImagineResult, failures: Sequence[BaseException]) -> None:
+        """The images (and their buttons) by DM, then an ephemeral note in the conversation saying so."""
+        opened = await self._client.conversations_open(users=self._where.user_id)
+        await post_result(self._client, result, self._where.user_id, str(opened["channel"]["id"]), None, ops=self.ops)
+        await self._tell(private_note(result))
 
     async def _dm(self, result: ImagineResult, failures: Sequence[BaseException]) -> None:
         code = error_code(failures[-1])
@@ -108,7 +153,7 @@ class ImagesOutlet(Outlet[ImagineResult]):
                  result.generation_id)
         await self._tell(dm_note(code))
         opened = await self._client.conversations_open(users=self._where.user_id)
-        await post_result(self._client, result, self._where.user_id, str(opened["channel"]["id"]), None)
+        await post_result(self._client, result, self._where.user_id, str(opened["channel"]["id"]), None, ops=self.ops)
 
     async def tell(self, text: str) -> None:
         await self._tell(text)
@@ -163,3 +208,51 @@ def failure_text(exc: BaseException, what: str) -> str:
 def _channel_refused(failures: Sequence[BaseException]) -> bool:
     """A DM is worth trying only when the channel itself refused the bot."""
     return error_code(failures[-1]) in CHANNEL_ERRORS
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A stored result posted again (/show, "Show" in /history): free, so the runner must not treat it as a
+    job's result (no lease, no refund when it reaches nobody)."""
+
+    result: ImagineResult
+
+
+class ShownOutlet(Outlet[Shown]):
+    """Posts a stored result where ``images`` would post a new one (channel, else DM; privately when the
+    workspace says so); if nowhere took it, says so (nothing was charged for it)."""
+
+    def __init__(self, images: ImagesOutlet, tell: Tell) -> None:
+        self.images = images
+        self._tell = tell
+
+    def targets(self, result: Shown) -> Sequence[Target[Shown]]:
+        def wrap(target: Target[ImagineResult]) -> Target[Shown]:
+            async def send(shown: Shown, failures: Sequence[BaseException]) -> None:
+                await target.send(shown.result, failures)
+            return Target(target.name, send, target.after)
+
+        return [wrap(t) for t in self.images.targets(result.result)]
+
+    async def tell(self, text: str) -> None:
+        await self._tell(text)
+
+    async def failed(self, exc: Exception) -> None:
+        await self._tell(failure_text(exc, "show"))
+
+    async def undelivered(self, failures: Sequence[BaseException], refunded: int) -> None:
+        await self._tell(f"I couldn't post that result. {report(failures[-1], 'files.upload')}")
+
+
+async def upload_sheet(client: AsyncWebClient, user_id: str, sheet: bytes, comment: str) -> bool:
+    """A /history contact sheet into the asker's DM (an ephemeral message cannot carry a file, and a history is
+    the asker's own); False (logged) when Slack refused it."""
+    try:
+        opened = await client.conversations_open(users=user_id)
+        await client.files_upload_v2(file_uploads=[{"file": sheet, "filename": "imagebot-history.png",
+                                                    "title": "Your /history"}],
+                                     channel=str(opened["channel"]["id"]), initial_comment=comment)
+    except SLACK_FAILURES as exc:
+        report(exc, "files.upload")
+        return False
+    return True

@@ -25,10 +25,12 @@ class Tell:
         self._url = response_url
         self._hook: AsyncWebhookClient | None = None
 
-    async def __call__(self, text: str, blocks: list[dict[str, Any]] | None = None, *, replace: bool = False) -> bool:
+    async def __call__(self, text: str, blocks: list[dict[str, Any]] | None = None, *, replace: bool = False,
+                       delete: bool = False) -> bool:
         """Post an ephemeral reply; with ``replace``, update the message this response_url belongs to
-        instead (a slash command's own ephemeral answer: its progress message). False when Slack did not
-        take it (expired, used up, unreachable): a courier then tries the next way."""
+        instead (a slash command's own ephemeral answer: its progress message); with ``delete``, remove that
+        message (an ephemeral one, which ``chat.delete`` cannot reach). False when Slack did not take it
+        (expired, used up, unreachable): a courier then tries the next way."""
         if not self._url:
             log.warning("a Slack payload had no response_url; an ephemeral reply was dropped")
             return False
@@ -39,8 +41,11 @@ class Tell:
                                 AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
             )
         try:
-            response = await self._hook.send(text=text, blocks=blocks, response_type="ephemeral",
-                                             replace_original=replace)
+            if delete:
+                response = await self._hook.send(delete_original=True)
+            else:
+                response = await self._hook.send(text=text, blocks=blocks, response_type="ephemeral",
+                                                 replace_original=replace)
             if response.status_code >= 300:
                 log.warning("Slack refused an ephemeral reply (HTTP %s)", response.status_code)
                 return False
