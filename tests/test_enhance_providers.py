@@ -15,7 +15,7 @@ from bot.validation import PROMPT_LIMIT
 from providers.base import ListsModels
 from providers.openai_text import build_openai_text
 from tests.fakes.google_api import FakeGoogle
-from tests.fakes.harness import CTX, OPENAI_KEY, USER, XAI_KEY, google_env, make_config, openai_env
+from tests.fakes.harness import CTX, OPENAI_KEY, USER, google_env, make_config, openai_env
 from tests.fakes.images import png
 from tests.fakes.openai_api import FakeOpenAI
 
@@ -184,14 +184,13 @@ async def test_reference_without_an_editing_model_is_described_by_gemini(
     tmp_path: Path, fakes: tuple[FakeOpenAI, FakeGoogle]
 ) -> None:
     oai, goo = fakes
-    # xAI's images take no reference through this API: the enhancer describes it instead.
-    env = {"XAI_API_KEY": XAI_KEY, "XAI_BASE_URL": oai.base_url, **google_env(goo.base_url),
-           "IMAGEBOT_ENHANCER": "google", "IMAGEBOT_PROVIDERS": "xai"}
-    core = build_core(make_config(tmp_path, env))
+    # A compatible service without edits takes no reference: the enhancer describes it instead.
+    env = {**google_env(goo.base_url), "IMAGEBOT_ENHANCER": "google", "IMAGEBOT_PROVIDERS": "mysd"}
+    core = build_core(make_config(tmp_path, env, f'[providers.mysd]\nbase_url = "{oai.base_url}"\nmodels = ["sd15"]\n'))
     reference = png(30, 20)
     async with core:
         result = await core.imagine(CTX, ImagineOptions("a castle", reference=reference))
-        assert result.provider == "xai"
+        assert result.provider == "mysd"
     [describe] = goo.calls("text")
     parts = describe.body["contents"][0]["parts"]
     assert "inlineData" in parts[0] and "Describe this image" in parts[1]["text"]

@@ -84,7 +84,8 @@ def test_xai_models_declare_fixed_sizes_with_aspect_labels(tmp_path: Path) -> No
     assert "2048x2048" not in base.sizes  # the base model makes 1K only
     assert set(quality.ratios()) == {"1:1", "3:2", "2:3", "4:3", "3:4", "16:9", "9:16", "2:1", "1:2"}
     assert quality.size_problem("1000x1000") is not None and quality.free_sizes is None
-    assert quality.max_per_call == 10 and quality.formats == () and not quality.supports_reference
+    assert quality.max_per_call == 10 and quality.formats == ()
+    assert quality.supports_reference and quality.max_references == 3 and not quality.supports_mask
     assert not quality.streaming and xai.previews == 0  # type: ignore[attr-defined]
     assert caps["grok-imagine-image-2.0"].qualities == ("low", "medium") and quality.qualities == ("medium",)
     assert all(not f.matches("grok-2-image") for f in XAI_FAMILIES) and "grok-imagine-image-pro" in XAI_RETIRED
@@ -156,19 +157,16 @@ async def test_xai_defaults_can_be_overridden(tmp_path: Path, fake: FakeOpenAI) 
     assert xai.capabilities.models[0].family == DEFAULT
 
 
-async def test_a_reference_for_xai_is_described_by_the_openai_vision_model(tmp_path: Path, fake: FakeOpenAI) -> None:
+async def test_a_reference_for_xai_goes_to_its_json_edits(tmp_path: Path, fake: FakeOpenAI) -> None:
     env = {**xai_env(fake), "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": fake.base_url,
            "IMAGEBOT_PROVIDERS": "xai"}
     core = build_core(make_config(tmp_path, env, FAST_XAI))
     async with core:
         result = await core.imagine(CTX, ImagineOptions("a castle", reference=png()))
         assert result.provider == "xai"
-    [vision] = fake.calls("chat")
-    assert vision.body["model"] == "gpt-6-luna"
-    assert vision.body["messages"][-1]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
-    [call] = fake.calls("generations")
-    assert call.body["prompt"].startswith("a castle. In the manner of the reference: A red square")
-    assert fake.calls("edits") == []
+    [call] = fake.calls("edits")
+    assert call.body["prompt"] == "a castle" and call.body["image"]["url"].startswith("data:image/png;base64,")
+    assert fake.calls("chat") == [] and fake.calls("generations") == []  # edited, not described
 
 
 async def test_xai_needs_its_key(tmp_path: Path) -> None:

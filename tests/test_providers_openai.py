@@ -92,7 +92,9 @@ async def test_capabilities_are_declared_per_family(tmp_path: Path, fake: FakeOp
     assert flare26.free_sizes is None and flare26.sizes == ("1024x1024", "1536x1024", "1024x1536")
     assert flare26.backgrounds == () and sunburst.backgrounds == ("transparent", "opaque")
     for m in caps.values():
-        assert m.formats == ("png", "webp", "jpeg") and m.max_references == 16 and m.supports_mask
+        # image_edit_params.py: "up to 16 images" names gpt-image-2 and the 2.5 models, not the 2.6 ones.
+        inputs = 1 if m.name.startswith("gpt-image-2.6-") else 16
+        assert m.formats == ("png", "webp", "jpeg") and m.max_references == inputs and m.supports_mask
         assert m.streaming and m.supports_reference and m.prompt_limit == 32000 and m.max_per_call == 10
         assert m.family == m.name  # the family's built-in default
     # Retired ids are known only as retired, with what replaced them.
