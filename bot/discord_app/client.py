@@ -18,9 +18,9 @@ from discord import app_commands
 from .commands import build_commands
 from .context import Runtime
 from .delivery import say
-from .flows import INTERNAL
+from .flows import INTERNAL, modal_submitted
 from .settings import DiscordSettings
-from .views import GenerationButton
+from .views import DYNAMIC_ITEMS
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,17 @@ class _Setup:
     async def setup_hook(self) -> None:
         for command in build_commands(dms=self.imagebot.settings.dms):
             self.tree.add_command(command)
-        self.add_dynamic_items(GenerationButton)  # type: ignore[attr-defined]
+        self.add_dynamic_items(*DYNAMIC_ITEMS)  # type: ignore[attr-defined]
         await sync_commands(self.tree, self.imagebot.settings.guilds)
         app_id = self.application_id  # type: ignore[attr-defined]
         log.info("logged in to Discord as %s; invite URL: %s", self.user, invite_url(app_id))  # type: ignore[attr-defined]
+
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Modal submits (the Edit box) are read by their custom id, not from a modal kept in memory, so one
+        submitted after a restart (or to another shard's process) still runs."""
+        if interaction.type == discord.InteractionType.modal_submit:
+            await modal_submitted(interaction)
 
 
 async def sync_commands(tree: app_commands.CommandTree, guilds: tuple[int, ...]) -> None:

@@ -1,4 +1,6 @@
-"""The slash commands: /imagine, /enhance, /credits and the admin group /credits-admin.
+"""The slash commands: /imagine, /enhance, /describe, /history, /show, /help, /settings, /credits and the
+admin group /credits-admin. The HTTP-interactions adapter reads the same names and options
+(``http_interactions``).
 
 Built per client by ``build_commands`` (no module-level command objects). Handlers only translate
 options into core calls through ``flows``. This module does not use postponed annotations: discord.py
@@ -11,6 +13,7 @@ import discord
 from discord import app_commands
 
 from bot.models import ImagineOptions
+from bot.server_settings import KEYS as SETTING_KEYS
 from bot.validation import split_provider
 from providers.base import ASPECTS, BACKGROUNDS, FORMATS, QUALITIES, STYLES, ModelInfo
 
@@ -89,6 +92,9 @@ def build_commands(*, dms: bool = True) -> list[app_commands.Command | app_comma
         count="How many images (1-10)",
         provider="Which provider (and model) to use; default: the server's first",
         reference="An image to start from",
+        reference2="A second image to blend in",
+        reference3="A third image to blend in",
+        reference4="A fourth image to blend in",
         output_format="File format, where the model offers a choice",
         background="Transparent needs png or webp, where the model offers it",
     )
@@ -107,10 +113,13 @@ def build_commands(*, dms: bool = True) -> list[app_commands.Command | app_comma
         reference: discord.Attachment | None = None,
         output_format: str | None = None,
         background: str | None = None,
+        reference2: discord.Attachment | None = None,
+        reference3: discord.Attachment | None = None,
+        reference4: discord.Attachment | None = None,
     ) -> None:
         options = ImagineOptions(prompt=prompt, size=size, style=style, quality=quality, count=count,
                                  provider=provider, output_format=output_format, background=background)
-        await flows.imagine_command(interaction, options, reference)
+        await flows.imagine_command(interaction, options, (reference, reference2, reference3, reference4))
 
     @app_commands.command(name="enhance", description="Rewrite a short prompt into a rich one")
     @app_commands.describe(prompt="The idea to enhance")
@@ -121,7 +130,37 @@ def build_commands(*, dms: bool = True) -> list[app_commands.Command | app_comma
     async def credits(interaction: discord.Interaction) -> None:
         await flows.credits_command(interaction)
 
-    chat_commands: list[app_commands.Command] = [imagine, enhance, credits]  # type: ignore[type-arg]
+    @app_commands.command(name="describe", description="Four prompts suggested for an image, each with an Imagine button")
+    @app_commands.describe(image="The image to describe")
+    async def describe(interaction: discord.Interaction, image: discord.Attachment) -> None:
+        await flows.describe_command(interaction, image)
+
+    @app_commands.command(name="history", description="Your results in this server, ten at a time (only you see it)")
+    @app_commands.describe(page="Which page (1 is the newest)")
+    async def history(interaction: discord.Interaction, page: app_commands.Range[int, 1, 100000] = 1) -> None:
+        await flows.history_command(interaction, page)
+
+    @app_commands.command(name="show", description="Bring back one result with its buttons (free)")
+    @app_commands.describe(generation_id="The generation id from a result's footer or /history")
+    @app_commands.rename(generation_id="id")
+    async def show(interaction: discord.Interaction, generation_id: app_commands.Range[str, 1, 64]) -> None:
+        await flows.show_command(interaction, generation_id)
+
+    @app_commands.command(name="help", description="Commands, options, prices here, your balance and limits")
+    async def help_(interaction: discord.Interaction) -> None:
+        await flows.help_command(interaction)
+
+    @app_commands.command(name="settings", description="This server's settings; admins change them")
+    @app_commands.describe(key="The setting to change (leave out to see them all)",
+                           value="Its new value; 'default' goes back to the bot's default")
+    @app_commands.choices(key=[app_commands.Choice(name=k, value=k) for k in list(SETTING_KEYS)[:MAX_CHOICES]])
+    async def settings(interaction: discord.Interaction, key: str | None = None,
+                       value: app_commands.Range[str, 1, 1000] | None = None) -> None:
+        await flows.settings_command(interaction, key, value)
+
+    chat_commands: list[app_commands.Command] = [  # type: ignore[type-arg]
+        imagine, enhance, describe, history, show, help_, settings, credits]
     for command in chat_commands:
         command.guild_only = not dms
-    return [imagine, enhance, credits, build_admin_group()]
+    settings.guild_only = True  # a server's settings: no meaning in a DM
+    return [*chat_commands, build_admin_group()]

@@ -19,8 +19,21 @@ from bot.models import Context, Identity
 
 from .settings import DiscordSettings
 
-#: ``await handler(interaction, action, generation_id, index)`` for a pressed result button.
-ButtonHandler = Callable[[discord.Interaction, str, str, int], Awaitable[None]]
+
+@dataclass(frozen=True)
+class Press:
+    """A pressed button, a chosen select option or a submitted modal, read from its custom id
+    (``views.parse_custom_id``): the action, what it acts on (a generation id, a page, a proposal id),
+    the image number where the id carries one, and a select's chosen values."""
+
+    action: str
+    key: str
+    index: int | None = None
+    values: tuple[str, ...] = ()
+
+
+#: ``await handler(interaction, press)`` for a pressed button, a select or a modal submit.
+ButtonHandler = Callable[[discord.Interaction, Press], Awaitable[None]]
 
 PLATFORM = "discord"
 #: An interaction token lives 15 minutes; a delivery starts early enough to finish inside it.
@@ -68,7 +81,18 @@ def context_for(interaction: discord.Interaction, settings: DiscordSettings, *, 
         display_name=interaction.user.display_name,
         address=address_for(interaction, ephemeral=ephemeral),
         deliver_by=interaction.created_at.timestamp() + TOKEN_LIFETIME - TOKEN_MARGIN,
+        adult_channel=is_adult_channel(interaction.channel),
     )
+
+
+def is_adult_channel(channel: object) -> bool:
+    """An age-restricted channel (or a thread of one): Discord sends the channel's ``nsfw`` flag with
+    every interaction, so this needs no cache."""
+    check = getattr(channel, "is_nsfw", None)
+    try:
+        return bool(check()) if callable(check) else False
+    except (AttributeError, TypeError):  # a thread whose parent is not cached
+        return False
 
 
 def address_for(interaction: discord.Interaction, *, ephemeral: bool = False) -> dict[str, Any]:
@@ -104,11 +128,11 @@ class Runtime:
     jobs: JobRunner
     buttons: dict[str, ButtonHandler] = field(default_factory=dict)
 
-    async def press(self, interaction: discord.Interaction, action: str, generation_id: str, index: int) -> None:
-        handler = self.buttons.get(action)
+    async def press(self, interaction: discord.Interaction, press: Press) -> None:
+        handler = self.buttons.get(press.action)
         if handler is None:
-            raise LookupError(f"no handler registered for button {action!r}")
-        await handler(interaction, action, generation_id, index)
+            raise LookupError(f"no handler registered for button {press.action!r}")
+        await handler(interaction, press)
 
 
 def runtime_of(interaction: discord.Interaction) -> Runtime:

@@ -80,18 +80,20 @@ async def dm(user: discord.User | discord.Member, content: str | None = None, *,
 
 
 async def say(interaction: discord.Interaction, text: str | None, *, ephemeral: bool = True,
-              embed: discord.Embed | None = None, view: discord.ui.View | None = None) -> bool:
+              embed: discord.Embed | None = None, view: discord.ui.View | None = None,
+              files: Sequence[Upload] = ()) -> bool:
     """Tell the person something in whatever state the interaction is; a DM when it is gone.
 
     Before any response this is the first (ephemeral) response; after a defer it replaces the
-    original response's text. Returns whether anyone could be told."""
+    original response's text (and attachments, with ``files``). Returns whether anyone could be told."""
     missing = discord.utils.MISSING
     try:
         if not interaction.response.is_done():
             await interaction.response.send_message(text, ephemeral=ephemeral, embed=embed or missing,
-                                                    allowed_mentions=NO_MENTIONS, view=view or missing)
+                                                    allowed_mentions=NO_MENTIONS, view=view or missing,
+                                                    files=[to_file(u) for u in files] or missing)
         else:
-            await interaction.edit_original_response(content=text, embed=embed, attachments=[],
+            await interaction.edit_original_response(content=text, embed=embed, attachments=[to_file(u) for u in files],
                                                      allowed_mentions=NO_MENTIONS, view=view or missing)
         return True
     except discord.HTTPException as exc:
@@ -99,11 +101,12 @@ async def say(interaction: discord.Interaction, text: str | None, *, ephemeral: 
         if not is_gone(exc) and interaction.response.is_done():
             try:
                 await interaction.followup.send(text or missing, ephemeral=True, embed=embed or missing,
-                                                allowed_mentions=NO_MENTIONS, view=view or missing)
+                                                allowed_mentions=NO_MENTIONS, view=view or missing,
+                                                files=[to_file(u) for u in files] or missing)
                 return True
             except discord.HTTPException:
                 pass
-    return await dm(interaction.user, text, embed=embed)
+    return await dm(interaction.user, text, embed=embed, files=files)
 
 
 def to_file(upload: Upload) -> discord.File:
@@ -159,6 +162,7 @@ class ImageOutlet(Outlet[ImagineResult]):
 
     def __init__(self, interaction: discord.Interaction, build: Callable[[ImagineResult], Outgoing]) -> None:
         self._interaction = interaction
+        self.interaction = interaction
         self._build = build
         self._ready: asyncio.Task[tuple[Outgoing, list[tuple[bytes, str]], list[list[Upload]] | None]] | None = None
         self._limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
@@ -236,9 +240,9 @@ class ReplyOutlet(Outlet[R]):
     async def _reply(self, result: R, failures: Sequence[BaseException]) -> None:
         reply = self._render(result)
         if self._direct:
-            ok = await dm(self._interaction.user, reply.text, embed=reply.embed)
+            ok = await dm(self._interaction.user, reply.text, embed=reply.embed, files=reply.files)
         else:
-            ok = await say(self._interaction, reply.text, embed=reply.embed, view=reply.view)
+            ok = await say(self._interaction, reply.text, embed=reply.embed, view=reply.view, files=reply.files)
         if not ok:
             raise NotDelivered("no reply reached the person")
 
@@ -257,6 +261,40 @@ class Reply:
     text: str | None = None
     embed: discord.Embed | None = None
     view: discord.ui.View | None = None
+    files: Sequence[Upload] = ()
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A stored result posted again (/show): it belongs to no job, so the runner renews no lease, marks
+    nothing done and refunds nothing for it (``bot.jobs.generation_id_of`` does not know this type)."""
+
+    result: ImagineResult
+
+
+class ShownOutlet(Outlet[Shown]):
+    """/show's delivery: the targets of an ``ImageOutlet``, for the stored result inside ``Shown``."""
+
+    refusals = ImageOutlet.refusals
+
+    def __init__(self, inner: ImageOutlet) -> None:
+        self._inner = inner
+
+    def prepare(self, result: Shown) -> None:
+        self._inner.prepare(result.result)
+
+    def targets(self, result: Shown) -> Sequence[Target[Shown]]:
+        def adapt(target: Target[ImagineResult]) -> Target[Shown]:
+            return Target(target.name, lambda r, f: target.send(r.result, f), target.after)
+
+        return [adapt(t) for t in self._inner.targets(result.result)]
+
+    async def tell(self, text: str) -> None:
+        await self._inner.tell(text)
+
+    async def undelivered(self, failures: Sequence[BaseException], refunded: int) -> None:
+        reason = REASONS[reason_of(failures[-1]) if failures else "error"]
+        await say(self._inner.interaction, f"I couldn't post that result: {reason}. (IMG-DELIVERY-001)")
 
 
 def reason_of(exc: BaseException) -> str:
