@@ -50,7 +50,7 @@ from .errors import (
     RateLimited,
     ValidationError,
 )
-from .generation import Generator, Outcome, Progress
+from .generation import Generator, Outcome, Progress, fit_inputs
 from .imaging import inspect_image
 from .models import (
     Context,
@@ -213,7 +213,9 @@ class Imagebot:
     def plan(self, ctx: Context, options: ImagineOptions, rules: Rules | None = None) -> Plan:
         """Validate without side effects (adapters use it to reject bad flags before acking work); with the
         server's ``rules`` (``enqueue`` reads them) its defaults, providers, counts and prices apply."""
-        plan = plan_imagine(options, self.registry, self.config, ctx.identity.server_key, rules)
+        # Inputs (a mask, several images) narrow the models that can serve it: refused here, before any credit.
+        plan = fit_inputs(plan_imagine(options, self.registry, self.config, ctx.identity.server_key, rules),
+                          self.registry)
         for data in (plan.reference, *plan.references):
             if data is None:
                 continue
