@@ -69,6 +69,7 @@ from .models import (
     StoredImage,
     UsageLine,
 )
+from .moderation import Moderation
 from .ratelimit import RateLimiter
 from .references import fetch_references
 from .replies import HELP_COMMANDS, HELP_OPTIONS, age_text, interrupted_text, refusal
@@ -146,8 +147,10 @@ class Imagebot:
         self._session: aiohttp.ClientSession | None = None
         #: Set when this process queued a job, so its own worker claims it at once instead of at its next poll.
         self.job_added = asyncio.Event()
-        #: The moderation screen (``bot.moderation``), set by ``bot.app`` when the operator configured one.
-        self.moderation: Any = None
+        #: The screen before generating (``bot.moderation``): the blocklist, and the moderation model when an
+        #: OpenAI key is set; ``moderation_default`` is the operator's (IMAGEBOT_MODERATION), servers override it.
+        self.moderation = Moderation(None)
+        self.moderation_default = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -178,6 +181,8 @@ class Imagebot:
         self._refresher = self._sweeper = None
         await self.registry.aclose()
         await self.limiter.aclose()
+        if self.moderation.moderator is not None:
+            await self.moderation.moderator.aclose()
         if self._session is not None:
             await self._session.close()
         await self.store.close()
@@ -611,7 +616,8 @@ class Imagebot:
         return await self._rules_of(ctx.identity.server_key)
 
     async def _rules_of(self, server_key: str) -> Rules:
-        return rules_from(await self.store.server_settings(server_key), self.config)
+        return rules_from(await self.store.server_settings(server_key), self.config,
+                          moderation_default=self.moderation_default)
 
     async def visibility(self, ctx: Context) -> str:
         """``public`` or ``private``: where this server's results are posted."""
@@ -620,7 +626,8 @@ class Imagebot:
     async def server_settings(self, ctx: Context) -> SettingsView:
         key = ctx.identity.server_key
         stored = await self.store.server_settings(key)
-        return SettingsView(values=settings_shown(stored, self.config), overridden=frozenset(stored),
+        return SettingsView(values=settings_shown(stored, self.config, moderation_default=self.moderation_default),
+                            overridden=frozenset(stored),
                             log=await self.store.settings_log(key, 10))
 
     async def change_settings(self, ctx: Context, changes: Mapping[str, str]) -> SettingsView:
@@ -628,7 +635,8 @@ class Imagebot:
         if not ctx.is_admin:
             raise PermissionDenied("Only server admins can change the settings. Nothing was changed.")
         key = ctx.identity.server_key
-        typed = parse_changes(changes, self.registry, self.config, await self.store.server_settings(key))
+        typed = parse_changes(changes, self.registry, self.config, await self.store.server_settings(key),
+                              moderation_available=self.moderation.available)
         await self.store.change_settings(key, typed, actor=ctx.actor)
         log.info("settings of %s changed by %s: %s", key, ctx.actor, ", ".join(sorted(typed)))
         return await self.server_settings(ctx)
@@ -636,10 +644,6 @@ class Imagebot:
     async def _screen(self, ctx: Context, prompt: str, rules: Rules, images: Sequence[bytes] = ()) -> None:
         """The server's blocklist always; the moderation model when the server (or operator) turned it on.
         A refusal costs nothing: it comes before the reservation."""
-        if self.moderation is None and not rules.blocklist:
-            return
-        if self.moderation is None:
-            raise ValidationError("Moderation is not available on this bot.", code="IMG-MOD-UNAVAILABLE")
         await self.moderation.screen(prompt, images, blocklist=rules.blocklist, check=rules.moderation,
                                      adult_ok=rules.adult and ctx.adult_channel)
 
@@ -647,7 +651,7 @@ class Imagebot:
         """Input images fetched when the job runs (attachments) are screened then, before any provider call;
         a refusal there is refunded in full."""
         images = [i for i in (plan.reference, *plan.references) if i is not None]
-        if images and rules.moderation and self.moderation is not None:
+        if images and rules.moderation:
             await self.moderation.screen(plan.prompt, images, blocklist=rules.blocklist, check=True)
 
     # -- edit, outpaint, describe ---------------------------------------------------------------------

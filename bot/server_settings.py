@@ -70,7 +70,7 @@ class Rules:
         return max(1, math.ceil(credits * self.price_multiplier - 1e-9))
 
 
-def rules_from(stored: Mapping[str, Any], config: Config) -> Rules:
+def rules_from(stored: Mapping[str, Any], config: Config, *, moderation_default: bool = False) -> Rules:
     """The stored overrides over the operator's defaults (values were validated when they were set)."""
     def text(key: str) -> str | None:
         value = stored.get(key)
@@ -81,7 +81,7 @@ def rules_from(stored: Mapping[str, Any], config: Config) -> Rules:
         providers=tuple(str(p) for p in stored.get("providers") or ()),
         max_images=int(stored["max_images"]) if stored.get("max_images") is not None else None,
         price_multiplier=float(stored.get("price_multiplier") or 1.0),
-        moderation=bool(stored.get("moderation", getattr(config, "moderation_default", False))),
+        moderation=bool(stored.get("moderation", moderation_default)),
         blocklist=tuple(str(b) for b in stored.get("blocklist") or ()),
         adult=bool(stored.get("adult", False)),
         visibility=str(stored.get("visibility") or "public"),
@@ -120,7 +120,7 @@ def _number(key: str, value: str, lo: float, hi: float, *, whole: bool) -> float
 
 
 def parse_changes(changes: Mapping[str, str], registry: ProviderRegistry, config: Config,
-                  current: Mapping[str, Any]) -> dict[str, Any]:
+                  current: Mapping[str, Any], *, moderation_available: bool = False) -> dict[str, Any]:
     """Admin text -> typed values (None: back to the default). Everything is checked before anything is
     written: one bad key or value refuses the whole change."""
     if not changes:
@@ -137,11 +137,12 @@ def parse_changes(changes: Mapping[str, str], registry: ProviderRegistry, config
         if value.lower() == DEFAULT_WORD:
             out[key] = None
             continue
-        out[key] = _parse_one(key, value, registry, config, {**current, **out})
+        out[key] = _parse_one(key, value, registry, config, {**current, **out}, moderation_available)
     return out
 
 
-def _parse_one(key: str, value: str, registry: ProviderRegistry, config: Config, merged: Mapping[str, Any]) -> Any:
+def _parse_one(key: str, value: str, registry: ProviderRegistry, config: Config, merged: Mapping[str, Any],
+               moderation_available: bool) -> Any:
     if key == "provider":
         return _provider(key, value, registry)
     if key == "providers":
@@ -173,7 +174,7 @@ def _parse_one(key: str, value: str, registry: ProviderRegistry, config: Config,
         return int(_number(key, value, 0, 1_000_000, whole=True))
     if key in ("moderation", "adult"):
         on = _switch(key, value)
-        if key == "moderation" and on and not getattr(config, "moderation_available", False):
+        if key == "moderation" and on and not moderation_available:
             raise _bad(key, "moderation needs an OpenAI key on the bot (OPENAI_API_KEY); ask its operator")
         return on
     if key == "visibility":
@@ -188,16 +189,14 @@ def _parse_one(key: str, value: str, registry: ProviderRegistry, config: Config,
 
 
 def _blocklist(entries: list[str]) -> tuple[str, ...]:
-    try:
-        from .moderation import parse_blocklist
-    except ImportError:  # pragma: no cover - the moderation module ships with this one
-        return tuple(entries)
+    from .moderation import parse_blocklist
+
     return parse_blocklist(entries)
 
 
-def shown(stored: Mapping[str, Any], config: Config) -> dict[str, str]:
+def shown(stored: Mapping[str, Any], config: Config, *, moderation_default: bool = False) -> dict[str, str]:
     """Every setting as in effect, as text (the server's value, else the operator's default)."""
-    rules = rules_from(stored, config)
+    rules = rules_from(stored, config, moderation_default=moderation_default)
     order = ", ".join(config.provider_order) or "local"
     return {
         "provider": rules.provider or f"(rotation: {order})",
