@@ -6,6 +6,7 @@ and their pixels, and the credits."""
 from __future__ import annotations
 
 import io
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,17 @@ from bot.app import build_core
 from bot.canvas import plan_canvas
 from bot.console import console_context, handle_line, run_console
 from bot.core import Imagebot
+from bot.errors import ValidationError
 from bot.models import Context
+from bot.textcommands import (
+    SETTINGS_USAGE,
+    ImageCommand,
+    parse_describe,
+    parse_edit,
+    parse_history,
+    parse_settings,
+    parse_zoom,
+)
 from tests.doubles import make_config
 
 START = 500
@@ -264,3 +275,30 @@ async def test_bad_input_is_refused_clearly_and_changes_nothing(core: Imagebot, 
     assert await balance(core) == before and generation_rows(core) == rows
     assert await say(core, "/settings") == settings
     assert all(path.exists() for path in files)
+
+
+def test_settings_text_pairs_up_keys_and_values_with_quotes() -> None:
+    assert parse_settings("") == {}
+    assert parse_settings("size 1024x1024 providers openai,local") == {"size": "1024x1024",
+                                                                       "providers": "openai,local"}
+    assert parse_settings('blocklist "purple sky, /ne+on/" Max-Images 2') == {"blocklist": "purple sky, /ne+on/",
+                                                                             "max_images": "2"}
+    assert parse_settings("blocklist \u201cdon't, stop\u201d visibility private") == {
+        "blocklist": "don't, stop", "visibility": "private"}
+    assert parse_settings('model ""') == {"model": ""}
+    for bad, message in (("size", "'size' has no value."), ("size 1 providers", "'providers' has no value."),
+                         ('blocklist "a b', "A quote is not closed"), ("1024x1024 size", "is not a setting's name")):
+        with pytest.raises(ValidationError, match=re.escape(message)) as caught:
+            parse_settings(bad)
+        assert SETTINGS_USAGE in caught.value.message and caught.value.code == "IMG-VALID-SETTING"
+
+
+def test_image_numbers_and_operations_read_as_typed() -> None:
+    assert parse_edit("abc image 3 make it blue") == ImageCommand("abc", 2, "make it blue")
+    assert parse_edit("abc #2 sky") == ImageCommand("abc", 1, "sky")
+    assert parse_edit("abc image of a cat") == ImageCommand("abc", 0, "image of a cat")
+    assert parse_zoom("abc image 2 pan-left") == ImageCommand("abc", 1, "pan-left")
+    assert [parse_zoom(f"abc {word}").text for word in ("2x", "1.5", "left", "Square", "zoom-1.5")] == [
+        "zoom-2", "zoom-1.5", "pan-left", "square", "zoom-1.5"]
+    assert (parse_history(""), parse_history("3"), parse_history("page 2")) == (1, 3, 2)
+    assert parse_describe(' "~/my fox.png" ') == "~/my fox.png"
