@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from .models import EnhanceResult, ImagineResult
+from .models import DescribeResult, EnhanceResult, ImagineResult
 
 #: Awaited by a courier once the result is visible (see ``Courier.deliver``).
 Posted = Callable[[], Awaitable[object]]
@@ -48,7 +48,8 @@ class Courier(Protocol):
     platform: str
 
     async def deliver(self, address: Mapping[str, Any], deliver_by: float,
-                      result: ImagineResult | EnhanceResult, *, posted: Posted | None = None) -> None:
+                      result: ImagineResult | EnhanceResult | DescribeResult, *, posted: Posted | None = None,
+                      ) -> None:
         """Post the result with its buttons (the same embed/blocks and custom ids as the in-process
         adapter, so any process handles the buttons). Raises ``Undeliverable`` when every fallback refused.
 

@@ -26,13 +26,13 @@ import discord
 
 from bot.config import Config
 from bot.couriers import Posted, Undeliverable
-from bot.models import EnhanceResult, ImagineResult, StoredImage
+from bot.models import DescribeResult, EnhanceResult, ImagineResult, StoredImage
 
 from .client import apply_endpoints
-from .embeds import enhance_embed, result_embed
+from .embeds import describe_embed, enhance_embed, result_embed
 from .fitting import ENVELOPE, MAX_FILES, CannotFit, Upload, fit_message
 from .settings import DEFAULT_UPLOAD_LIMIT, DiscordSettings
-from .views import enhance_view, result_view
+from .views import describe_view, enhance_view, result_view
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,8 @@ class DiscordCourier:
     # -- deliver -----------------------------------------------------------------------------------
 
     async def deliver(self, address: Mapping[str, Any], deliver_by: float,
-                      result: ImagineResult | EnhanceResult, *, posted: Posted | None = None) -> None:
+                      result: ImagineResult | EnhanceResult | DescribeResult, *, posted: Posted | None = None,
+                      ) -> None:
         where = Address.parse(address)
         try:
             message = await self._compose(where, result)
@@ -222,8 +223,11 @@ class DiscordCourier:
         reasons = "; ".join(dict.fromkeys(_reason(f) for f in failures)) or "no target in the address"
         raise Undeliverable(f"Discord delivery of {result.generation_id} failed: {reasons}")
 
-    async def _compose(self, where: Address, result: ImagineResult | EnhanceResult) -> _Message:
+    async def _compose(self, where: Address, result: ImagineResult | EnhanceResult | DescribeResult) -> _Message:
         user = self._user(where)
+        if isinstance(result, DescribeResult):
+            described = result
+            return _Message(describe_embed(result, user), lambda: describe_view(described), [], "")
         if isinstance(result, EnhanceResult):
             enhanced = result
             return _Message(enhance_embed(result, user), lambda: enhance_view(enhanced), [], "")

@@ -20,11 +20,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Config
 from bot.couriers import Posted, Undeliverable
-from bot.models import EnhanceResult, ImagineResult
+from bot.models import DescribeResult, EnhanceResult, ImagineResult
 
 from .apierrors import CHANNEL_ERRORS, error_code, report
 from .client import web_client
-from .delivery import SLACK_FAILURES, dm_note, enhance_message, post_result
+from .delivery import SLACK_FAILURES, describe_message, dm_note, enhance_message, post_result
 from .respond import Tell
 from .settings import api_url_of, bot_token_of
 
@@ -63,10 +63,11 @@ class SlackCourier:
     # -- Courier -----------------------------------------------------------------------------------------
 
     async def deliver(self, address: Mapping[str, Any], deliver_by: float,
-                      result: ImagineResult | EnhanceResult, *, posted: Posted | None = None) -> None:
+                      result: ImagineResult | EnhanceResult | DescribeResult, *, posted: Posted | None = None,
+                      ) -> None:
         """Images: the channel, else the DM. /enhance: privately, like ``tell``. Undeliverable when all refused."""
-        if isinstance(result, EnhanceResult):
-            text, blocks = enhance_message(result)
+        if isinstance(result, EnhanceResult | DescribeResult):
+            text, blocks = enhance_message(result) if isinstance(result, EnhanceResult) else describe_message(result)
             if not await self._note(address, deliver_by, text, blocks):
                 raise Undeliverable("no way to reach the asker on Slack took the enhanced prompt")
             return
@@ -89,7 +90,8 @@ class SlackCourier:
     async def _images(self, address: Mapping[str, Any], deliver_by: float, result: ImagineResult,
                       posted: Posted | None) -> None:
         user = str(address.get("user_id") or "")
-        channel = str(address.get("channel_id") or "")
+        # A server whose results are private (``/settings visibility private``): the asker's DM only.
+        channel = "" if address.get("private") else str(address.get("channel_id") or "")
         thread = str(address.get("thread_ts") or "") or None
         failure: BaseException | None = None
         if channel:
