@@ -16,11 +16,12 @@ import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from bot.canvas import LABELS
 from bot.errors import ImagebotError, ValidationError
-from bot.jobs import prompt_of
+from bot.jobs import owned_generation, prompt_of
 from bot.models import Context, ImagineOptions
 from bot.replies import error_text
 from bot.validation import clean_prompt
@@ -41,6 +42,7 @@ from .blocks import (
     HISTORY_RE,
     IMAGINE_THIS,
     MORE,
+    OUTPAINT_RE,
     PAGE_RE,
     PROPOSAL_RE,
     REROLL,
@@ -49,6 +51,7 @@ from .blocks import (
     VARIATIONS_RE,
     EditTarget,
     edit_view,
+    outpaint_blocks,
     parse_delete,
     parse_outpaint,
     parse_value,
@@ -97,16 +100,22 @@ def _action_value(action: dict[str, Any]) -> str:
     return text_field(action, "value") or text_field(field(action, "selected_option"), "value")
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a press cannot run: the payload lacks the presser's ids, or the value is not one of this bot's."""
+
+    text: str
+
+
 def _value(body: dict[str, Any], action: dict[str, Any],
            parse: Callable[[str | None], Any] = parse_value) -> Any:
-    """The parsed value, or why it cannot run (as a str): the payload lacks the presser's ids, or the value
-    is not one of this bot's."""
+    """The parsed value, or a ``Refusal``."""
     if not identified(*_ids(body)):
-        return NO_IDENTITY
+        return Refusal(NO_IDENTITY)
     try:
         return parse(_action_value(action))
     except ValueError:
-        return NOT_MINE
+        return Refusal(NOT_MINE)
 
 
 async def _refuse(ack: Ack, tell: Tell, text: str) -> None:
@@ -120,8 +129,8 @@ async def _press(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str
                  ) -> None:
     """Price, reserve, then ack (``flow.accept``); its images go to the button's channel."""
     value = _value(body, action)
-    if isinstance(value, str):
-        await _refuse(ack, tell, value)
+    if isinstance(value, Refusal):
+        await _refuse(ack, tell, value.text)
         return
     ctx = _ctx(bot, body)
 
@@ -160,18 +169,41 @@ async def imagine_this(bot: SlackBot, ack: Ack, body: dict[str, Any], action: di
     await _press(bot, ack, body, action, tell, "imagine", "images from that prompt", args)
 
 
+async def more(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
+    """More…: a private list of the canvas operations (zoom out, pan, make square) each image's model can do,
+    asked of the core now (``Imagebot.outpaint_ops``), so it is right wherever and whenever the result was
+    posted. Free; a choice is charged like one new image."""
+    value = _value(body, action, _plain_id)
+    if isinstance(value, Refusal):
+        await _refuse(ack, tell, value.text)
+        return
+    await ack()
+    ctx = _ctx(bot, body)
+
+    async def work() -> str | tuple[str, list[dict[str, Any]]]:
+        gen = await owned_generation(bot.core, ctx, value)
+        ops = {i: await bot.core.outpaint_ops(ctx, value, i) for i in range(min(len(gen.images), 10))}
+        if not any(ops.values()):
+            return ("This image can't be zoomed out, panned or made square: none of this bot's image models "
+                    "can extend it (that needs a model that takes a mask).")
+        return "Zoom out, pan or make square:", outpaint_blocks(value, ops)
+
+    await bot.start(note_job("more", tell, work), tell)
+
+
 async def outpaint(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
-    """"More…": zoom out, pan or make square one image; the core refuses (nothing charged) what its model
-    cannot do."""
+    """A canvas button from More…: zoom out, pan or make square one image (a new image, charged like one); the
+    core refuses (nothing charged) what its model cannot do. The list is replaced by the progress."""
     value = _value(body, action, parse_outpaint)
-    if isinstance(value, str):
-        await _refuse(ack, tell, value)
+    if isinstance(value, Refusal):
+        await _refuse(ack, tell, value.text)
         return
     gid, index, op = value
     ctx = _ctx(bot, body)
     what = f"“{LABELS[op].lower()}” of image {index + 1}"
-    await accept(bot, Answer(ack, tell), tell, ctx,
-                 Order("outpaint", what, {"generation_id": gid, "index": index, "op": op}), where=_where(ctx, body))
+    await accept(bot, Answer(ack, tell, replace=True), tell, ctx,
+                 Order("outpaint", what, {"generation_id": gid, "index": index, "op": op}),
+                 where=_where(ctx, body), replace=True)
 
 
 # -- Edit: a modal -----------------------------------------------------------------------------------------
@@ -179,8 +211,8 @@ async def outpaint(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[s
 async def edit(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
     """Open the Edit modal at once (its trigger lives 3 seconds); nothing is charged until it is submitted."""
     value = _value(body, action)
-    if isinstance(value, str):
-        await _refuse(ack, tell, value)
+    if isinstance(value, Refusal):
+        await _refuse(ack, tell, value.text)
         return
     trigger = text_field(body, "trigger_id")
     await ack()
@@ -244,8 +276,8 @@ async def delete(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str
     """The asker (or a workspace admin) removes a result: the core marks it deleted (its ledger rows stay),
     then the images and the buttons go from the conversation. The credits spent stay spent."""
     value = _value(body, action, parse_delete)
-    if isinstance(value, str):
-        await _refuse(ack, tell, value)
+    if isinstance(value, Refusal):
+        await _refuse(ack, tell, value.text)
         return
     await ack()
     gid, files = value
@@ -281,8 +313,8 @@ async def delete(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str
 
 async def show(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
     value = _value(body, action, _plain_id)
-    if isinstance(value, str):
-        await _refuse(ack, tell, value)
+    if isinstance(value, Refusal):
+        await _refuse(ack, tell, value.text)
         return
     await ack()
     ctx = _ctx(bot, body)
@@ -305,8 +337,8 @@ def _page(value: str | None) -> int:
 async def history_page(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str, Any], tell: Tell) -> None:
     """Prev/Next: the same ephemeral message shows the other page."""
     value = _value(body, action, _page)
-    if isinstance(value, str):
-        await _refuse(ack, tell, value)
+    if isinstance(value, Refusal):
+        await _refuse(ack, tell, value.text)
         return
     await ack()
     ctx = _ctx(bot, body)
@@ -325,8 +357,8 @@ async def confirm(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[st
     """Confirm: run exactly what was quoted, once (``Imagebot.enqueue_proposal``), reserved before the ack;
     its images go where the prompt was, and the prompt is replaced by the progress."""
     value = _value(body, action, _proposal)
-    if isinstance(value, str):
-        await _refuse(ack, tell, value)
+    if isinstance(value, Refusal):
+        await _refuse(ack, tell, value.text)
         return
     ctx = _ctx(bot, body)
     answer = Answer(ack, tell, replace=True)
@@ -363,7 +395,8 @@ async def cancel(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[str
 Handler = Callable[[SlackBot, Ack, dict[str, Any], dict[str, Any], Tell], Awaitable[None]]
 ACTIONS: list[tuple[str | re.Pattern[str], Handler]] = [
     (REROLL, reroll), (VARIATIONS_RE, variations), (ENHANCE, enhance), (IMAGINE_THIS, imagine_this),
-    (DESCRIBE_IMAGINE_RE, imagine_this), (EDIT_RE, edit), (MORE, outpaint), (DELETE, delete), (SHOW_RE, show),
+    (DESCRIBE_IMAGINE_RE, imagine_this), (EDIT_RE, edit), (MORE, more), (OUTPAINT_RE, outpaint), (DELETE, delete),
+    (SHOW_RE, show),
     (HISTORY_RE, history_page), (CONFIRM, confirm), (CANCEL, cancel),
 ]
 

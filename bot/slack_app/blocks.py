@@ -22,6 +22,7 @@ ENHANCE = "imagebot_enhance"
 IMAGINE_THIS = "imagebot_imagine_this"
 EDIT = "imagebot_edit"
 MORE = "imagebot_more"
+OUTPAINT = "imagebot_outpaint"
 DELETE = "imagebot_delete"
 SHOW = "imagebot_show"
 HISTORY_PAGE = "imagebot_history"
@@ -36,10 +37,11 @@ EDIT_INPUT = "text"
 VARIATIONS_RE = re.compile(rf"^{VARIATIONS}(_\d+)?$")
 EDIT_RE = re.compile(rf"^{EDIT}(_\d+)?$")
 SHOW_RE = re.compile(rf"^{SHOW}(_\d+)?$")
+OUTPAINT_RE = re.compile(rf"^{OUTPAINT}_\d+_[a-z0-9.-]+$")
 HISTORY_RE = re.compile(rf"^{HISTORY_PAGE}_(prev|next)$")
 DESCRIBE_IMAGINE_RE = re.compile(rf"^{DESCRIBE_IMAGINE}_\d$")
 VALUE_RE = re.compile(r"^([0-9a-f]{32})(?::(\d{1,2}))?$")
-OUTPAINT_RE = re.compile(r"^([0-9a-f]{32}):(\d{1,2}):([a-z0-9.-]{1,16})$")
+OUTPAINT_VALUE_RE = re.compile(r"^([0-9a-f]{32}):(\d{1,2}):([a-z0-9.-]{1,16})$")
 #: Delete carries the uploaded files' ids too, so it can remove the images themselves.
 DELETE_RE = re.compile(r"^([0-9a-f]{32})(?:\|((?:F[A-Z0-9]{2,30},?){0,10}))?$")
 PROPOSAL_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
@@ -50,7 +52,6 @@ EDIT_MAX = 1000
 #: Slack's limits: a section's text, a modal title, an option's text.
 SECTION_MAX = 3000
 TITLE_MAX = 24
-OPTION_MAX = 75
 
 
 def button(text: str, action_id: str, value: str, *, primary: bool = False, danger: bool = False,
@@ -81,8 +82,8 @@ def parse_value(value: str | None) -> tuple[str, int]:
 
 
 def parse_outpaint(value: str | None) -> tuple[str, int, str]:
-    """A "More…" option -> (generation id, image index, canvas op)."""
-    match = OUTPAINT_RE.match(value or "")
+    """A canvas button's value (``gid:index:op``) -> (generation id, image index, canvas op)."""
+    match = OUTPAINT_VALUE_RE.match(value or "")
     if not match or match[3] not in OPS:
         raise ValueError("not an imagebot outpaint value")
     return match[1], int(match[2]), match[3]
@@ -96,12 +97,10 @@ def parse_delete(value: str | None) -> tuple[str, list[str]]:
     return match[1], [f for f in (match[2] or "").split(",") if f]
 
 
-def result_blocks(result: ImagineResult, *, ops: Mapping[int, Sequence[str]] | None = None,
-                  files: Sequence[str] = ()) -> list[dict[str, Any]]:
+def result_blocks(result: ImagineResult, *, files: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The buttons posted under uploaded images: Re-roll, Variations (one per image), Enhance, Edit (one per
-    image), "More…" (zoom out, pan, make square) and Delete. ``ops``: the canvas operations each image's model
-    can do (``Imagebot.outpaint_ops``); None when the poster cannot ask (every op is listed and the core refuses
-    what the model cannot do); an image with none gets no entry. ``files``: the uploads' ids, for Delete."""
+    image), More… (zoom out, pan, make square: offered on press, for what the model can do) and Delete.
+    ``files``: the uploads' ids, so Delete removes the images too."""
     gid = result.generation_id
     count = min(len(result.images), MAX_VARIATION_BUTTONS)
     elements = [button("Re-roll", REROLL, gid)]
@@ -114,9 +113,7 @@ def result_blocks(result: ImagineResult, *, ops: Mapping[int, Sequence[str]] | N
         elements.append(button("Edit", EDIT, f"{gid}:0"))
     else:
         elements += [button(f"Edit #{i + 1}", f"{EDIT}_{i}", f"{gid}:{i}") for i in range(count)]
-    more = more_menu(gid, count, ops)
-    if more is not None:
-        elements.append(more)
+    elements.append(button("More…", MORE, gid))
     delete_value = gid + (f"|{','.join(files[:MAX_VARIATION_BUTTONS])}" if files else "")
     elements.append(button("Delete", DELETE, delete_value, danger=True, confirm={
         "title": _plain("Delete this result?"),
@@ -130,24 +127,20 @@ def result_blocks(result: ImagineResult, *, ops: Mapping[int, Sequence[str]] | N
     ]
 
 
-def more_menu(gid: str, count: int, ops: Mapping[int, Sequence[str]] | None) -> dict[str, Any] | None:
-    """A static select "More…" of the canvas operations per image (grouped by image when there are several);
-    None when no image can take any."""
-    per_image = {i: [op for op in (OPS if ops is None else ops.get(i, ())) if op in LABELS] for i in range(count)}
-    per_image = {i: listed for i, listed in per_image.items() if listed}
-    if not per_image:
-        return None
-
-    def option(i: int, op: str) -> dict[str, Any]:
-        return {"text": _plain(LABELS[op][:OPTION_MAX]), "value": f"{gid}:{i}:{op}"}
-
-    menu: dict[str, Any] = {"type": "static_select", "action_id": MORE, "placeholder": _plain("More…")}
-    if count == 1:
-        menu["options"] = [option(0, op) for op in per_image[0]]
-    else:
-        menu["option_groups"] = [{"label": _plain(f"Image {i + 1}"), "options": [option(i, op) for op in listed]}
-                                 for i, listed in per_image.items()]
-    return menu
+def outpaint_blocks(gid: str, ops: Mapping[int, Sequence[str]]) -> list[dict[str, Any]]:
+    """More…'s answer (ephemeral): a button per canvas operation each image's model can do (``bot.canvas.LABELS``),
+    grouped by image when there are several. Images with none are left out; the caller says so when all are."""
+    listed = {i: [op for op in OPS if op in found] for i, found in ops.items()}
+    listed = {i: found for i, found in listed.items() if found}
+    several = len(ops) > 1
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": _plain(
+        "Zoom out, pan or make square (a new image, charged like one):")}]
+    for i, found in sorted(listed.items()):
+        if several:
+            blocks.append({"type": "context", "elements": [_plain(f"Image {i + 1}")]})
+        blocks.append({"type": "actions", "block_id": f"imagebot_out_{gid}_{i}", "elements": [
+            button(LABELS[op], f"{OUTPAINT}_{i}_{op}", f"{gid}:{i}:{op}") for op in found]})
+    return blocks
 
 
 def enhance_blocks(result: EnhanceResult, summary: str) -> list[dict[str, Any]]:

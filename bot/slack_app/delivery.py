@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -72,11 +72,9 @@ def notes_message(result: object) -> tuple[str, list[dict[str, Any]] | None]:
 
 
 async def post_result(client: AsyncWebClient, result: ImagineResult, user_id: str, channel: str,
-                      thread_ts: str | None, posted: Posted | None = None, *,
-                      ops: Mapping[int, Sequence[str]] | None = None) -> None:
+                      thread_ts: str | None, posted: Posted | None = None) -> None:
     """Upload the images with the summary, then the buttons under them. Raises Slack's refusal of the upload.
-    ``posted`` is awaited once the images are in the channel, before the buttons (``Courier.deliver``).
-    ``ops``: the canvas operations per image for "More…" (``blocks.result_blocks``)."""
+    ``posted`` is awaited once the images are in the channel, before the buttons (``Courier.deliver``)."""
     uploads: list[dict[str, Any]] = []
     contents = await asyncio.to_thread(_read_all, result.images)  # one trip to a worker thread, not one per image
     for i, (image, data) in enumerate(zip(result.images, contents, strict=True)):
@@ -92,7 +90,7 @@ async def post_result(client: AsyncWebClient, result: ImagineResult, user_id: st
         await posted()
     try:
         await client.chat_postMessage(
-            channel=channel, thread_ts=thread_ts, blocks=result_blocks(result, ops=ops, files=_file_ids(response)),
+            channel=channel, thread_ts=thread_ts, blocks=result_blocks(result, files=_file_ids(response)),
             text="Re-roll, make variations, edit, enhance the prompt or delete",
         )
     except Exception as exc:  # noqa: BLE001 - the images are there (no refund, no re-post); only the buttons are missing
@@ -128,9 +126,8 @@ class ImagesOutlet(Outlet[ImagineResult]):
         self._tell = tell
         self._what = what
         #: Set by the job before it returns its result: the workspace posts results privately (an
-        #: ephemeral note here, the images by DM), and the canvas operations per image ("More…").
+        #: ephemeral note here, the images by DM).
         self.private = False
-        self.ops: Mapping[int, Sequence[str]] | None = None
 
     def targets(self, result: ImagineResult) -> Sequence[Target[ImagineResult]]:
         if self.private:
@@ -138,13 +135,12 @@ class ImagesOutlet(Outlet[ImagineResult]):
         return [Target("channel", self._channel), Target("dm", self._dm, after=_channel_refused)]
 
     async def _channel(self, result: ImagineResult, failures: Sequence[BaseException]) -> None:
-        await post_result(self._client, result, self._where.user_id, self._where.channel_id, self._where.thread_ts,
-                          ops=self.ops)
+        await post_result(self._client, result, self._where.user_id, self._where.channel_id, self._where.thread_ts)
 
     async def _private(self, result: ImagineResult, failures: Sequence[BaseException]) -> None:
         """The images (and their buttons) by DM, then an ephemeral note in the conversation saying so."""
         opened = await self._client.conversations_open(users=self._where.user_id)
-        await post_result(self._client, result, self._where.user_id, str(opened["channel"]["id"]), None, ops=self.ops)
+        await post_result(self._client, result, self._where.user_id, str(opened["channel"]["id"]), None)
         await self._tell(private_note(result))
 
     async def _dm(self, result: ImagineResult, failures: Sequence[BaseException]) -> None:
@@ -153,7 +149,7 @@ class ImagesOutlet(Outlet[ImagineResult]):
                  result.generation_id)
         await self._tell(dm_note(code))
         opened = await self._client.conversations_open(users=self._where.user_id)
-        await post_result(self._client, result, self._where.user_id, str(opened["channel"]["id"]), None, ops=self.ops)
+        await post_result(self._client, result, self._where.user_id, str(opened["channel"]["id"]), None)
 
     async def tell(self, text: str) -> None:
         await self._tell(text)

@@ -110,7 +110,8 @@ async def accept(bot: SlackBot, answer: Answer, tell: Tell, ctx: Context, order:
     try:
         args = dict(await order.args() if callable(order.args) else order.args)
         quote = await bot.core.quote(ctx, order.kind, **args)
-        if quote.confirm:
+        # Asked only when it could be paid; otherwise ``enqueue`` refuses it with the usual words.
+        if quote.confirm and quote.balance_after >= 0:
             text = confirm_text(quote, order.what)
             await answer.say(text, confirm_blocks(quote, text))
             return
@@ -161,22 +162,13 @@ def queued_text(queued: Queued, what: str) -> str:
 
 
 async def dress(bot: SlackBot, ctx: Context, outlet: ImagesOutlet, result: ImagineResult) -> None:
-    """What the post needs from the core besides the result: whether this workspace posts privately, and which
-    canvas operations each image's model can do ("More…"). Unknown visibility posts privately (never leaks)."""
+    """Whether this workspace posts results privately (read when the result exists, so a change made meanwhile
+    counts). Unknown visibility posts privately: a result never leaks into a channel by mistake."""
     try:
         outlet.private = await bot.core.visibility(ctx) == "private"
     except Exception:  # noqa: BLE001 - the images still go out, to the asker alone
         log.warning("could not read the workspace's result visibility; posting privately", exc_info=True)
         outlet.private = True
-    ops: dict[int, tuple[str, ...]] = {}
-    try:
-        for i in range(len(result.images)):
-            ops[i] = tuple(await bot.core.outpaint_ops(ctx, result.generation_id, i))
-    except Exception:  # noqa: BLE001 - "More…" then lists every operation; the core refuses what cannot be done
-        log.warning("could not read the canvas operations of %s", result.generation_id, exc_info=True)
-        outlet.ops = None
-        return
-    outlet.ops = ops
 
 
 def images_job(bot: SlackBot, ctx: Context, kind: str, where: Destination, tell: Tell,

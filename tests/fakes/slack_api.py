@@ -67,6 +67,11 @@ class FakeSlack:
         #: channel id -> the error Slack gives when the bot posts there (``not_in_channel``...).
         self.blocked: dict[str, str] = {}
         self.acks: dict[str, dict[str, Any]] = {}
+        #: ``views.open`` calls Slack accepted: the modals a person would see.
+        self.views: list[dict[str, Any]] = []
+        #: ``(channel, ts)`` of messages removed by ``chat.delete``, and file ids removed by ``files.delete``.
+        self.deleted_messages: list[tuple[str, str]] = []
+        self.deleted_files: list[str] = []
         self._failures: dict[str, list[Failure]] = {}
         self._blobs: dict[str, bytes] = {}
         self._pending: dict[str, dict[str, Any]] = {}
@@ -200,6 +205,34 @@ class FakeSlack:
         self.ephemerals.append(dict(args))
         return {"ok": True, "message_ts": f"{time.time():.6f}"}
 
+    async def _m_chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
+        if not any(m.get("channel") == channel and m.get("ts") == ts for m in self.messages):
+            return {"ok": False, "error": "message_not_found"}
+        self.messages = [m for m in self.messages if not (m.get("channel") == channel and m.get("ts") == ts)]
+        self.deleted_messages.append((channel, ts))
+        return {"ok": True, "channel": channel, "ts": ts}
+
+    async def _m_files_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        file_id = str(args.get("file", ""))
+        if file_id not in self._blobs or file_id in self.deleted_files:
+            return {"ok": False, "error": "file_not_found"}
+        self.deleted_files.append(file_id)
+        return {"ok": True}
+
+    async def _m_views_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        view = args.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        if not args.get("trigger_id"):
+            return {"ok": False, "error": "invalid_trigger_id"}
+        if not isinstance(view, dict) or view.get("type") != "modal":
+            return {"ok": False, "error": "invalid_arguments"}
+        opened = {**view, "id": f"V{next(self._ids):08d}", "team_id": self.team_id, "app_id": "A0APP0001",
+                  "trigger_id": args["trigger_id"]}
+        self.views.append(opened)
+        return {"ok": True, "view": opened}
+
     async def _m_apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": self.url.replace("http://", "ws://") + "/link/"}
 
@@ -260,8 +293,9 @@ class FakeSlack:
         """Push a Socket Mode envelope (``slash_commands``, ``interactive``) to the connected app."""
         await self.until(lambda: self._sockets)
         envelope_id = f"env-{next(self._ids)}"
+        answers = kind == "slash_commands" or payload.get("type") == "view_submission"
         await self._sockets[-1].send_json({"envelope_id": envelope_id, "type": kind,
-                                           "accepts_response_payload": kind == "slash_commands",
+                                           "accepts_response_payload": answers,
                                            "payload": payload})
         return envelope_id
 
@@ -269,9 +303,9 @@ class FakeSlack:
 # -- payloads as Slack sends them ---------------------------------------------------------------
 
 def command_payload(fake: FakeSlack, command: str, text: str, *, user: str = "U0ANN0001", channel: str = "C0GEN0001",
-                    key: str = "cmd", thread_ts: str | None = None) -> dict[str, str]:
+                    key: str = "cmd", thread_ts: str | None = None, team_id: str | None = None) -> dict[str, str]:
     payload = {
-        "token": "verification-token-unused", "team_id": fake.team_id, "team_domain": "fake",
+        "token": "verification-token-unused", "team_id": team_id or fake.team_id, "team_domain": "fake",
         "channel_id": channel, "channel_name": "general", "user_id": user, "user_name": user.lower(),
         "command": command, "text": text, "api_app_id": "A0APP0001", "is_enterprise_install": "false",
         "response_url": fake.response_url(key), "trigger_id": "1.2.3",
@@ -298,6 +332,31 @@ def action_payload(fake: FakeSlack, action_id: str, value: str, *, user: str = "
         "channel": {"id": channel, "name": "general"}, "message": message, "response_url": fake.response_url(key),
         "actions": [{"action_id": action_id, "block_id": "imagebot", "value": value, "type": "button",
                      "action_ts": "1700000001.000200"}],
+    }
+
+
+def select_payload(fake: FakeSlack, action_id: str, value: str, **kw: Any) -> dict[str, Any]:
+    """A choice in a ``static_select`` menu: like a button press, the value in ``selected_option``."""
+    payload = action_payload(fake, action_id, value, **kw)
+    payload["actions"] = [{"action_id": action_id, "block_id": "imagebot", "type": "static_select",
+                           "selected_option": {"text": {"type": "plain_text", "text": value}, "value": value},
+                           "action_ts": "1700000001.000300"}]
+    return payload
+
+
+def view_submission_payload(fake: FakeSlack, view: dict[str, Any], values: dict[str, dict[str, str]], *,
+                            user: str = "U0ANN0001", team_id: str | None = None) -> dict[str, Any]:
+    """A modal submitted: the view as ``views.open`` made it, with what was typed (``{block_id: {action_id:
+    text}}``). Slack sends no channel and no response_url with it."""
+    team = team_id or fake.team_id
+    state = {block: {action: {"type": "plain_text_input", "value": text} for action, text in inputs.items()}
+             for block, inputs in values.items()}
+    return {
+        "type": "view_submission", "token": "verification-token-unused", "api_app_id": "A0APP0001",
+        "team": {"id": team, "domain": "fake"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team},
+        "trigger_id": "4.5.6", "response_urls": [], "is_enterprise_install": False,
+        "view": {**view, "state": {"values": state}, "hash": "1700000002.abcdef"},
     }
 
 

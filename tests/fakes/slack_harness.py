@@ -33,7 +33,9 @@ from .slack_api import (
     action_payload,
     command_payload,
     form_body,
+    select_payload,
     signed_headers,
+    view_submission_payload,
 )
 
 SECRET = "test-signing-secret-0123456789"
@@ -131,6 +133,21 @@ class SlackHarness:
         body = action_body(action_payload(self.fake, action_id, value, **kw))
         status, _, _ = await self.post(body, signed_headers(SECRET, body))
         return status
+
+    async def interact(self, payload: dict[str, Any]) -> tuple[int, str]:
+        """Any interactivity payload (a menu choice, a modal submission), signed; (status, the ack's body)."""
+        body = action_body(payload)
+        status, reply, _ = await self.post(body, signed_headers(SECRET, body))
+        return status, reply
+
+    async def choose(self, action_id: str, value: str, **kw: Any) -> int:
+        """A choice in a static_select menu."""
+        status, _ = await self.interact(select_payload(self.fake, action_id, value, **kw))
+        return status
+
+    async def submit(self, view: dict[str, Any], values: dict[str, dict[str, str]], **kw: Any) -> tuple[int, str]:
+        """Submit a modal ``views.open`` showed, with what was typed; (status, the ack's body)."""
+        return await self.interact(view_submission_payload(self.fake, view, values, **kw))
 
     def db_counts(self) -> dict[str, int]:
         """Rows per table, read straight from the SQLite file."""
