@@ -117,6 +117,10 @@ class FakeDiscord:
         self.dispatched: dict[str, float] = {}
         self.cdn: dict[str, tuple[bytes, str]] = {}
         self.dm_channels: set[str] = set()
+        #: Messages deleted through an interaction webhook (``DELETE .../messages/@original``).
+        self.deleted: list[str] = []
+        #: Every interaction sent to the bot, by id (a component's callback finds the message it is on).
+        self.interactions: dict[str, dict[str, Any]] = {}
         self.identifies: list[list[int]] = []
         self.shards = shards
         #: What GET /gateway/bot names as the gateway (default: this fake's own).
@@ -185,17 +189,37 @@ class FakeDiscord:
         try:
             if "token" in payload:
                 self.dispatched[payload["token"]] = time.perf_counter()
+            if isinstance(payload.get("id"), str):
+                self.interactions[payload["id"]] = payload
             async with session.post(url, data=body, headers=self.signed(body) if headers is None else headers) as resp:
-                text = await resp.text()
-                try:
-                    answer: Any = json.loads(text)
-                except ValueError:
-                    answer = text
+                answer: Any
+                if resp.content_type.startswith("multipart/"):
+                    answer = await self._multipart_answer(resp)
+                else:
+                    text = await resp.text()
+                    try:
+                        answer = json.loads(text)
+                    except ValueError:
+                        answer = text
                 self.answers.append((resp.status, answer, payload))
                 return resp.status, answer
         finally:
             if own:
                 await session.close()
+
+    @staticmethod
+    async def _multipart_answer(resp: aiohttp.ClientResponse) -> Any:
+        """An interaction response with attachments: its ``payload_json``, plus ``"files"``: (name, bytes)."""
+        reader = aiohttp.MultipartReader.from_response(resp)
+        answer: dict[str, Any] = {}
+        files: list[tuple[str, bytes]] = []
+        while (part := await reader.next()) is not None:
+            if part.name == "payload_json":  # type: ignore[union-attr]
+                answer.update(json.loads(await part.text()))  # type: ignore[union-attr]
+            else:
+                files.append((part.filename or "", bytes(await part.read())))  # type: ignore[union-attr]
+        answer["files"] = files
+        return answer
 
     def new_id(self) -> int:
         """A snowflake of the current time, as Discord's are: the bot reads an interaction's age from its id
@@ -256,6 +280,8 @@ class FakeDiscord:
         seq[0] += 1
         if "token" in payload:
             self.dispatched[payload["token"]] = time.perf_counter()
+        if "id" in payload:
+            self.interactions[str(payload["id"])] = payload
         await ws.send_str(json.dumps({"op": 0, "t": event, "s": seq[0], "d": payload}))
 
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
@@ -348,6 +374,10 @@ class FakeDiscord:
         if m := re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", path):
             return self._callback(call, m[1], m[2])
         if m := re.fullmatch(r"/webhooks/\d+/([^/]+)/messages/@original", path):
+            if call.method == "DELETE":
+                self.deleted.append(self.originals.get(m[1], ""))
+                self.messages.pop(self.originals.get(m[1], ""), None)
+                return web.Response(status=204)
             if call.method == "PATCH":
                 return self._json(self._store(self.originals.setdefault(m[1], str(self.new_id())), call))
             return self._json(self.messages.get(self.originals.get(m[1], ""), {}))
@@ -369,9 +399,16 @@ class FakeDiscord:
         data = body.get("data") or {}
         ephemeral = bool(int(data.get("flags") or 0) & 64)
         message = None
+        clicked = (self.interactions.get(interaction_id) or {}).get("message") or {}
+        if kind in (6, 7) and clicked.get("id"):
+            # A component's deferred update (6) or update (7): its "@original" is the message it is on.
+            self.originals[token] = str(clicked["id"])
+            self.messages.setdefault(str(clicked["id"]), clicked)
+            if kind == 7:
+                message = self._store(str(clicked["id"]), Call("PATCH", call.path, json=data, files=call.files))
         if kind in (4, 5):
             msg_id = self.originals.setdefault(token, str(self.new_id()))
-            message = self._store(msg_id, Call("POST", call.path, json=data))
+            message = self._store(msg_id, Call("POST", call.path, json=data, files=call.files))
         return self._json({
             "interaction": {"id": interaction_id, "type": 2, "response_message_id": message and message["id"],
                             "response_message_loading": kind == 5, "response_message_ephemeral": ephemeral},
@@ -449,6 +486,24 @@ class Payloads:
     def click(self, message: dict[str, Any], custom_id: str, **kw: Any) -> dict[str, Any]:
         payload = self.command("", **kw)
         payload.update(type=3, data={"custom_id": custom_id, "component_type": 2}, message=message)
+        return payload
+
+    def select(self, message: dict[str, Any], custom_id: str, values: list[str], **kw: Any) -> dict[str, Any]:
+        """A string select's choice (component type 3)."""
+        payload = self.command("", **kw)
+        payload.update(type=3, data={"custom_id": custom_id, "component_type": 3, "values": values}, message=message)
+        return payload
+
+    def modal_submit(self, custom_id: str, fields: dict[str, str], *, message: dict[str, Any] | None = None,
+                     **kw: Any) -> dict[str, Any]:
+        """A modal's submit (type 5): each text input inside a label (component type 18), as Discord sends it."""
+        payload = self.command("", **kw)
+        components = [{"type": 18, "id": n * 2 + 1, "component": {"type": 4, "id": n * 2 + 2, "custom_id": key,
+                                                                   "value": value}}
+                      for n, (key, value) in enumerate(fields.items())]
+        payload.update(type=5, data={"custom_id": custom_id, "components": components})
+        if message is not None:
+            payload["message"] = message
         return payload
 
     @staticmethod
