@@ -7,10 +7,19 @@ answered at once, in the HTTP response, and its work goes to the jobs table for 
 behind any load balancer.
 
     PING                       -> PONG
-    /imagine, /enhance, a button -> ``core.enqueue`` (reserve and queue, one transaction), then a deferred
-                                  response (type 5); a refusal (nothing charged) is a private reply
-                                  (type 4, flags 64) instead
-    /credits                   -> the balance, read and answered in the response (type 4)
+    /imagine, /enhance, /describe, a button that costs credits, the Edit modal's submit
+                               -> ``core.quote``: above the server's threshold a private Confirm / Cancel
+                                  (type 4, flags 64), nothing charged; else ``core.enqueue`` (reserve and
+                                  queue, one transaction), then a deferred response (type 5, private where
+                                  the server posts results privately); a refusal (nothing charged) is a
+                                  private reply (type 4, flags 64) instead
+    Confirm                    -> ``core.enqueue_proposal``, then deferred like the command it confirms
+    Edit                       -> the modal (type 9); Cancel, Prev / Next, Delete, picking an image -> the
+                                  message updated (type 7)
+    /credits, /help, /settings, /history
+                               -> read (or changed) and answered in the response (type 4, private;
+                                  /history's contact sheet as a multipart attachment)
+    /show                      -> deferred, then posted by the courier in a tracked task (free)
     /credits-admin ...         -> deferred privately, then done and told in a tracked task
 
 A command's job row is written before its response leaves: no interaction is acknowledged without a job, so
@@ -39,24 +48,44 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bot.config import MAX_AMOUNT, Config
 from bot.core import Imagebot
-from bot.couriers import Courier
+from bot.couriers import Courier, Undeliverable
 from bot.errors import ConfigError, ImagebotError, PermissionDenied, ValidationError
-from bot.jobs import AckGate, prompt_of
-from bot.models import Context, Identity, ImagineOptions
+from bot.jobs import AckGate, owned_generation, prompt_of
+from bot.models import Context, HistoryPage, Identity, ImagineOptions
 from bot.references import REFERENCE_LIMIT
-from bot.replies import adjust_summary, credits_summary, error_text, plural, restarting_text, usage_summary
+from bot.replies import (
+    adjust_summary,
+    credits_summary,
+    error_text,
+    help_text,
+    plural,
+    restarting_text,
+    settings_text,
+    usage_summary,
+)
 from bot.validation import clean_prompt
 from bot.web import WebServer
 
-from .context import PLATFORM, TOKEN_LIFETIME, TOKEN_MARGIN
-from .flows import INTERNAL, _fit_text
+from .context import PLATFORM, TOKEN_LIFETIME, TOKEN_MARGIN, Press
+from .embeds import confirm_text, history_embed
+from .fitting import Upload
+from .flows import CANCELLED, DELETED, INTERNAL, _fit_text, fit_text
 from .settings import DiscordSettings
+from .views import (
+    EditModal,
+    confirm_view,
+    history_view,
+    image_tools_view,
+    modal_value,
+    parse_custom_id,
+    pick_view,
+)
 
 log = logging.getLogger(__name__)
 
 PATH = "/discord/interactions"
-PING, COMMAND, COMPONENT, AUTOCOMPLETE = 1, 2, 3, 4
-PONG, MESSAGE, DEFERRED, CHOICES = 1, 4, 5, 8
+PING, COMMAND, COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT = 1, 2, 3, 4, 5
+PONG, MESSAGE, DEFERRED, UPDATE, CHOICES, MODAL = 1, 4, 5, 7, 8, 9
 EPHEMERAL = 1 << 6
 ADMINISTRATOR, MANAGE_GUILD = 1 << 3, 1 << 5
 DISCORD_EPOCH_MS = 1_420_070_400_000
@@ -64,11 +93,12 @@ DISCORD_EPOCH_MS = 1_420_070_400_000
 MAX_SKEW = 300.0
 #: Seconds tasks still running at shutdown get to finish (they only enqueue or tell).
 DRAIN = 10.0
-BUTTON = re.compile(r"ib:(?P<action>rr|va|up|en|im):(?P<gen>[0-9a-f]{32})(?::(?P<index>\d{1,2}))?")
 OPTION_KEYS = {"prompt": "prompt", "size": "size", "style": "style", "quality": "quality", "count": "count",
                "provider": "provider", "format": "output_format", "background": "background"}
 NO_MENTIONS: dict[str, Any] = {"parse": []}
 KINDS = {"rr": "reroll", "va": "variations", "up": "upscale"}
+#: /imagine's attachment options (a blend of up to four).
+REFERENCES = ("reference", "reference2", "reference3", "reference4")
 
 
 class Unauthorized(Exception):
@@ -159,7 +189,13 @@ def context_of(payload: Mapping[str, Any], settings: DiscordSettings, *, ephemer
         "upload_limit": payload.get("attachment_size_limit") or 0,
     }
     return Context(identity, channel_id=channel_id, is_admin=is_admin(payload, settings.admin_roles),
-                   display_name=name, address=address, deliver_by=deliver_by(payload))
+                   display_name=name, address=address, deliver_by=deliver_by(payload),
+                   adult_channel=is_adult_channel(payload.get("channel")))
+
+
+def is_adult_channel(channel: Any) -> bool:
+    """An age-restricted channel: the interaction's channel object carries ``nsfw``."""
+    return isinstance(channel, dict) and channel.get("nsfw") is True
 
 
 def options_of(data: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
@@ -179,11 +215,40 @@ def _json(body: Mapping[str, Any]) -> web.Response:
     return web.Response(body=json.dumps(body).encode(), content_type="application/json")
 
 
-def reply(text: str, *, private: bool = True) -> web.Response:
+def reply(text: str, *, private: bool = True, components: list[dict[str, Any]] | None = None,
+          kind: int = MESSAGE) -> web.Response:
+    """A message in the response (``kind`` UPDATE: the component's own message, changed)."""
     data: dict[str, Any] = {"content": text[:2000], "allowed_mentions": NO_MENTIONS}
-    if private:
+    if private and kind == MESSAGE:
         data["flags"] = EPHEMERAL
-    return _json({"type": MESSAGE, "data": data})
+    if components is not None:
+        data["components"] = components
+    return _json({"type": kind, "data": data})
+
+
+def with_files(body: Mapping[str, Any], files: list[Upload]) -> web.Response:
+    """A response carrying attachments: multipart, the JSON as ``payload_json`` and ``files[n]``, as
+    Discord takes them on interaction callbacks."""
+    writer = aiohttp.MultipartWriter("form-data")
+    part = writer.append(json.dumps(body), {"Content-Type": "application/json"})
+    part.set_content_disposition("form-data", name="payload_json")
+    for n, upload in enumerate(files):
+        part = writer.append(upload.data, {"Content-Type": "image/png"})
+        part.set_content_disposition("form-data", name=f"files[{n}]", filename=upload.filename)
+    return web.Response(body=writer, headers={"Content-Type": f"multipart/form-data; boundary={writer.boundary}"})
+
+
+def history_response(page: HistoryPage, kind: int = MESSAGE) -> web.Response:
+    """A /history page (a new private message, or the same one updated by Prev / Next)."""
+    name = f"history-{page.page}.png"
+    files = [Upload(page.sheet, name)] if page.sheet else []
+    data: dict[str, Any] = {"embeds": [history_embed(page, name if files else None).to_dict()],
+                            "components": history_view(page).to_components(), "allowed_mentions": NO_MENTIONS,
+                            "attachments": [{"id": n, "filename": f.filename} for n, f in enumerate(files)]}
+    if kind == MESSAGE:
+        data["flags"] = EPHEMERAL
+    body = {"type": kind, "data": data}
+    return with_files(body, files) if files else _json(body)
 
 
 def deferred(*, private: bool = False) -> web.Response:
@@ -283,7 +348,7 @@ class DiscordInteractions:
             return _json({"type": PONG})
         if kind == AUTOCOMPLETE:
             return _json({"type": CHOICES, "data": {"choices": []}})
-        if kind not in (COMMAND, COMPONENT):
+        if kind not in (COMMAND, COMPONENT, MODAL_SUBMIT):
             return web.Response(status=400, text="unknown interaction type")
         if not self.accepting:
             return reply(restarting_text())
@@ -291,12 +356,18 @@ class DiscordInteractions:
             return reply(DM_OFF)
         data = payload.get("data") or {}
         if kind == COMPONENT:
-            return await self._button(payload, str(data.get("custom_id") or ""))
+            return await self._button(payload, str(data.get("custom_id") or ""), data)
+        if kind == MODAL_SUBMIT:
+            return await self._modal(payload, data)
         name = str(data.get("name") or "")
         if name == "imagine":
             return await self._imagine(payload, data)
         if name == "enhance":
             return await self._enhance(payload, data)
+        if name == "describe":
+            return await self._describe(payload, data)
+        if name in ("history", "show", "help", "settings"):
+            return await self._lookup(name, payload, data)
         if name in ("credits", "credits-admin"):
             return await self._credits(payload, data)
         return reply(UNKNOWN)
@@ -314,19 +385,36 @@ class DiscordInteractions:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _enqueue(self, ctx: Context, kind: str, **job: Any) -> web.Response:
-        """Reserve and queue the job, then answer with the deferred response: no interaction is acknowledged
-        without its job row, so a process killed after the answer leaves a job a worker delivers. A refusal
-        (nothing charged) is the answer itself, privately."""
+    async def _asker(self, payload: Mapping[str, Any]) -> tuple[Context, bool]:
+        """The asker's context and whether this server posts results privately (the address says so, so
+        the courier never posts a private result in the channel)."""
+        ctx = context_of(payload, self.settings)
+        if await self.core.visibility(ctx) != "private":
+            return ctx, False
+        return context_of(payload, self.settings, ephemeral=True), True
+
+    async def _enqueue(self, payload: Mapping[str, Any], kind: str, *, proposal: str | None = None,
+                       **job: Any) -> web.Response:
+        """Price it (above the server's threshold: a private Confirm / Cancel, nothing charged), else reserve
+        and queue the job, then answer with the deferred response: no interaction is acknowledged without its
+        job row, so a process killed after the answer leaves a job a worker delivers. A refusal (nothing
+        charged) is the answer itself, privately. ``proposal``: the Confirm click, which runs what was quoted."""
         try:
+            ctx, private = await self._asker(payload)
+            if proposal is not None:
+                await self.core.enqueue_proposal(ctx, proposal)
+                return deferred(private=private)
             args = await _resolve(ctx, kind, job)
+            quote = await self.core.quote(ctx, kind, **args)
+            if quote.confirm and quote.proposal_id:
+                return reply(confirm_text(quote), components=confirm_view(quote.proposal_id).to_components())
             await self.core.enqueue(ctx, kind, **args)
         except ImagebotError as exc:
             return reply(error_text(exc))
         except Exception:
             log.exception("discord %s could not be queued", kind)
             return reply(INTERNAL)
-        return deferred()
+        return deferred(private=private)
 
     async def _tell(self, ctx: Context, text: str) -> None:
         assert ctx.address is not None
@@ -341,33 +429,143 @@ class DiscordInteractions:
         options = ImagineOptions(**{"prompt": "", **fields})
         try:
             self.core.plan(ctx, options)  # sync, no I/O: bad input is refused in the response, privately
-            reference = _reference(data, values.get("reference"))
+            references = [r for r in (_reference(data, values.get(name)) for name in REFERENCES) if r is not None]
         except ImagebotError as exc:
             return reply(error_text(exc))
-        if reference is not None:  # fetched by the worker that runs the job: the answer never waits for it
-            options = dataclasses.replace(options, reference_urls=(str(reference["url"]),))
-        return await self._enqueue(ctx, "imagine", options=options)
+        if references:  # fetched by the worker that runs the job: the answer never waits for them
+            options = dataclasses.replace(options, reference_urls=tuple(str(r["url"]) for r in references))
+        return await self._enqueue(payload, "imagine", options=options)
 
     async def _enhance(self, payload: dict[str, Any], data: Mapping[str, Any]) -> web.Response:
-        ctx = context_of(payload, self.settings)
+        context_of(payload, self.settings)  # who is asking, before anything else
         _, values = options_of(data)
         try:
             text = clean_prompt(str(values.get("prompt") or ""))
         except ImagebotError as exc:
             return reply(error_text(exc))
-        return await self._enqueue(ctx, "enhance", prompt=text)
+        return await self._enqueue(payload, "enhance", prompt=text)
 
-    async def _button(self, payload: dict[str, Any], custom_id: str) -> web.Response:
-        match = BUTTON.fullmatch(custom_id)
-        if match is None:
+    async def _describe(self, payload: dict[str, Any], data: Mapping[str, Any]) -> web.Response:
+        context_of(payload, self.settings)
+        _, values = options_of(data)
+        try:
+            image = _reference(data, values.get("image"), what="The image to describe")
+            if image is None:
+                raise ValidationError("Attach the image to describe.", code="IMG-VALID-REFERENCE")
+        except ImagebotError as exc:
+            return reply(error_text(exc))
+        return await self._enqueue(payload, "describe",
+                                   options=ImagineOptions(prompt="", reference_urls=(str(image["url"]),)))
+
+    async def _button(self, payload: dict[str, Any], custom_id: str, data: Mapping[str, Any]) -> web.Response:
+        press = parse_custom_id(custom_id)
+        if press is None:
             return reply(UNKNOWN)
-        action, gen, index = match["action"], match["gen"], int(match["index"] or 0)
-        ctx = context_of(payload, self.settings)
+        raw = data.get("values")
+        values = tuple(v for v in raw if isinstance(v, str)) if isinstance(raw, list) else ()
+        press = dataclasses.replace(press, values=values)
+        action, gen, index = press.action, press.key, press.index or 0
         if action in KINDS:
-            return await self._enqueue(ctx, KINDS[action], generation_id=gen, index=index)
+            return await self._enqueue(payload, KINDS[action], generation_id=gen, index=index)
         if action == "en":
-            return await self._enqueue(ctx, "enhance", prompt_from=(self.core, gen, False))
-        return await self._enqueue(ctx, "imagine", prompt_from=(self.core, gen, True))
+            return await self._enqueue(payload, "enhance", prompt_from=(self.core, gen, False, 0))
+        if action == "im":
+            return await self._enqueue(payload, "imagine", prompt_from=(self.core, gen, True, index))
+        if action == "op":
+            return await self._enqueue(payload, "outpaint", generation_id=gen, index=index,
+                                       op=values[0] if values else "")
+        if action == "ok":
+            return await self._enqueue(payload, "", proposal=press.key)
+        if action == "no":  # nothing was held against the balance: the proposal just expires
+            return reply(CANCELLED, kind=UPDATE, components=[])
+        try:
+            return await self._free_button(payload, press)
+        except ImagebotError as exc:
+            return reply(error_text(exc))
+
+    async def _free_button(self, payload: dict[str, Any], press: Press) -> web.Response:
+        """The buttons that cost nothing: Edit (the modal), Edit or extend…, picking an image, Delete,
+        Prev / Next, Show."""
+        ctx = context_of(payload, self.settings)
+        gen = press.key
+        if press.action == "ed":
+            await owned_generation(self.core, ctx, gen)
+            return _json({"type": MODAL, "data": EditModal(gen, press.index or 0).to_dict()})
+        if press.action == "tl":
+            row = await owned_generation(self.core, ctx, gen)
+            return reply("Which image do you want to edit or extend?",
+                         components=pick_view(gen, len(row.images)).to_components())
+        if press.action == "pk":
+            value = press.values[0] if press.values else ""
+            if not value.isdigit() or int(value) > 24:
+                raise ValidationError("Choose one of the images listed.", code="IMG-VALID-001")
+            index = int(value)
+            ops = await self.core.outpaint_ops(ctx, gen, index)
+            return reply(f"Image {index + 1}:", kind=UPDATE,
+                         components=image_tools_view(gen, index, ops).to_components())
+        if press.action == "dl":
+            await self.core.delete(ctx, gen)
+            # The message stays as a line saying so: its images and buttons go (the images stay in the
+            # store for the ledger's record until the operator prunes them).
+            return _json({"type": UPDATE, "data": {"content": DELETED, "embeds": [], "attachments": [],
+                                                   "components": [], "allowed_mentions": NO_MENTIONS}})
+        if press.action == "hp":
+            return history_response(await self.core.history(ctx, int(press.key)), kind=UPDATE)
+        if press.action == "hs":
+            return await self._show(payload, press.values[0] if press.values else "")
+        return reply(UNKNOWN)
+
+    async def _modal(self, payload: dict[str, Any], data: Mapping[str, Any]) -> web.Response:
+        """The Edit modal's submit: priced, then queued like any job."""
+        press = parse_custom_id(str(data.get("custom_id") or ""))
+        if press is None or press.action != "ed":
+            return reply(UNKNOWN)
+        context_of(payload, self.settings)
+        text = modal_value(data.get("components"))
+        return await self._enqueue(payload, "edit", generation_id=press.key, index=press.index or 0, prompt=text)
+
+    async def _show(self, payload: dict[str, Any], generation_id: str) -> web.Response:
+        """A stored result again, free: deferred, then posted by the courier (no job: nothing to charge)."""
+        ctx, private = await self._asker(payload)
+        result = await self.core.show(ctx, generation_id)
+        address, by = dict(ctx.address or {}), ctx.deliver_by
+
+        async def post() -> None:
+            try:
+                await self.courier.deliver(address, by, result)
+            except Undeliverable as exc:
+                log.warning("/show of %s reached nobody: %s", result.generation_id, exc)
+                await self.courier.tell(address, by, "I couldn't post that result here. (IMG-DELIVERY-001)")
+
+        self._later(post, "show")
+        return deferred(private=private)
+
+    async def _lookup(self, name: str, payload: dict[str, Any], data: Mapping[str, Any]) -> web.Response:
+        """/history, /show, /help and /settings: free, answered in the response (privately) where they can."""
+        _, values = options_of(data)
+        ctx = context_of(payload, self.settings, ephemeral=True)
+        try:
+            if name == "show":
+                return await self._show(payload, str(values.get("id") or ""))
+            if name == "history":
+                page = values.get("page", 1)
+                if type(page) is not int:
+                    raise ValidationError("The page must be a whole number from 1.", code="IMG-VALID-PAGE")
+                return history_response(await self.core.history(ctx, page))
+            if name == "help":
+                return reply(fit_text(help_text(await self.core.help(ctx))))
+            key, value = values.get("key"), values.get("value")
+            if not payload.get("guild_id"):
+                return reply(NOT_HERE)
+            if key is None and value is None:
+                return reply(fit_text(settings_text(await self.core.server_settings(ctx))))
+            if not isinstance(key, str) or not isinstance(value, str) or not key.strip():
+                raise ValidationError("Give both a setting and a value to change it, or neither to see the "
+                                      "settings.", code="IMG-VALID-SETTING")
+            view = await self.core.change_settings(ctx, {key.strip(): value.strip()})
+            return reply(fit_text(f"Saved: {key.strip()} = {value.strip()[:200]}.\n" + settings_text(view)))
+        except ImagebotError as exc:
+            return reply(error_text(exc))
 
     async def _credits(self, payload: dict[str, Any], data: Mapping[str, Any]) -> web.Response:
         sub, values = options_of(data)
@@ -418,20 +616,20 @@ class DiscordInteractions:
         return reply(UNKNOWN)
 
 
-def _reference(data: Mapping[str, Any], attachment_id: Any) -> dict[str, Any] | None:
-    """The reference attachment's metadata from ``data.resolved``, checked before any download."""
+def _reference(data: Mapping[str, Any], attachment_id: Any, *, what: str = "The reference") -> dict[str, Any] | None:
+    """An attachment's metadata from ``data.resolved``, checked before any download."""
     if attachment_id is None:
         return None
     item = ((data.get("resolved") or {}).get("attachments") or {}).get(str(attachment_id))
     if not isinstance(item, dict) or not str(item.get("url") or "").startswith(("https://", "http://")):
-        raise ValidationError("The reference image did not arrive with the command; attach it again.",
+        raise ValidationError(f"{what} did not arrive with the command; attach it again.",
                               code="IMG-VALID-REFERENCE")
     mime = str(item.get("content_type") or "")
     if mime and not mime.startswith("image/"):
-        raise ValidationError("The reference must be an image (PNG, JPEG, WebP or GIF).", code="IMG-VALID-REFERENCE")
+        raise ValidationError(f"{what} must be an image (PNG, JPEG, WebP or GIF).", code="IMG-VALID-REFERENCE")
     size = int(item.get("size") or 0)
     if size > REFERENCE_LIMIT:
-        raise ValidationError(f"The reference image is {size // (1024 * 1024)} MiB; the limit is "
+        raise ValidationError(f"{what} is {size // (1024 * 1024)} MiB; the limit is "
                               f"{REFERENCE_LIMIT // (1024 * 1024)} MiB.", code="IMG-VALID-REFERENCE")
     return item
 
@@ -441,8 +639,8 @@ async def _resolve(ctx: Context, kind: str, job: dict[str, Any]) -> dict[str, An
     Enhance and Imagine this work on a stored prompt)."""
     args = dict(job)
     if "prompt_from" in args:
-        core, gen, enhanced = args.pop("prompt_from")
-        prompt = await prompt_of(core, ctx, gen, enhanced=enhanced)
+        core, gen, enhanced, index = args.pop("prompt_from")
+        prompt = await prompt_of(core, ctx, gen, enhanced=enhanced, index=index)
         if kind == "imagine":
             args["options"] = ImagineOptions(prompt=prompt)
         else:
