@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.models import Context, Identity, ImagineOptions
+from bot.models import Context, Identity
 from bot.slack_app.blocks import (
     CANCEL,
     CONFIRM,
@@ -306,9 +306,9 @@ async def test_history_pages_ten_at_a_time_with_a_contact_sheet_and_show_buttons
     page2 = await last_reply(rich, "p2")
     assert page2["replace_original"] is True and "page 2 of 2" in page2["text"]
     items = [b for b in page2["blocks"] if b["type"] == "section" and "accessory" in b]
-    assert len(items) == 2 and "picture 1 " in items[0]["text"]["text"] + " "
-    nav = {e["action_id"] for b in page2["blocks"] if b["type"] == "actions" for e in b["elements"]}
-    assert nav == {f"{HISTORY_PAGE}_prev"}
+    assert len(items) == 2 and "picture 1 ·" in items[0]["text"]["text"] and "picture 0" in items[1]["text"]["text"]
+    back = {e["action_id"] for b in page2["blocks"] if b["type"] == "actions" for e in b["elements"]}
+    assert back == {f"{HISTORY_PAGE}_prev"}
 
     show = items[1]["accessory"]
     assert show["action_id"].startswith(SHOW)

@@ -58,7 +58,7 @@ from .blocks import (
 )
 from .commands import history_answer
 from .delivery import SLACK_FAILURES, Destination
-from .flow import Answer, ModalAnswer, Order, accept, begin, note_job, shown_job
+from .flow import Answer, ModalAnswer, Order, accept, addressed, begin, note_job, shown_job
 from .respond import Tell
 
 log = logging.getLogger(__name__)
@@ -367,6 +367,7 @@ async def confirm(bot: SlackBot, ack: Ack, body: dict[str, Any], action: dict[st
                          "in a minute. (IMG-RESTARTING)")
         return
     try:
+        ctx = await addressed(bot, ctx)
         queued = await bot.core.enqueue_proposal(ctx, value, queued=bot.queues)
     except ImagebotError as exc:
         await answer.refuse(exc)

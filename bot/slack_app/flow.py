@@ -10,6 +10,7 @@ as an error on a modal's input.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -109,6 +110,7 @@ async def accept(bot: SlackBot, answer: Answer, tell: Tell, ctx: Context, order:
         return
     try:
         args = dict(await order.args() if callable(order.args) else order.args)
+        ctx = await addressed(bot, ctx)
         quote = await bot.core.quote(ctx, order.kind, **args)
         # Asked only when it could be paid; otherwise ``enqueue`` refuses it with the usual words.
         if quote.confirm and quote.balance_after >= 0:
@@ -124,6 +126,15 @@ async def accept(bot: SlackBot, answer: Answer, tell: Tell, ctx: Context, order:
         await answer.say(INTERNAL)
         return
     await begin(bot, answer, tell, ctx, queued, order.what, where=where, replace=replace)
+
+
+async def addressed(bot: SlackBot, ctx: Context) -> Context:
+    """The job's address says whether this workspace posts results privately, so a worker in another process
+    (``courier.SlackCourier``, which has no core to ask) can post them the same way."""
+    if ctx.address is None:
+        return ctx
+    visibility = await bot.core.visibility(ctx)
+    return dataclasses.replace(ctx, address={**ctx.address, "visibility": visibility})
 
 
 async def begin(bot: SlackBot, answer: Answer, tell: Tell, ctx: Context, queued: Queued, what: str, *,
