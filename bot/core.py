@@ -72,7 +72,7 @@ from .models import (
 from .moderation import Moderation
 from .ratelimit import RateLimiter
 from .references import fetch_references
-from .replies import HELP_COMMANDS, HELP_OPTIONS, age_text, interrupted_text, refusal
+from .replies import HELP_COMMANDS, HELP_OPTIONS, age_text, interrupted_text, plural, refusal
 from .server_settings import Rules, parse_changes, rules_from
 from .server_settings import shown as settings_shown
 from .thumbnails import contact_sheet
@@ -235,13 +235,11 @@ class Imagebot:
     async def imagine(
         self, ctx: Context, options: ImagineOptions, *, progress: Progress | None = None, command: str = "imagine"
     ) -> ImagineResult:
-        plan = self.plan(ctx, options)
-        await self._check_limits(ctx, command)
-        request_id = self._ids.new()
-        work = await self._imagine_work(ctx, plan, options, command)
-        async with self._charge(ctx, request_id, work) as bill:
-            made = await self._generate(plan, bill, progress, ctx.identity)
-        return self._imagine_result(plan, made, bill)
+        """In-process /imagine (the console, tests): the same preparation as a job (the server's settings,
+        moderation, the blocklist), charged in this process."""
+        result = await self._inline(ctx, "imagine", progress, options=options)
+        assert isinstance(result, ImagineResult)
+        return result
 
     async def _imagine_work(self, ctx: Context, plan: Plan, options: ImagineOptions, command: str) -> _Work:
         recorded = recorded_options(plan, options)
@@ -287,15 +285,17 @@ class Imagebot:
 
     async def reroll(self, ctx: Context, generation_id: str, *, progress: Progress | None = None) -> ImagineResult:
         """The same request again, with a new seed."""
-        return await self.imagine(ctx, await self._button_options(ctx, "reroll", generation_id, 0),
-                                  progress=progress, command="reroll")
+        result = await self._inline(ctx, "reroll", progress, generation_id=generation_id)
+        assert isinstance(result, ImagineResult)
+        return result
 
     async def variations(
         self, ctx: Context, generation_id: str, index: int = 0, *, progress: Progress | None = None
     ) -> ImagineResult:
         """The same prompt with the chosen image as the reference."""
-        return await self.imagine(ctx, await self._button_options(ctx, "variations", generation_id, index),
-                                  progress=progress, command="variations")
+        result = await self._inline(ctx, "variations", progress, generation_id=generation_id, index=index)
+        assert isinstance(result, ImagineResult)
+        return result
 
     async def _button_options(self, ctx: Context, kind: str, generation_id: str, index: int) -> ImagineOptions:
         gen = await self._own_generation(ctx, generation_id)
@@ -306,12 +306,9 @@ class Imagebot:
         self, ctx: Context, generation_id: str, index: int = 0, *, progress: Progress | None = None
     ) -> ImagineResult:
         """The chosen image at twice its size, by the provider that made it (when its model can)."""
-        work = await self._upscale_work(ctx, generation_id, index)
-        await self._check_limits(ctx, "upscale")
-        request_id = self._ids.new()
-        async with self._charge(ctx, request_id, work) as bill:
-            stored = await self._upscale(bill, work.generation, progress)
-        return self._upscale_result(bill, work.generation, stored)
+        result = await self._inline(ctx, "upscale", progress, generation_id=generation_id, index=index)
+        assert isinstance(result, ImagineResult)
+        return result
 
     async def _upscale_work(self, ctx: Context, generation_id: str, index: int) -> _Work:
         gen = await self._own_generation(ctx, generation_id)
@@ -379,12 +376,9 @@ class Imagebot:
 
     async def enhance(self, ctx: Context, prompt: str) -> EnhanceResult:
         """A richer prompt from the text model; a retired text model is replaced within the same charge."""
-        work = self._enhance_work(ctx, prompt)
-        await self._check_limits(ctx, "enhance")
-        request_id = self._ids.new()
-        async with self._charge(ctx, request_id, work) as bill:
-            enhanced = await self._enhance(bill, work.generation["prompt"])
-        return self._enhance_result(bill, work.generation["prompt"], enhanced)
+        result = await self._inline(ctx, "enhance", None, prompt=prompt)
+        assert isinstance(result, EnhanceResult)
+        return result
 
     def _enhance_work(self, ctx: Context, prompt: str) -> _Work:
         text = clean_prompt(prompt)
@@ -841,7 +835,8 @@ class Imagebot:
         rows, total = await self.store.history(ctx.identity, offset=(page - 1) * HISTORY_PAGE, limit=HISTORY_PAGE)
         pages = max(1, -(-total // HISTORY_PAGE))
         if page > pages and total:
-            raise ValidationError(f"There are only {pages} pages of results.", code="IMG-VALID-PAGE")
+            raise ValidationError(f"There {'is' if pages == 1 else 'are'} only {plural(pages, 'page')} of results.",
+                                  code="IMG-VALID-PAGE")
         now = time.time()
         items = [HistoryItem(r.id, r.command, r.prompt, r.credits_consumed, r.created_at,
                              self._stored_images(r), age_text(now - r.created_at)) for r in rows]
