@@ -58,6 +58,10 @@ DESCRIBE_USAGE = ("Usage: /describe <https URL of an image>. Slack slash command
                   "somewhere public, or use /describe from the console).")
 #: The longest image URL /describe takes.
 URL_MAX = 2000
+#: What /help adds on Slack: how its commands differ from the other platforms'.
+SLACK_HELP = ("On Slack: /describe takes the https URL of an image (slash commands carry no files); Edit opens "
+              "a box for the instruction; More… lists Zoom out, Pan and Make square where the model can; "
+              "/history sends its thumbnails to your direct messages with me.")
 ADMINS_ONLY = "Only workspace admins and owners can change the settings. Nothing was changed."
 
 
@@ -243,7 +247,7 @@ async def help_command(bot: SlackBot, ack: Ack, body: dict[str, Any], tell: Tell
     await ack()
 
     async def answer() -> str:
-        return escape(help_text(await bot.core.help(ctx)))
+        return escape(f"{help_text(await bot.core.help(ctx))}\n{SLACK_HELP}")
 
     await bot.start(note_job("help", tell, answer), tell)
 
