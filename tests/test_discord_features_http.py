@@ -22,7 +22,7 @@ from bot.discord_app.courier import DiscordCourier
 from bot.discord_app.http_interactions import DiscordInteractions, mount
 from bot.models import Identity
 from bot.web import WebServer
-from tests.doubles import make_config
+from tests.doubles import make_config, tiny_png
 from tests.fakes.discord_api import GUILD_ID, MANAGE_GUILD, FakeDiscord, Payloads
 from tests.worker_process import OtherProcess
 
@@ -261,3 +261,24 @@ async def test_help_and_bad_describe_input_are_answered_in_the_response(bot: Bot
     text = await bot.send(p.command("describe", [p.opt("image", aid, 11)], resolved=resolved))
     assert private(text) and "must be an image" in text["data"]["content"]
     assert await bot.balance() == 50 and await bot.generations() == []
+
+
+async def test_describe_is_queued_delivered_with_imagine_buttons_that_work(bot: Bot) -> None:
+    p = bot.payloads
+    url = bot.fake.serve("photo.png", tiny_png(42))
+    aid, resolved = p.attachment_resolved(url, len(tiny_png(42)), "photo.png")
+    payload = p.command("describe", [p.opt("image", aid, 11)], resolved=resolved)
+    assert await bot.send(payload) == {"type": 5, "data": {}}
+    call = await bot.deliver(payload["token"])
+    gen = call.embeds[0]["footer"]["text"].split()[-1]
+    assert ids(call.json["components"]) == [f"ib:im:{gen}:{n}" for n in range(4)]
+    described = (await bot.generations())[0]
+    prompts = (described.result_text or "").split("\n")
+    assert described.command == "describe" and len(prompts) == 4
+
+    click = p.click(bot.message(payload["token"]), f"ib:im:{gen}:1")
+    assert (await bot.send(click))["type"] == 5
+    await bot.deliver(click["token"])
+    latest = (await bot.generations())[0]
+    assert latest.command == "imagine" and latest.prompt == prompts[1]
+    assert await bot.balance() == 50 - described.credits_consumed - latest.credits_consumed
