@@ -115,7 +115,7 @@ async def test_ingress_queues_an_edit_and_a_confirmed_command_for_a_worker(ingre
         await other.close()
 
 
-async def test_ingress_writes_the_workspaces_visibility_into_the_job_for_the_worker(ingress: SlackHarness) -> None:
+async def test_ingress_marks_a_private_workspaces_job_and_the_worker_posts_it_by_dm(ingress: SlackHarness) -> None:
     ingress.fake.user("U0BOSS001", admin=True)
     await ingress.command("/settings", "visibility private", user="U0BOSS001", key="s")
     await ingress.fake.until(lambda: ingress.fake.replies("s"))
@@ -124,4 +124,13 @@ async def test_ingress_writes_the_workspaces_visibility_into_the_job_for_the_wor
     assert json.loads(body)["text"].startswith("Queued:")
     [gen] = await ingress.core.store.recent_generations(Identity("slack", TEAM_ID, ANN), 1)
     job = await ingress.core.store.job(gen.id)
-    assert job is not None and job.state == "queued" and job.address["visibility"] == "private"
+    assert job is not None and job.state == "queued" and job.address["private"] is True
+
+    other = await start_worker(ingress)  # delivers it as the workspace wants: to the asker's DM only
+    try:
+        await ingress.fake.until(lambda: ingress.fake.uploads)
+        await ingress.fake.until(lambda: other.worker.outcomes)
+    finally:
+        await other.close()
+    assert [u.channel_id for u in ingress.fake.uploads] == ["D0ANN0001"]
+    assert all(m["channel"] == "D0ANN0001" for m in ingress.fake.messages)

@@ -129,12 +129,11 @@ async def accept(bot: SlackBot, answer: Answer, tell: Tell, ctx: Context, order:
 
 
 async def addressed(bot: SlackBot, ctx: Context) -> Context:
-    """The job's address says whether this workspace posts results privately, so a worker in another process
-    (``courier.SlackCourier``, which has no core to ask) can post them the same way."""
-    if ctx.address is None:
+    """A job of a workspace that posts results privately says so in its address (``"private": true``), so a
+    worker in another process (``courier.SlackCourier``, which has no core to ask) posts it the same way."""
+    if ctx.address is None or await bot.core.visibility(ctx) != "private":
         return ctx
-    visibility = await bot.core.visibility(ctx)
-    return dataclasses.replace(ctx, address={**ctx.address, "visibility": visibility})
+    return dataclasses.replace(ctx, address={**ctx.address, "private": True})
 
 
 async def begin(bot: SlackBot, answer: Answer, tell: Tell, ctx: Context, queued: Queued, what: str, *,
