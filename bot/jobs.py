@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .errors import ImagebotError, NotFound
-from .models import Context, EnhanceResult, ImagineResult
+from .models import Context, DescribeResult, EnhanceResult, ImagineResult
 from .replies import broken_delivery_text, error_text, interrupted_text, restarting_text, undelivered_text
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ class Job(Generic[R]):
 
 def generation_id_of(result: object) -> str | None:
     """The generation to refund when ``result`` reaches no one (None for answers that cost nothing)."""
-    if isinstance(result, ImagineResult | EnhanceResult):
+    if isinstance(result, ImagineResult | EnhanceResult | DescribeResult):
         return result.generation_id
     return None
 

@@ -65,7 +65,7 @@ async def test_endpoints_are_overridden_and_restored_after_the_test(tmp_path: Pa
 async def test_commands_sync_at_once_to_development_guilds(tmp_path: Path) -> None:
     async with DiscordHarness(tmp_path, IMAGEBOT_DISCORD_GUILDS=f"{GUILD_ID},5") as h:
         assert set(h.fake.commands) == {str(GUILD_ID), "5"}
-        assert {c["name"] for c in h.fake.commands["5"]} == {"imagine", "enhance", "credits", "credits-admin"}
+        assert {c["name"] for c in h.fake.commands["5"]} == {"imagine", "enhance", "describe", "history", "show", "help", "settings", "credits", "credits-admin"}
 
 
 async def test_sharded_client_serves_interactions_on_every_shard(tmp_path: Path) -> None:

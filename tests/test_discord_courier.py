@@ -83,7 +83,8 @@ async def test_result_edits_the_deferred_response_with_image_and_buttons(fake, c
     assert call.method == "PATCH" and call.path.endswith("/messages/@original")
     assert [name for name, _ in call.files] == ["imagebot-89abcdef-1.png"]
     assert call.files[0][1] == tiny_png(0)
-    assert custom_ids(call) == [f"ib:rr:{GEN}", f"ib:en:{GEN}", f"ib:va:{GEN}:0", f"ib:up:{GEN}:0"]
+    assert custom_ids(call) == [f"ib:rr:{GEN}", f"ib:en:{GEN}", f"ib:va:{GEN}:0", f"ib:up:{GEN}:0", f"ib:ed:{GEN}:0",
+                                f"ib:op:{GEN}:0", f"ib:dl:{GEN}"]
     assert "Ada" in call.embeds[0]["author"]["name"] and f"generation {GEN}" in call.embeds[0]["footer"]["text"]
     assert not fake.to_channel(CHANNEL_ID) and not fake.dms()
 
@@ -98,7 +99,7 @@ async def test_ten_images_and_their_buttons_in_one_message(fake, courier, tmp_pa
     await courier.deliver(address(), LIVE, result(tmp_path, 10))
     [call] = fake.for_token("tok-1")
     assert len(call.files) == 10
-    assert len(custom_ids(call)) == 2 + 20 and f"ib:up:{GEN}:9" in custom_ids(call)
+    assert len(custom_ids(call)) == 4 + 20 and f"ib:up:{GEN}:9" in custom_ids(call)
 
 
 async def test_expired_token_goes_to_the_channel(fake, courier, tmp_path) -> None:

@@ -33,7 +33,7 @@ async def test_credits_is_private_and_shows_balance_and_recent_usage(tmp_path: P
 async def test_admin_commands_are_hidden_from_members_and_not_offered_in_dms(tmp_path: Path) -> None:
     async with DiscordHarness(tmp_path) as h:
         commands = {c["name"]: c for c in h.fake.commands["global"]}
-        assert set(commands) == {"imagine", "enhance", "credits", "credits-admin"}
+        assert set(commands) == {"imagine", "enhance", "describe", "history", "show", "help", "settings", "credits", "credits-admin"}
         admin = commands["credits-admin"]
         assert int(admin["default_member_permissions"]) == MANAGE_GUILD and admin["dm_permission"] is False
         assert {o["name"] for o in admin["options"]} == {"grant", "revoke", "set", "usage"}

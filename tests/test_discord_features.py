@@ -9,7 +9,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-import pytest
 from PIL import Image
 
 from bot.canvas import outpaint_canvas
@@ -451,9 +450,6 @@ async def test_a_prompt_flagged_sexual_passes_only_in_an_age_restricted_channel_
             assert await h.balance(111) == 47
 
 
-@pytest.mark.xfail(strict=True, reason="bot.jobs.generation_id_of does not know DescribeResult yet: the in-process "
-                   "runner neither renews nor finishes a /describe job (nor refunds one that reached no one), so a "
-                   "worker could post it again once its lease runs out. Fix in bot/jobs.py (core owner).")
 async def test_a_describe_job_is_finished_once_its_prompts_are_posted(tmp_path: Path) -> None:
     """A finished job is never delivered again by a worker after its lease runs out (no second post)."""
     async with DiscordHarness(tmp_path) as h:

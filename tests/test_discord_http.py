@@ -175,7 +175,8 @@ async def test_imagine_is_deferred_then_a_worker_delivers_it_charged_once(bot: B
     assert call.method == "PATCH" and call.path.endswith("/messages/@original")
     assert call.files[0][1] == tiny_png(0)
     gen = call.embeds[0]["footer"]["text"].split()[-1]
-    assert custom_ids(call) == [f"ib:rr:{gen}", f"ib:en:{gen}", f"ib:va:{gen}:0", f"ib:up:{gen}:0"]
+    assert custom_ids(call) == [f"ib:rr:{gen}", f"ib:en:{gen}", f"ib:va:{gen}:0", f"ib:up:{gen}:0", f"ib:ed:{gen}:0",
+                                f"ib:op:{gen}:0", f"ib:dl:{gen}"]
     assert list(other.worker.outcomes.values()) == ["delivered"]
     balance, rows = ledger_sum(bot.config.database, USER)
     assert balance == rows == held == await bot.balance()

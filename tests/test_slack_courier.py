@@ -16,7 +16,7 @@ import pytest
 
 from bot.couriers import Undeliverable
 from bot.models import EnhanceResult, ImagineResult, StoredImage
-from bot.slack_app.blocks import ENHANCE, IMAGINE_THIS, REROLL, VARIATIONS
+from bot.slack_app.blocks import DELETE, EDIT, ENHANCE, IMAGINE_THIS, MORE, REROLL, VARIATIONS
 from bot.slack_app.courier import SlackCourier
 from tests.fakes.images import png
 from tests.fakes.slack_api import TEAM_ID, FakeSlack
@@ -79,9 +79,11 @@ async def test_images_reach_the_channel_with_the_in_process_buttons(tmp_path: Pa
     assert [f[2] for f in upload.files] == [(tmp_path / f"img{i}.png").read_bytes() for i in range(2)]
     [buttons] = fake.messages
     assert buttons["channel"] == "C0GEN0001"
-    assert action_ids(buttons) == [REROLL, f"{VARIATIONS}_0", f"{VARIATIONS}_1", ENHANCE]
+    assert action_ids(buttons) == [REROLL, f"{VARIATIONS}_0", f"{VARIATIONS}_1", ENHANCE, f"{EDIT}_0", f"{EDIT}_1",
+                                   MORE, DELETE]
     values = [e["value"] for b in buttons["blocks"] if b["type"] == "actions" for e in b["elements"]]
-    assert values == [GID, f"{GID}:0", f"{GID}:1", GID]
+    files = ",".join(f["id"] for f in json.loads(fake.called("files.completeUploadExternal")[0].args["files"]))
+    assert values == [GID, f"{GID}:0", f"{GID}:1", GID, f"{GID}:0", f"{GID}:1", GID, f"{GID}|{files}"]
     assert all(c.authorized for c in fake.calls)
 
 
@@ -91,7 +93,7 @@ async def test_a_channel_that_refuses_the_bot_sends_the_images_by_dm(tmp_path: P
     await courier.deliver(address(fake, key="dm"), soon(), result(tmp_path, 1))
     [upload] = fake.uploads
     assert upload.channel_id == "D0ANN0001"
-    assert action_ids(fake.dms(ANN)[0]) == [REROLL, VARIATIONS, ENHANCE]
+    assert action_ids(fake.dms(ANN)[0]) == [REROLL, VARIATIONS, ENHANCE, EDIT, MORE, DELETE]
     assert any("direct message" in text for text in fake.replies("dm"))  # told why, privately
 
 

@@ -74,7 +74,8 @@ async def test_signed_imagine_uploads_into_the_channel_with_summary_and_buttons(
             assert img.size == (256, 256)
     [buttons] = slack.fake.messages
     elements = buttons["blocks"][-1]["elements"]
-    assert [e["text"]["text"] for e in elements] == ["Re-roll", "Variations #1", "Variations #2", "Enhance"]
+    assert [e["text"]["text"] for e in elements] == ["Re-roll", "Variations #1", "Variations #2", "Enhance",
+                                                     "Edit #1", "Edit #2", "More…", "Delete"]
     gen_id = elements[0]["value"]
     assert elements[0]["action_id"] == REROLL
     gen = await slack.core.generation(gen_id)

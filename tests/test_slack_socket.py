@@ -121,7 +121,8 @@ def test_manifest_declares_commands_scopes_interactivity_and_socket_mode() -> No
     path = Path(__file__).resolve().parents[1] / "bot" / "slack_app" / "manifest.json"
     manifest = json.loads(path.read_text())
     commands = {c["command"]: c for c in manifest["features"]["slash_commands"]}
-    assert set(commands) == {"/imagine", "/enhance", "/credits"}
+    assert set(commands) == {"/imagine", "/enhance", "/credits", "/describe", "/history", "/show", "/help",
+                             "/settings"}
     assert commands["/credits"]["should_escape"] is True
     assert {"commands", "chat:write", "files:write", "users:read", "im:write"} <= set(
         manifest["oauth_config"]["scopes"]["bot"])

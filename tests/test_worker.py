@@ -18,7 +18,7 @@ import pytest
 
 from bot.couriers import Posted, Undeliverable
 from bot.errors import ProviderUnavailable
-from bot.models import Context, EnhanceResult, Identity, ImagineOptions, ImagineResult
+from bot.models import Context, DescribeResult, EnhanceResult, Identity, ImagineOptions, ImagineResult
 from bot.worker import Worker
 from tests.doubles import ScriptedProvider, make_config, make_core
 
@@ -29,12 +29,13 @@ class RecordingCourier:
     platform = "slack"
 
     def __init__(self, *, refuse: bool = False) -> None:
-        self.delivered: list[ImagineResult | EnhanceResult] = []
+        self.delivered: list[ImagineResult | EnhanceResult | DescribeResult] = []
         self.told: list[str] = []
         self.refuse = refuse
 
     async def deliver(self, address: Mapping[str, Any], deliver_by: float,
-                      result: ImagineResult | EnhanceResult, *, posted: Posted | None = None) -> None:
+                      result: ImagineResult | EnhanceResult | DescribeResult, *, posted: Posted | None = None,
+                      ) -> None:
         if self.refuse:
             raise Undeliverable("channel and DM refused")
         assert address["channel_id"] == "C1"
