@@ -99,6 +99,13 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class ModerationSettings:
+    #: Every server's prompts (and input images) go to OpenAI's moderation model first, unless a server's
+    #: /settings turns it off; needs OPENAI_API_KEY (checked at start).
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     #: A SQLite path, ``sqlite:///path``, or ``memory://`` (see ``storage.ledger.open_ledger``).
     database: str = "./data/imagebot.sqlite3"
@@ -116,6 +123,7 @@ class Config:
     enhancer: str = ""
     #: Seconds between asks of each vendor for its model list (lifecycle, new models).
     catalogue_refresh: float = 6 * 3600.0
+    moderation: ModerationSettings = field(default_factory=ModerationSettings)
     #: Per-provider tables from ``[providers.NAME]`` in the file (models, base_url, key_env...).
     provider_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: The environment as read at start; providers and adapters take their keys from here.
@@ -243,6 +251,15 @@ def _outage(value: Any) -> str:
     return text
 
 
+def _switch(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text not in ("on", "off"):
+        raise ValueError("on or off (true or false in the file)")
+    return text == "on"
+
+
 ROLES = ("all", "ingress", "worker")
 
 
@@ -309,6 +326,10 @@ class ProvidersTable(BaseModel):
     order: Annotated[tuple[str, ...], PlainValidator(_names), Env("IMAGEBOT_PROVIDERS")] = ()
 
 
+class ModerationTable(_Table):
+    enabled: Annotated[bool, PlainValidator(_switch), Env("IMAGEBOT_MODERATION")] = False
+
+
 class ServerTable(_Table):
     providers: Annotated[tuple[str, ...], PlainValidator(_names)] = ()
 
@@ -335,6 +356,7 @@ class Settings(BaseSettings):
     catalogue_refresh: Annotated[float, _number(60, 7 * 86400), Env("IMAGEBOT_CATALOGUE_REFRESH")] = 6 * 3600.0
     limits: LimitsTable = LimitsTable()
     pricing: PricingTable = PricingTable()
+    moderation: ModerationTable = ModerationTable()
     providers: ProvidersTable = ProvidersTable()  # type: ignore[call-arg]  # its extras default to none
     servers: dict[Annotated[str, PlainValidator(_server_key)], ServerTable] = {}
     slack: AdapterTable = AdapterTable()
@@ -479,6 +501,8 @@ def _homes() -> dict[str, list[str]]:
         add(key, "[limits]")
     for key in _table_keys(PricingTable):
         add(key, "[pricing]")
+    for key in _table_keys(ModerationTable):
+        add(key, "[moderation]")
     add("order", "[providers]")
     add("providers", '[servers."platform:id"]')
     schema = _providers_schema()
@@ -727,6 +751,15 @@ def _paths_problems(settings: Settings, name: _Namer) -> list[str]:
     return problems
 
 
+def _moderation_problems(settings: Settings, env: Mapping[str, str], name: _Namer) -> list[str]:
+    """Moderation turned on with no OpenAI key could only refuse every prompt: stopped at start instead."""
+    if settings.moderation.enabled and not (env.get("OPENAI_API_KEY") or "").strip():
+        return [f"{name(('moderation', 'enabled'))} turns moderation on, but OPENAI_API_KEY is not set: the "
+                "moderation model is OpenAI's (free with any OpenAI API key). Set OPENAI_API_KEY or turn "
+                "moderation off."]
+    return []
+
+
 def load_config(env: Mapping[str, str] | None = None, path: str | Path | None = None) -> Config:
     """Build the config from ``env`` (default: the process environment) and the toml file.
 
@@ -750,7 +783,7 @@ def load_config(env: Mapping[str, str] | None = None, path: str | Path | None = 
     settings, problems = _validate(env, data, name)
     if settings is None:
         raise _fail(problems)
-    problems = _paths_problems(settings, name)
+    problems = _paths_problems(settings, name) + _moderation_problems(settings, env, name)
     if problems:
         raise _fail(problems)
     return _build(settings, env, data)
@@ -785,6 +818,7 @@ def _build(s: Settings, env: dict[str, str], data: Mapping[str, Any]) -> Config:
         role=s.role,
         enhancer=s.enhancer.lower(),
         catalogue_refresh=s.catalogue_refresh,
+        moderation=ModerationSettings(enabled=s.moderation.enabled),
         provider_settings=dict(s.providers.__pydantic_extra__ or {}),
         env=env,
         extra={k: data[k] for k in ADAPTER_ENV if k in data},
