@@ -383,7 +383,7 @@ class Moderation:
         if images and verdict.inputs == ("image",):
             where = "An input image"
         elif images and "image" in verdict.inputs:
-            where = "This prompt or its image"
+            where = "This prompt or an input image"
         else:
             where = "This prompt"
         raise ValidationError(f"{where} was flagged for {what}. Nothing was charged.", code=FLAGGED)

@@ -204,7 +204,7 @@ async def test_the_endpoint_takes_one_image_per_request_which_is_why_they_are_sp
 async def test_an_image_flagged_with_the_prompt_says_so(moderation: Moderation, fake: FakeOpenAI) -> None:
     fake.moderation.flag_image(picture(5), "self-harm")
     refused = await refusal(moderation, "like this", picture(5))
-    assert refused.message == "This prompt or its image was flagged for self-harm. Nothing was charged."
+    assert refused.message == "This prompt or an input image was flagged for self-harm. Nothing was charged."
 
 
 async def test_sexual_passes_with_adult_ok_and_minors_never(moderation: Moderation, fake: FakeOpenAI) -> None:
