@@ -9,7 +9,6 @@ from storage.ledger import Ledger, open_ledger
 
 from .config import Config
 from .core import Imagebot
-from .errors import ConfigError
 from .moderation import Moderation
 from .ratelimit import RateLimiter
 
@@ -29,13 +28,7 @@ def build_core(config: Config, *, read_only: bool = False) -> Imagebot:
     limiter = RateLimiter(config.limits.user_rate, config.limits.server_rate, config.limits.storage_uri,
                           on_outage=config.limits.on_outage)
     core = Imagebot(config, store, images, registry, limiter)
-    setting = config.env.get("IMAGEBOT_MODERATION", "off").strip().lower() or "off"
-    if setting not in ("on", "off"):
-        raise ConfigError(f"IMAGEBOT_MODERATION must be on or off, not {setting[:20]!r}.")
-    moderator = build_moderator(config)
-    if setting == "on" and moderator is None:
-        raise ConfigError("IMAGEBOT_MODERATION=on needs OPENAI_API_KEY (the moderation model is OpenAI's); set the "
-                          "key or turn moderation off.")
-    core.moderation = Moderation(moderator)
-    core.moderation_default = setting == "on"
+    # ``[moderation] enabled`` (IMAGEBOT_MODERATION) without an OpenAI key stops load_config, naming the key.
+    core.moderation = Moderation(build_moderator(config))
+    core.moderation_default = config.moderation.enabled
     return core

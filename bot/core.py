@@ -416,7 +416,6 @@ class Imagebot:
             raise ValueError("a queued job needs an address to deliver to")
         work = await self._prepare(ctx, kind, options=options, generation_id=generation_id, index=index,
                                    prompt=prompt, op=op)
-        await self._check_limits(ctx, kind)
         request_id = self._ids.new()
         try:
             balance = await self.store.reserve(
@@ -433,9 +432,10 @@ class Imagebot:
 
     async def _prepare(self, ctx: Context, kind: str, *, options: ImagineOptions | None = None,
                        generation_id: str | None = None, index: int = 0, prompt: str | None = None,
-                       op: str | None = None) -> _Work:
-        """A command made ready to charge: validated against the server's settings, screened by moderation
-        and the blocklist, priced. Raises an ``ImagebotError`` (nothing moved) when refused."""
+                       op: str | None = None, screen: bool = True) -> _Work:
+        """A command made ready to charge: validated against the server's settings, priced, then (``screen``)
+        rate-limited and screened by the blocklist and moderation, in that order, so a limited user costs
+        no moderation call. Raises an ``ImagebotError`` (nothing moved) when refused."""
         rules = await self.rules(ctx)
         if kind == "imagine":
             if options is None:
@@ -463,10 +463,19 @@ class Imagebot:
             raise ValueError(f"unknown job kind {kind!r}")
         if kind in ("upscale", "enhance"):  # priced here; imagine-like kinds were priced by their plan
             work = dataclasses.replace(work, amount=rules.price(work.amount))
-        if work.generation.get("prompt") and kind != "describe":
-            await self._screen(ctx, str(work.generation["prompt"]), rules,
-                               [options.reference] if options is not None and options.reference else [])
+        if ctx.adult_channel and options is not None and options.reference_urls:
+            work.generation["options"]["adult_channel"] = True  # for the screen of the fetched images
+        if not screen:
+            return work
+        await self._check_limits(ctx, kind)
+        await self._screen_work(ctx, kind, work, options, rules)
         return work
+
+    async def _screen_work(self, ctx: Context, kind: str, work: _Work, options: ImagineOptions | None,
+                           rules: Rules) -> None:
+        if work.generation.get("prompt") and kind != "describe":
+            images = [] if options is None else [i for i in (options.reference, *options.references) if i]
+            await self._screen(ctx, str(work.generation["prompt"]), rules, images)
 
     async def run(self, generation_id: str, progress: Progress | None = None,
                   ) -> ImagineResult | EnhanceResult | DescribeResult:
@@ -512,7 +521,7 @@ class Imagebot:
         if kind in ("imagine", "edit"):
             options = await self._stored_options(gen)
             plan = self.plan(Context(gen.identity, gen.channel_id), options, rules)
-            await self._screen_images(plan, rules)
+            await self._screen_images(plan, rules, gen)
             made = await self._generate(plan, bill, progress, gen.identity)
             return lambda: self._imagine_result(plan, made, bill)
         if kind == "outpaint":
@@ -641,12 +650,15 @@ class Imagebot:
         await self.moderation.screen(prompt, images, blocklist=rules.blocklist, check=rules.moderation,
                                      adult_ok=rules.adult and ctx.adult_channel)
 
-    async def _screen_images(self, plan: Plan, rules: Rules) -> None:
+    async def _screen_images(self, plan: Plan, rules: Rules, gen: GenerationRow) -> None:
         """Input images fetched when the job runs (attachments) are screened then, before any provider call;
-        a refusal there is refunded in full."""
+        a refusal there is refunded in full. Images in hand at the command were screened before the
+        reservation (``_prepare``)."""
+        if not gen.options.get("reference_urls") or not rules.moderation:
+            return
         images = [i for i in (plan.reference, *plan.references) if i is not None]
-        if images and rules.moderation:
-            await self.moderation.screen(plan.prompt, images, blocklist=rules.blocklist, check=True)
+        await self.moderation.screen(plan.prompt, images, blocklist=rules.blocklist, check=True,
+                                     adult_ok=rules.adult and bool(gen.options.get("adult_channel")))
 
     # -- edit, outpaint, describe ---------------------------------------------------------------------
 
@@ -794,7 +806,6 @@ class Imagebot:
     async def _inline(self, ctx: Context, kind: str, progress: Progress | None, **args: Any,
                       ) -> ImagineResult | EnhanceResult | DescribeResult:
         work = await self._prepare(ctx, kind, **args)
-        await self._check_limits(ctx, kind)
         request_id = self._ids.new()
         async with self._charge(ctx, request_id, work) as bill:
             gen = await self.store.generation(request_id)
@@ -807,11 +818,14 @@ class Imagebot:
     async def quote(self, ctx: Context, kind: str, **args: Any) -> Quote:
         """The price of a command before it runs. Above the server's threshold it is stored as a proposal
         that runs only when its asker confirms (``enqueue_proposal``); below it nothing is stored."""
-        work = await self._prepare(ctx, kind, **args)
+        work = await self._prepare(ctx, kind, screen=False, **args)
         rules = await self.rules(ctx)
         balance = await self.store.balance(ctx.identity)
-        if not rules.confirm_above or work.amount <= rules.confirm_above:
+        if not rules.confirm_above or work.amount <= rules.confirm_above or work.amount > balance:
+            # Screened once, by the enqueue that follows (which also words a balance too short to ask about).
             return Quote(work.amount, balance, False)
+        # Refused now rather than after the click; the limits count the run, not the question.
+        await self._screen_work(ctx, kind, work, args.get("options"), rules)
         proposal_id = self._ids.new()
         await self.store.save_proposal(proposal_id, ctx.identity, _proposal(kind, args),
                                        expires_at=time.time() + PROPOSAL_LIFETIME)

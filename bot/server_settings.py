@@ -183,9 +183,26 @@ def _parse_one(key: str, value: str, registry: ProviderRegistry, config: Config,
             raise _bad(key, "use public or private")
         return low
     if key == "blocklist":
-        entries = [e.strip() for e in value.split(",") if e.strip()]
-        return list(_blocklist(entries))
+        return list(_blocklist(split_entries(value)))
     raise _bad(key, "cannot be set")  # pragma: no cover - KEYS and this function list the same keys
+
+
+def split_entries(value: str) -> list[str]:
+    """Comma-separated entries, where a ``/pattern/`` may hold commas of its own (``/x{1,3}/``)."""
+    entries: list[str] = []
+    rest = value.strip()
+    while rest:
+        if rest.startswith("/"):
+            end = re.search(r"/\s*(,|$)", rest[1:])
+            if end is not None:
+                entries.append(rest[: end.start() + 2].strip())
+                rest = rest[end.end() + 1:].strip()
+                continue
+        word, _, rest = rest.partition(",")
+        if word.strip():
+            entries.append(word.strip())
+        rest = rest.strip()
+    return entries
 
 
 def _blocklist(entries: list[str]) -> tuple[str, ...]:

@@ -125,16 +125,18 @@ async def test_settings_are_for_admins_and_apply(core: Imagebot) -> None:
 async def test_the_confirm_step_charges_only_after_the_click(core: Imagebot) -> None:
     ctx = job_ctx()
     options = ImagineOptions(prompt="ten foxes", size="1024x1024", count=6)
-    quote = await core.quote(ctx, "imagine", options=options)
-    assert quote.confirm and quote.price == 60 and quote.proposal_id
-    balance = await core.store.balance(ctx.identity)
+    short = await core.quote(ctx, "imagine", options=options)  # 60 of 50: not asked, the enqueue refuses it
+    assert not short.confirm and short.price == 60
     await core.adjust("test", ctx.identity, "grant", 100)
+    quote = await core.quote(ctx, "imagine", options=options)
+    assert quote.confirm and quote.price == 60 and quote.proposal_id and quote.balance_after == 90
+    balance = await core.store.balance(ctx.identity)
     with pytest.raises(NotFound):
         await core.enqueue_proposal(job_ctx("u2"), quote.proposal_id, queued=False)  # not theirs
     queued = await core.enqueue_proposal(ctx, quote.proposal_id, queued=False)
     result = await core.run(queued.generation_id)
     assert isinstance(result, ImagineResult) and len(result.images) == 6
-    assert await core.store.balance(ctx.identity) == balance + 100 - 60
+    assert await core.store.balance(ctx.identity) == balance - 60
     with pytest.raises(NotFound):
         await core.enqueue_proposal(ctx, quote.proposal_id, queued=False)  # once only
     small = await core.quote(ctx, "imagine", options=ImagineOptions(prompt="one fox", size="256x256"))
@@ -158,3 +160,14 @@ async def test_every_new_command_refuses_bad_input_without_charging(core: Imageb
     Image.new("RGB", (8, 8)).save(png, "PNG")
     with pytest.raises(ValidationError, match="At most 4"):
         core.plan(ctx_for(), ImagineOptions(prompt="x", reference=png.getvalue(), references=(png.getvalue(),) * 4))
+
+
+async def test_a_blocklist_pattern_may_hold_commas(core: Imagebot) -> None:
+    view = await core.change_settings(ctx_for(admin=True), {"blocklist": "clown, /zo{1,3}m/"})
+    assert view.values["blocklist"].count(",") >= 1 and "/zo{1,3}m/" in view.values["blocklist"]
+    before = await core.store.balance(ctx_for().identity)
+    with pytest.raises(ValidationError) as refused:
+        await core.enqueue(job_ctx(), "imagine", options=ImagineOptions(prompt="zooom in", size="256x256"),
+                           queued=False)
+    assert refused.value.code == "IMG-MOD-BLOCKED"
+    assert await core.store.balance(ctx_for().identity) == before
