@@ -385,10 +385,9 @@ class DiscordInteractions:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _asker(self, payload: Mapping[str, Any]) -> tuple[Context, bool]:
+    async def _asker(self, payload: Mapping[str, Any], ctx: Context) -> tuple[Context, bool]:
         """The asker's context and whether this server posts results privately (the address says so, so
         the courier never posts a private result in the channel)."""
-        ctx = context_of(payload, self.settings)
         if await self.core.visibility(ctx) != "private":
             return ctx, False
         return context_of(payload, self.settings, ephemeral=True), True
@@ -399,8 +398,10 @@ class DiscordInteractions:
         and queue the job, then answer with the deferred response: no interaction is acknowledged without its
         job row, so a process killed after the answer leaves a job a worker delivers. A refusal (nothing
         charged) is the answer itself, privately. ``proposal``: the Confirm click, which runs what was quoted."""
+        # Read first: a payload without a user or of the wrong shape is the HTTP edge's 401/400 (``_handle``).
+        asker = context_of(payload, self.settings)
         try:
-            ctx, private = await self._asker(payload)
+            ctx, private = await self._asker(payload, asker)
             if proposal is not None:
                 await self.core.enqueue_proposal(ctx, proposal)
                 return deferred(private=private)
@@ -526,7 +527,7 @@ class DiscordInteractions:
 
     async def _show(self, payload: dict[str, Any], generation_id: str) -> web.Response:
         """A stored result again, free: deferred, then posted by the courier (no job: nothing to charge)."""
-        ctx, private = await self._asker(payload)
+        ctx, private = await self._asker(payload, context_of(payload, self.settings))
         result = await self.core.show(ctx, generation_id)
         address, by = dict(ctx.address or {}), ctx.deliver_by
 
