@@ -252,7 +252,7 @@ class Imagebot:
         primary = plan.attempts[0]
         generation = {"command": command, "channel_id": ctx.channel_id, "prompt": plan.prompt,
                       "provider": primary.provider.name, "model": primary.model.name, "options": recorded}
-        return _Work("imagine", plan.total, generation, {"kind": "imagine", "command": command})
+        return _Work("imagine", plan.total, generation, {"kind": "imagine", "command": command}, plan)
 
     async def _generate(self, plan: Plan, bill: Bill, progress: Progress | None, identity: Identity,
                         restore: Callable[[StoredImage], Awaitable[StoredImage]] | None = None) -> Outcome:
@@ -808,10 +808,27 @@ class Imagebot:
         work = await self._prepare(ctx, kind, **args)
         request_id = self._ids.new()
         async with self._charge(ctx, request_id, work) as bill:
-            gen = await self.store.generation(request_id)
-            assert gen is not None
-            finish = await self._body(str(work.payload["kind"]), gen, bill, progress)
+            finish = await self._here(kind, work, bill, progress, ctx.identity)
         return finish()
+
+    async def _here(self, kind: str, work: _Work, bill: Bill, progress: Progress | None, identity: Identity,
+                    ) -> Callable[[], ImagineResult | EnhanceResult | DescribeResult]:
+        """A command's work in the process that took it, from what ``_prepare`` made (no row read back);
+        the kinds that need their row (outpaint, describe, fetched inputs) run as a job would."""
+        plan = work.plan
+        if plan is not None and not work.generation["options"].get("reference_urls"):
+            made = await self._generate(plan, bill, progress, identity)
+            return lambda: self._imagine_result(plan, made, bill)
+        if kind == "upscale":
+            stored = await self._upscale(bill, work.generation, progress)
+            return lambda: self._upscale_result(bill, work.generation, stored)
+        if kind == "enhance":
+            prompt = str(work.generation["prompt"])
+            enhanced = await self._enhance(bill, prompt)
+            return lambda: self._enhance_result(bill, prompt, enhanced)
+        gen = await self.store.generation(bill.request_id)
+        assert gen is not None
+        return await self._body(str(work.payload["kind"]), gen, bill, progress)
 
     # -- confirm before spending ----------------------------------------------------------------------
 
@@ -998,6 +1015,8 @@ class _Work:
     amount: int
     generation: dict[str, Any]
     payload: dict[str, Any]
+    #: The validated plan, for a command run in this process (a job replans from its row).
+    plan: Plan | None = None
 
 
 def _row_dict(gen: GenerationRow) -> dict[str, Any]:
