@@ -85,6 +85,8 @@ DEFAULT_DELIVER_WITHIN = 15 * 60.0
 PROPOSAL_LIFETIME = 15 * 60.0
 #: Results per /history page.
 HISTORY_PAGE = 10
+#: Seconds a server's settings are used before they are read again (changes elsewhere apply within this).
+RULES_TTL = 5.0
 
 #: ``await progress(stage, details)``; stages and their detail keys:
 #:   queued     (position, provider): waiting for a slot of a busy provider;
@@ -145,6 +147,7 @@ class Imagebot:
         self._refresher: asyncio.Task[None] | None = None
         self._ids = RequestIds()
         self._session: aiohttp.ClientSession | None = None
+        self._rules: dict[str, tuple[float, Rules]] = {}
         #: Set when this process queued a job, so its own worker claims it at once instead of at its next poll.
         self.job_added = asyncio.Event()
         #: The screen before generating (``bot.moderation``): the blocklist, and the moderation model when an
@@ -404,14 +407,15 @@ class Imagebot:
 
     async def enqueue(self, ctx: Context, kind: str, *, options: ImagineOptions | None = None,
                       generation_id: str | None = None, index: int = 0, prompt: str | None = None,
-                      op: str | None = None, queued: bool = True) -> Queued:
+                      op: str | None = None, queued: bool = True, position: bool = True) -> Queued:
         """Accept a command as a job: validate, check the limits, and reserve its credits and insert its
         job in one transaction. Raises an ``ImagebotError`` when refused; nothing is charged then.
 
         Adapters call this *before* acknowledging the platform, so no command is acknowledged without a
         job row: a process killed right after the ack leaves a job any worker resumes, never silence.
         ``queued``: for any worker (``bot.worker``); otherwise held by this process, which runs it at once
-        (``run``)."""
+        (``run``). ``position``: count the jobs queued ahead of it (an adapter that does not show it saves
+        the read)."""
         if ctx.address is None:
             raise ValueError("a queued job needs an address to deliver to")
         work = await self._prepare(ctx, kind, options=options, generation_id=generation_id, index=index,
@@ -427,7 +431,7 @@ class Imagebot:
         if not queued:
             return Queued(request_id, kind, work.amount, balance, 0)
         self.job_added.set()
-        ahead = await self.store.queued_ahead(request_id)
+        ahead = await self.store.queued_ahead(request_id) if position else 0
         return Queued(request_id, kind, work.amount, balance, ahead)
 
     async def _prepare(self, ctx: Context, kind: str, *, options: ImagineOptions | None = None,
@@ -619,8 +623,19 @@ class Imagebot:
         return await self._rules_of(ctx.identity.server_key)
 
     async def _rules_of(self, server_key: str) -> Rules:
-        return rules_from(await self.store.server_settings(server_key), self.config,
-                          moderation_default=self.moderation_default)
+        """A server's rules, read at most every ``RULES_TTL`` seconds: every command needs them before its
+        acknowledgement, so they cost no round trip in a burst. A change made through this process applies
+        at once; one made through another process within ``RULES_TTL``."""
+        now = time.monotonic()
+        cached = self._rules.get(server_key)
+        if cached is not None and now - cached[0] < RULES_TTL:
+            return cached[1]
+        rules = rules_from(await self.store.server_settings(server_key), self.config,
+                           moderation_default=self.moderation_default)
+        if len(self._rules) > 10_000:
+            self._rules.clear()
+        self._rules[server_key] = (now, rules)
+        return rules
 
     async def visibility(self, ctx: Context) -> str:
         """``public`` or ``private``: where this server's results are posted."""
@@ -641,6 +656,7 @@ class Imagebot:
         typed = parse_changes(changes, self.registry, self.config, await self.store.server_settings(key),
                               moderation_available=self.moderation.available)
         await self.store.change_settings(key, typed, actor=ctx.actor)
+        self._rules.pop(key, None)
         log.info("settings of %s changed by %s: %s", key, ctx.actor, ", ".join(sorted(typed)))
         return await self.server_settings(ctx)
 
@@ -837,9 +853,10 @@ class Imagebot:
         that runs only when its asker confirms (``enqueue_proposal``); below it nothing is stored."""
         work = await self._prepare(ctx, kind, screen=False, **args)
         rules = await self.rules(ctx)
+        if not rules.confirm_above or work.amount <= rules.confirm_above:
+            return Quote(work.amount, 0, False)  # screened once, by the enqueue that follows
         balance = await self.store.balance(ctx.identity)
-        if not rules.confirm_above or work.amount <= rules.confirm_above or work.amount > balance:
-            # Screened once, by the enqueue that follows (which also words a balance too short to ask about).
+        if work.amount > balance:  # nothing to ask: the enqueue that follows words the short balance
             return Quote(work.amount, balance, False)
         # Refused now rather than after the click; the limits count the run, not the question.
         await self._screen_work(ctx, kind, work, args.get("options"), rules)

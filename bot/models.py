@@ -160,7 +160,8 @@ class DescribeResult:
 @dataclass(frozen=True)
 class Quote:
     """A command's price before it runs (``Imagebot.quote``). ``confirm``: above the server's threshold, so
-    it was stored as a proposal (``proposal_id``) that runs only when its asker confirms."""
+    it was stored as a proposal (``proposal_id``) that runs only when its asker confirms. ``balance`` is read
+    only when it matters (above the threshold); 0 otherwise."""
 
     price: int
     balance: int

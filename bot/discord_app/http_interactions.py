@@ -409,7 +409,7 @@ class DiscordInteractions:
             quote = await self.core.quote(ctx, kind, **args)
             if quote.confirm and quote.proposal_id:
                 return reply(confirm_text(quote), components=confirm_view(quote.proposal_id).to_components())
-            await self.core.enqueue(ctx, kind, **args)
+            await self.core.enqueue(ctx, kind, position=False, **args)  # Discord's answer shows no position
         except ImagebotError as exc:
             return reply(error_text(exc))
         except Exception:
