@@ -199,9 +199,23 @@ def settings_text(view: SettingsView) -> str:
         lines.append("Recent changes:")
         for change in view.log[:5]:
             when = dt.datetime.fromtimestamp(float(change["created_at"]), dt.UTC).strftime("%Y-%m-%d %H:%M")
-            lines.append(f"  {when} {change['key']}: {change['old']!r} -> {change['new']!r} by {change['actor']}")
+            lines.append(f"  {when} {change['key']}: {_setting(change['old'])} -> {_setting(change['new'])} "
+                         f"by {change['actor']}")
     lines.append("Change one: /settings <key> <value> (the value 'default' goes back to the bot's default).")
     return "\n".join(lines)
+
+
+def _setting(value: object) -> str:
+    """A stored setting as an admin typed it: ``default`` for none, lists comma-separated, 2.0 as 2."""
+    if value is None:
+        return "default"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
 
 
 def age_text(seconds: float) -> str:
