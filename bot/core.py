@@ -407,7 +407,8 @@ class Imagebot:
 
     async def enqueue(self, ctx: Context, kind: str, *, options: ImagineOptions | None = None,
                       generation_id: str | None = None, index: int = 0, prompt: str | None = None,
-                      op: str | None = None, queued: bool = True, position: bool = True) -> Queued:
+                      op: str | None = None, queued: bool = True, position: bool = True,
+                      moderate: bool = True) -> Queued:
         """Accept a command as a job: validate, check the limits, and reserve its credits and insert its
         job in one transaction. Raises an ``ImagebotError`` when refused; nothing is charged then.
 
@@ -415,11 +416,12 @@ class Imagebot:
         job row: a process killed right after the ack leaves a job any worker resumes, never silence.
         ``queued``: for any worker (``bot.worker``); otherwise held by this process, which runs it at once
         (``run``). ``position``: count the jobs queued ahead of it (an adapter that does not show it saves
-        the read)."""
+        the read). ``moderate``: False only for a confirmed proposal, screened when it was quoted (the
+        blocklist and the limits apply again)."""
         if ctx.address is None:
             raise ValueError("a queued job needs an address to deliver to")
         work = await self._prepare(ctx, kind, options=options, generation_id=generation_id, index=index,
-                                   prompt=prompt, op=op)
+                                   prompt=prompt, op=op, moderate=moderate)
         request_id = self._ids.new()
         try:
             balance = await self.store.reserve(
@@ -436,7 +438,7 @@ class Imagebot:
 
     async def _prepare(self, ctx: Context, kind: str, *, options: ImagineOptions | None = None,
                        generation_id: str | None = None, index: int = 0, prompt: str | None = None,
-                       op: str | None = None, screen: bool = True) -> _Work:
+                       op: str | None = None, screen: bool = True, moderate: bool = True) -> _Work:
         """A command made ready to charge: validated against the server's settings, priced, then (``screen``)
         rate-limited and screened by the blocklist and moderation, in that order, so a limited user costs
         no moderation call. Raises an ``ImagebotError`` (nothing moved) when refused."""
@@ -472,14 +474,14 @@ class Imagebot:
         if not screen:
             return work
         await self._check_limits(ctx, kind)
-        await self._screen_work(ctx, kind, work, options, rules)
+        await self._screen_work(ctx, kind, work, options, rules, model=moderate)
         return work
 
     async def _screen_work(self, ctx: Context, kind: str, work: _Work, options: ImagineOptions | None,
-                           rules: Rules) -> None:
+                           rules: Rules, *, model: bool = True) -> None:
         if work.generation.get("prompt") and kind != "describe":
             images = [] if options is None else [i for i in (options.reference, *options.references) if i]
-            await self._screen(ctx, str(work.generation["prompt"]), rules, images)
+            await self._screen(ctx, str(work.generation["prompt"]), rules, images, model=model)
 
     async def run(self, generation_id: str, progress: Progress | None = None,
                   ) -> ImagineResult | EnhanceResult | DescribeResult:
@@ -660,10 +662,12 @@ class Imagebot:
         log.info("settings of %s changed by %s: %s", key, ctx.actor, ", ".join(sorted(typed)))
         return await self.server_settings(ctx)
 
-    async def _screen(self, ctx: Context, prompt: str, rules: Rules, images: Sequence[bytes] = ()) -> None:
-        """The server's blocklist always; the moderation model when the server (or operator) turned it on.
-        A refusal costs nothing: it comes before the reservation."""
-        await self.moderation.screen(prompt, images, blocklist=rules.blocklist, check=rules.moderation,
+    async def _screen(self, ctx: Context, prompt: str, rules: Rules, images: Sequence[bytes] = (),
+                      *, model: bool = True) -> None:
+        """The server's blocklist always; the moderation model when the server (or operator) turned it on
+        (``model`` False: it already passed, when its confirmation was quoted). A refusal costs nothing: it
+        comes before the reservation."""
+        await self.moderation.screen(prompt, images, blocklist=rules.blocklist, check=rules.moderation and model,
                                      adult_ok=rules.adult and ctx.adult_channel)
 
     async def _screen_images(self, plan: Plan, rules: Rules, gen: GenerationRow) -> None:
@@ -872,7 +876,7 @@ class Imagebot:
             raise NotFound("That confirmation was already used, has expired, or is someone else's; run the "
                            "command again.", code="IMG-NOTFOUND-PROPOSAL")
         kind, args = _from_proposal(payload)
-        return await self.enqueue(ctx, kind, queued=queued, **args)
+        return await self.enqueue(ctx, kind, queued=queued, moderate=False, **args)  # screened when quoted
 
     # -- find it again --------------------------------------------------------------------------------
 

@@ -387,3 +387,14 @@ def test_moderation_on_without_a_key_stops_the_start_naming_the_key(tmp_path: Pa
     assert config.moderation.enabled and OPENAI_KEY not in repr(config)
     assert make_config(tmp_path, openai_env("http://127.0.0.1:9/v1", IMAGEBOT_MODERATION="on")).moderation.enabled
     assert not make_config(tmp_path, {}).moderation.enabled
+
+
+async def test_a_confirmed_proposal_is_not_sent_to_moderation_twice(core: Imagebot, fake: FakeOpenAI) -> None:
+    await core.change_settings(dataclasses.replace(CTX, is_admin=True), {"confirm_above": "1"})
+    quote = await core.quote(ctx(), "imagine", options=ImagineOptions("a calm lake"))
+    assert quote.confirm and quote.proposal_id
+    asked = len(fake.moderation.seen)
+    assert asked >= 1  # the quote screened it
+    queued = await core.enqueue_proposal(ctx(), quote.proposal_id, queued=False)
+    await core.run(queued.generation_id)
+    assert len(fake.moderation.seen) == asked  # screened once, when quoted
