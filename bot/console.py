@@ -273,7 +273,7 @@ async def confirm(core: Imagebot, ctx: Context, request: Request, ask: Ask | Non
     kind = COSTLY.get(request.command)
     if kind is None or not (await core.rules(ctx)).confirm_above:
         return None
-    quote = await core.quote(ctx, kind, **request.args)
+    quote = await core.quote(ctx, kind, propose=False, **request.args)
     if not quote.confirm or quote.balance_after < 0:
         return None  # cheap enough, or more than the balance: the core's own refusal says so
     question = (f"This costs {plural(quote.price, 'credit')}; your balance after it would be {quote.balance_after}. "

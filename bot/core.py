@@ -422,6 +422,26 @@ class Imagebot:
             raise ValueError("a queued job needs an address to deliver to")
         work = await self._prepare(ctx, kind, options=options, generation_id=generation_id, index=index,
                                    prompt=prompt, op=op, moderate=moderate)
+        return await self._reserve(ctx, kind, work, queued=queued, position=position)
+
+    async def accept(self, ctx: Context, kind: str, *, queued: bool, position: bool = True,
+                     **args: Any) -> Queued | Quote:
+        """What an adapter calls before it acknowledges a command that costs credits: above the server's
+        confirm threshold a ``Quote`` (stored as a proposal; nothing charged: ask first), otherwise the job,
+        reserved as ``enqueue`` reserves it. One preparation either way: the 3-second acknowledgement
+        waits for no second plan, image read or moderation call."""
+        if ctx.address is None:
+            raise ValueError("a queued job needs an address to deliver to")
+        work = await self._prepare(ctx, kind, screen=False, **args)
+        rules = await self.rules(ctx)
+        quote = await self._quote(ctx, kind, work, rules, args, propose=True)
+        if quote.confirm:
+            return quote
+        await self._admit(ctx, kind, work, args.get("options"), rules)
+        return await self._reserve(ctx, kind, work, queued=queued, position=position)
+
+    async def _reserve(self, ctx: Context, kind: str, work: _Work, *, queued: bool, position: bool) -> Queued:
+        """The reservation, the generation and the job, in one transaction."""
         request_id = self._ids.new()
         try:
             balance = await self.store.reserve(
@@ -471,11 +491,15 @@ class Imagebot:
             work = dataclasses.replace(work, amount=rules.price(work.amount))
         if ctx.adult_channel and options is not None and options.reference_urls:
             work.generation["options"]["adult_channel"] = True  # for the screen of the fetched images
-        if not screen:
-            return work
+        if screen:
+            await self._admit(ctx, kind, work, options, rules, moderate=moderate)
+        return work
+
+    async def _admit(self, ctx: Context, kind: str, work: _Work, options: ImagineOptions | None, rules: Rules,
+                     *, moderate: bool = True) -> None:
+        """The rate limits, then the blocklist and moderation: a limited user costs no moderation call."""
         await self._check_limits(ctx, kind)
         await self._screen_work(ctx, kind, work, options, rules, model=moderate)
-        return work
 
     async def _screen_work(self, ctx: Context, kind: str, work: _Work, options: ImagineOptions | None,
                            rules: Rules, *, model: bool = True) -> None:
@@ -852,18 +876,24 @@ class Imagebot:
 
     # -- confirm before spending ----------------------------------------------------------------------
 
-    async def quote(self, ctx: Context, kind: str, **args: Any) -> Quote:
-        """The price of a command before it runs. Above the server's threshold it is stored as a proposal
-        that runs only when its asker confirms (``enqueue_proposal``); below it nothing is stored."""
+    async def quote(self, ctx: Context, kind: str, *, propose: bool = True, **args: Any) -> Quote:
+        """The price of a command before it runs. Above the server's threshold (and within the balance) it
+        asks for a confirmation, stored as a proposal that runs only when its asker confirms
+        (``enqueue_proposal``); ``propose`` False stores none (the console asks and runs it itself)."""
         work = await self._prepare(ctx, kind, screen=False, **args)
-        rules = await self.rules(ctx)
+        return await self._quote(ctx, kind, work, await self.rules(ctx), args, propose=propose)
+
+    async def _quote(self, ctx: Context, kind: str, work: _Work, rules: Rules, args: Mapping[str, Any],
+                     *, propose: bool) -> Quote:
         if not rules.confirm_above or work.amount <= rules.confirm_above:
-            return Quote(work.amount, 0, False)  # screened once, by the enqueue that follows
+            return Quote(work.amount, 0, False)
         balance = await self.store.balance(ctx.identity)
         if work.amount > balance:  # nothing to ask: the enqueue that follows words the short balance
             return Quote(work.amount, balance, False)
         # Refused now rather than after the click; the limits count the run, not the question.
         await self._screen_work(ctx, kind, work, args.get("options"), rules)
+        if not propose:
+            return Quote(work.amount, balance, True)
         proposal_id = self._ids.new()
         await self.store.save_proposal(proposal_id, ctx.identity, _proposal(kind, args),
                                        expires_at=time.time() + PROPOSAL_LIFETIME)

@@ -1,8 +1,8 @@
 """What happens for each command and button, as translations: interaction -> core call -> Discord calls.
 
-A command that costs credits is priced first (``core.quote``): above the server's threshold the asker gets
-a private Confirm / Cancel and nothing is charged until Confirm (``core.enqueue_proposal``). Otherwise, and
-on Confirm, it is reserved as a job (``core.enqueue``, its row holding the interaction's token), then
+A command that costs credits goes to ``core.accept`` first: above the server's threshold the asker gets a
+private Confirm / Cancel and nothing is charged until Confirm (``core.enqueue_proposal``). Otherwise, and
+on Confirm, it is reserved as a job (its row holding the interaction's token), then
 deferred (privately where the server's visibility is private), then run here by the shared job runner
 (``bot.jobs``) as a ``Job``: the core call, the progress display (edits of the original response) and the
 delivery targets. A refusal is the first response, privately. Nothing is acknowledged without its job, so a
@@ -30,6 +30,7 @@ from bot.models import (
     ImagineOptions,
     ImagineResult,
     Queued,
+    Quote,
 )
 from bot.references import REFERENCE_LIMIT
 from bot.replies import (
@@ -168,11 +169,12 @@ async def _priced(interaction: discord.Interaction, rt: Runtime, ctx: Context, k
                   **args: Any) -> Queued | None:
     """The confirm step: above the server's threshold, a private Confirm / Cancel with the price and the
     balance after (None: answered); otherwise the job, reserved (``_accept`` runs it)."""
-    quote = await rt.core.quote(ctx, kind, **args)
-    if quote.confirm and quote.proposal_id:
-        await say(interaction, confirm_text(quote), view=confirm_view(quote.proposal_id))
+    accepted = await rt.core.accept(ctx, kind, queued=False, **args)
+    if isinstance(accepted, Quote):
+        assert accepted.proposal_id is not None
+        await say(interaction, confirm_text(accepted), view=confirm_view(accepted.proposal_id))
         return None
-    return await rt.core.enqueue(ctx, kind, queued=False, **args)
+    return accepted
 
 
 async def _ops(rt: Runtime, ctx: Context, generation_id: str, index: int) -> tuple[str, ...] | None:

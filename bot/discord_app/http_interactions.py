@@ -8,9 +8,9 @@ behind any load balancer.
 
     PING                       -> PONG
     /imagine, /enhance, /describe, a button that costs credits, the Edit modal's submit
-                               -> ``core.quote``: above the server's threshold a private Confirm / Cancel
-                                  (type 4, flags 64), nothing charged; else ``core.enqueue`` (reserve and
-                                  queue, one transaction), then a deferred response (type 5, private where
+                               -> ``core.accept``: above the server's threshold a private Confirm / Cancel
+                                  (type 4, flags 64), nothing charged; else the job reserved and queued
+                                  (one transaction), then a deferred response (type 5, private where
                                   the server posts results privately); a refusal (nothing charged) is a
                                   private reply (type 4, flags 64) instead
     Confirm                    -> ``core.enqueue_proposal``, then deferred like the command it confirms
@@ -51,7 +51,7 @@ from bot.core import Imagebot
 from bot.couriers import Courier, Undeliverable
 from bot.errors import ConfigError, ImagebotError, PermissionDenied, ValidationError
 from bot.jobs import AckGate, owned_generation, prompt_of
-from bot.models import Context, HistoryPage, Identity, ImagineOptions
+from bot.models import Context, HistoryPage, Identity, ImagineOptions, Quote
 from bot.references import REFERENCE_LIMIT
 from bot.replies import (
     adjust_summary,
@@ -406,10 +406,11 @@ class DiscordInteractions:
                 await self.core.enqueue_proposal(ctx, proposal)
                 return deferred(private=private)
             args = await _resolve(ctx, kind, job)
-            quote = await self.core.quote(ctx, kind, **args)
-            if quote.confirm and quote.proposal_id:
-                return reply(confirm_text(quote), components=confirm_view(quote.proposal_id).to_components())
-            await self.core.enqueue(ctx, kind, position=False, **args)  # Discord's answer shows no position
+            # Discord's answer shows no queue position: not counted.
+            accepted = await self.core.accept(ctx, kind, queued=True, position=False, **args)
+            if isinstance(accepted, Quote) and accepted.proposal_id:
+                return reply(confirm_text(accepted),
+                             components=confirm_view(accepted.proposal_id).to_components())
         except ImagebotError as exc:
             return reply(error_text(exc))
         except Exception:

@@ -1,5 +1,5 @@
-"""The path every Slack request that costs credits takes: price it (``Imagebot.quote``), ask first when it is
-above the workspace's threshold, reserve the job (``Imagebot.enqueue``), then acknowledge, then run it here
+"""The path every Slack request that costs credits takes: ``Imagebot.accept`` prices it and either asks first
+(above the workspace's threshold) or reserves the job; then acknowledge, then run it here
 (``bot.jobs``) or, with role ingress, leave it queued for the workers.
 
 No request is acknowledged without its job row, so a process killed after the ack leaves a job any worker
@@ -111,13 +111,12 @@ async def accept(bot: SlackBot, answer: Answer, tell: Tell, ctx: Context, order:
     try:
         args = dict(await order.args() if callable(order.args) else order.args)
         ctx = await addressed(bot, ctx)
-        quote = await bot.core.quote(ctx, order.kind, **args)
-        # Asked only when it could be paid; otherwise ``enqueue`` refuses it with the usual words.
-        if quote.confirm and quote.balance_after >= 0:
-            text = confirm_text(quote, order.what)
-            await answer.say(text, confirm_blocks(quote, text))
+        accepted = await bot.core.accept(ctx, order.kind, queued=bot.queues, **args)
+        if isinstance(accepted, Quote):  # above the threshold, within the balance: ask first
+            text = confirm_text(accepted, order.what)
+            await answer.say(text, confirm_blocks(accepted, text))
             return
-        queued = await bot.core.enqueue(ctx, order.kind, queued=bot.queues, **args)
+        queued = accepted
     except ImagebotError as exc:
         await answer.refuse(exc)
         return
