@@ -34,7 +34,7 @@ import aiohttp
 from providers.base import ModelInfo
 from providers.registry import ProviderRegistry
 from storage.images import ImageStore
-from storage.ledger import GenerationRow, JobRow, JobSpec, Ledger, LedgerRefused
+from storage.ledger import GenerationRow, ImageRow, JobRow, JobSpec, Ledger, LedgerRefused
 
 from . import metrics
 from .billing import Bill, charge, hold, image_rows, keep_lease, not_charged
@@ -244,9 +244,13 @@ class Imagebot:
         assert isinstance(result, ImagineResult)
         return result
 
-    async def _imagine_work(self, ctx: Context, plan: Plan, options: ImagineOptions, command: str) -> _Work:
+    async def _imagine_work(self, ctx: Context, plan: Plan, options: ImagineOptions, command: str,
+                            stored: ImageRow | None = None) -> _Work:
+        """``stored``: the reference is already in the image store (Variations, Edit): recorded, not saved again."""
         recorded = recorded_options(plan, options)
-        if plan.reference is not None:
+        if stored is not None:
+            recorded["reference_sha256"], recorded["reference_mime"] = stored.sha256, stored.mime
+        elif plan.reference is not None:
             recorded["reference_sha256"] = (await self.images.save(plan.reference)).sha256
             recorded["reference_mime"] = inspect_image(plan.reference)[0]
         if options.reference_urls:
@@ -300,10 +304,20 @@ class Imagebot:
         assert isinstance(result, ImagineResult)
         return result
 
-    async def _button_options(self, ctx: Context, kind: str, generation_id: str, index: int) -> ImagineOptions:
+    async def _button_options(self, ctx: Context, kind: str, generation_id: str, index: int,
+                              instruction: str | None = None) -> tuple[ImagineOptions, ImageRow | None]:
+        """A stored request again: Re-roll (a new seed), Variations (the chosen image as the reference), Edit
+        (the chosen image and an instruction, one image at its own size); and the stored image it uses."""
         gen = await self._own_generation(ctx, generation_id)
-        reference = self._image_bytes(gen, index) if kind == "variations" else None
-        return repeat_options(gen.prompt, gen.options, seed=secrets.randbelow(2**31), reference=reference)
+        seed = secrets.randbelow(2**31)
+        if kind == "reroll":
+            return repeat_options(gen.prompt, gen.options, seed=seed), None
+        image = self._chosen(gen, index)
+        data = self.generator.load(image.sha256, image.mime)
+        if kind == "variations":
+            return repeat_options(gen.prompt, gen.options, seed=seed, reference=data), image
+        o = {**gen.options, "count": 1, "size": gen.options.get("size") or f"{image.width}x{image.height}"}
+        return repeat_options(clean_prompt(instruction or ""), o, seed=seed, reference=data), image
 
     async def upscale(
         self, ctx: Context, generation_id: str, index: int = 0, *, progress: Progress | None = None
@@ -369,10 +383,14 @@ class Imagebot:
             raise NotFound("That image is no longer known to the bot.", code="IMG-NOTFOUND-GEN")
         return gen
 
-    def _image_bytes(self, gen: GenerationRow, index: int) -> bytes:
+    @staticmethod
+    def _chosen(gen: GenerationRow, index: int) -> ImageRow:
         if not gen.images:
             raise NotFound("That generation has no images.", code="IMG-NOTFOUND-IMAGE")
-        image = gen.images[min(max(0, index), len(gen.images) - 1)]
+        return gen.images[min(max(0, index), len(gen.images) - 1)]
+
+    def _image_bytes(self, gen: GenerationRow, index: int) -> bytes:
+        image = self._chosen(gen, index)
         return self.generator.load(image.sha256, image.mime)
 
     # -- /enhance --------------------------------------------------------------------------------
@@ -468,15 +486,12 @@ class Imagebot:
                 raise ValueError("imagine needs options")
             plan = self.plan(ctx, options, rules)
             work = await self._imagine_work(ctx, plan, options, "imagine")
-        elif kind in ("reroll", "variations"):
-            replay = await self._button_options(ctx, kind, generation_id or "", index)
+        elif kind in ("reroll", "variations", "edit"):
+            replay, stored = await self._button_options(ctx, kind, generation_id or "", index, prompt)
             plan = self.plan(ctx, replay, rules)
-            work = await self._imagine_work(ctx, plan, replay, kind)
-        elif kind == "edit":
-            replay = await self._edit_options(ctx, generation_id or "", index, prompt or "")
-            plan = self.plan(ctx, replay, rules)
-            work = await self._imagine_work(ctx, plan, replay, "edit")
-            work.generation["options"].update(source=generation_id, index=index)
+            work = await self._imagine_work(ctx, plan, replay, kind, stored)
+            if kind == "edit":
+                work.generation["options"].update(source=generation_id, index=index)
         elif kind == "outpaint":
             work = await self._outpaint_work(ctx, generation_id or "", index, op or "", rules)
         elif kind == "upscale":
@@ -580,8 +595,6 @@ class Imagebot:
         reference = None
         if o.get("reference_sha256"):
             reference = self.generator.load(str(o["reference_sha256"]), str(o.get("reference_mime") or "image/png"))
-        if gen.command == "edit" and o.get("source"):
-            reference = self._image_bytes(await self._source(str(o["source"])), int(o.get("index") or 0))
         options = repeat_options(gen.prompt, o, seed=int(o.get("seed") or 0), reference=reference)
         urls = [str(u) for u in o.get("reference_urls") or ()]
         if urls:
@@ -711,16 +724,6 @@ class Imagebot:
         if source is None:
             raise NotFound("That image is no longer known to the bot.", code="IMG-NOTFOUND-GEN")
         return source
-
-    async def _edit_options(self, ctx: Context, generation_id: str, index: int, instruction: str) -> ImagineOptions:
-        """Edit: the chosen image and the instruction go to an edit model, at the image's own size."""
-        gen = await self._own_generation(ctx, generation_id)
-        text = clean_prompt(instruction)
-        image = self._image_bytes(gen, index)
-        _, w, h = inspect_image(image)
-        o = gen.options
-        return repeat_options(text, {**o, "count": 1, "size": o.get("size") or f"{w}x{h}"},
-                              seed=secrets.randbelow(2**31), reference=image)
 
     def _mask_model(self, gen: GenerationRow) -> tuple[str, ModelInfo]:
         """The model that extends this image: its own model if it takes a mask, else its provider's, else
