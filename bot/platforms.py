@@ -132,8 +132,3 @@ async def _serve_until_cancelled(close: Callable[[], Awaitable[None]]) -> None:
         await asyncio.Event().wait()
     finally:
         await close()
-
-
-def platform_runners(core: Imagebot, config: Config) -> list[Coroutine[Any, Any, None]]:
-    """The chat platforms alone (as before roles): kept for callers that start no worker."""
-    return build_process(core, config).runners

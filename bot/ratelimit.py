@@ -96,11 +96,6 @@ class RateLimiter:
         """The storage URI as it may be shown (credentials redacted)."""
         return self._shown
 
-    @property
-    def in_outage(self) -> bool:
-        """Whether the last attempt found the store unreachable."""
-        return self._down_since is not None
-
     def _build(self) -> tuple[Any, Any]:
         try:
             if self._sync:
