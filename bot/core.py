@@ -235,9 +235,8 @@ class Imagebot:
                 ) from None
         return plan
 
-    async def imagine(
-        self, ctx: Context, options: ImagineOptions, *, progress: Progress | None = None, command: str = "imagine"
-    ) -> ImagineResult:
+    async def imagine(self, ctx: Context, options: ImagineOptions, *, progress: Progress | None = None,
+                      ) -> ImagineResult:
         """In-process /imagine (the console, tests): the same preparation as a job (the server's settings,
         moderation, the blocklist), charged in this process."""
         result = await self._inline(ctx, "imagine", progress, options=options)
