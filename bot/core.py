@@ -236,10 +236,10 @@ class Imagebot:
         return plan
 
     async def imagine(self, ctx: Context, options: ImagineOptions, *, progress: Progress | None = None,
-                      ) -> ImagineResult:
+                      command: str = "imagine") -> ImagineResult:
         """In-process /imagine (the console, tests): the same preparation as a job (the server's settings,
-        moderation, the blocklist), charged in this process."""
-        result = await self._inline(ctx, "imagine", progress, options=options)
+        moderation, the blocklist), charged in this process. ``command``: what its generation row records."""
+        result = await self._inline(ctx, "imagine", progress, options=options, command=command)
         assert isinstance(result, ImagineResult)
         return result
 
@@ -475,7 +475,8 @@ class Imagebot:
 
     async def _prepare(self, ctx: Context, kind: str, *, options: ImagineOptions | None = None,
                        generation_id: str | None = None, index: int = 0, prompt: str | None = None,
-                       op: str | None = None, screen: bool = True, moderate: bool = True) -> _Work:
+                       op: str | None = None, screen: bool = True, moderate: bool = True,
+                       command: str = "imagine") -> _Work:
         """A command made ready to charge: validated against the server's settings, priced, then (``screen``)
         rate-limited and screened by the blocklist and moderation, in that order, so a limited user costs
         no moderation call. Raises an ``ImagebotError`` (nothing moved) when refused."""
@@ -484,7 +485,7 @@ class Imagebot:
             if options is None:
                 raise ValueError("imagine needs options")
             plan = self.plan(ctx, options, rules)
-            work = await self._imagine_work(ctx, plan, options, "imagine")
+            work = await self._imagine_work(ctx, plan, options, command)
         elif kind in ("reroll", "variations", "edit"):
             replay, stored = await self._button_options(ctx, kind, generation_id or "", index, prompt)
             plan = self.plan(ctx, replay, rules)

@@ -171,3 +171,9 @@ async def test_a_blocklist_pattern_may_hold_commas(core: Imagebot) -> None:
                            queued=False)
     assert refused.value.code == "IMG-MOD-BLOCKED"
     assert await core.store.balance(ctx_for().identity) == before
+
+
+async def test_an_in_process_imagine_records_the_command_it_was_given(core: Imagebot) -> None:
+    made = await core.imagine(ctx_for(), ImagineOptions(prompt="a fox", size="256x256"), command="remix")
+    gen = await core.store.generation(made.generation_id)
+    assert gen is not None and gen.command == "remix"
