@@ -63,6 +63,9 @@ class Bill:
     #: Heartbeats that renewed the lease, and whether one found it lost.
     renewals: int = 0
     lost: bool = False
+    #: ``time.monotonic()`` just before the last renewal that succeeded was sent (0.0: none yet): the
+    #: lease then ran at least a full ``lease`` from that moment.
+    renewed_at: float = 0.0
 
     def produced(
         self,
@@ -275,11 +278,13 @@ async def _heartbeat(ledger: Ledger, bill: Bill, lease: float) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
+            sent = time.monotonic()
             if not await ledger.renew(bill.request_id, lease=lease):
                 bill.lost = True
                 log.warning("generation %s lost its lease", bill.request_id)
                 return
             bill.renewals += 1
+            bill.renewed_at = sent
         except Exception:  # noqa: BLE001 - a failed renewal is retried at the next beat
             log.exception("lease renewal for %s failed", bill.request_id)
 

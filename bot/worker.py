@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from storage.ledger import JobRow
 
@@ -72,6 +72,7 @@ class Worker:
             while not self._closing:
                 free = self.concurrency - len(self._tasks)
                 jobs: list[JobRow] = []
+                claimed_at = time.monotonic()  # before the claim is sent: its lease runs at least from here
                 if free > 0:
                     self.core.job_added.clear()
                     try:
@@ -79,7 +80,7 @@ class Worker:
                     except Exception:  # noqa: BLE001 - the database went away: try again at the next poll
                         log.exception("claiming jobs failed")
                 for job in jobs:
-                    task = asyncio.create_task(self._one(job), name=f"work-{job.id}")
+                    task = asyncio.create_task(self._one(job, claimed_at), name=f"work-{job.id}")
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
                 if len(jobs) < free:
@@ -102,7 +103,7 @@ class Worker:
 
     # -- one job ---------------------------------------------------------------------------------------
 
-    async def _one(self, job: JobRow) -> None:
+    async def _one(self, job: JobRow, claimed_at: float) -> None:
         courier = self.couriers.get(str(job.address.get("platform", "")))
         if courier is None:
             # Another worker with this platform's token takes it once this claim expires; one that
@@ -113,7 +114,7 @@ class Worker:
             return
         async with self.core.keep_lease(job.id) as lease:
             try:
-                await self._run(job, courier)
+                await self._run(job, courier, lambda: max(claimed_at, lease.renewed_at))
             except asyncio.CancelledError:
                 await asyncio.shield(self._give_up(job, courier, interrupted_text(None)))
                 raise
@@ -123,7 +124,8 @@ class Worker:
             if lease.lost:
                 log.warning("job %s: its lease was lost while it ran", job.id)
 
-    async def _run(self, job: JobRow, courier: Courier) -> None:
+    async def _run(self, job: JobRow, courier: Courier, held_since: Callable[[], float]) -> None:
+        """``held_since``: when this process last knew the job's lease its own (``Imagebot.may_deliver``)."""
         settled = job.state == "delivering" or job.generation.status == "COMPLETED"
         if not settled and (job.attempts > MAX_ATTEMPTS or time.time() > job.deliver_by):
             log.warning("job %s: refunded unrun (attempt %d, %.0f s past its deadline)", job.id, job.attempts,
@@ -144,7 +146,7 @@ class Worker:
         async def posted() -> None:  # visible now: a worker killed after this leaves nothing to post again
             await self._finish(job, "delivered")
 
-        if not await self.core.may_deliver(job.id):
+        if not await self.core.may_deliver(job.id, held_since=held_since()):
             log.warning("job %s: taken over by another worker while this one stalled; not posted here", job.id)
             return
         try:

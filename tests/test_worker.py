@@ -179,3 +179,44 @@ async def test_enhance_and_upscale_run_as_jobs(config: Any) -> None:
         kinds = sorted(type(r).__name__ for r in courier.delivered)
         assert kinds == ["EnhanceResult", "ImagineResult"]
         assert await core.store.audit() == []
+
+
+async def test_a_job_worked_at_once_after_its_claim_is_posted_without_another_write_to_renew_it(tmp_path: Path) -> None:
+    """Its claim's lease has nearly all its length to run: posting needs no renewal (one write less per job)."""
+    config = make_config(tmp_path, IMAGEBOT_LEASE_SECONDS="30")
+    ingress, worker_core = make_core(config, [ScriptedProvider()]), make_core(config, [ScriptedProvider()])
+    async with ingress, worker_core:
+        queued = await ingress.enqueue(ctx(), "imagine", options=ImagineOptions("a fox", size="256x256"))
+        renewals: list[str] = []
+        renew = worker_core.store.renew
+
+        async def counted(request_id: str, *, lease: float) -> bool:
+            renewals.append(request_id)
+            return await renew(request_id, lease=lease)
+
+        worker_core.store.renew = counted  # type: ignore[method-assign]
+        courier = RecordingCourier()
+        await run_until(Worker(worker_core, {"slack": courier}), lambda: courier.delivered)
+        assert [r.generation_id for r in courier.delivered] == [queued.generation_id]
+        assert renewals == []
+        job = await ingress.store.job(queued.generation_id)
+        assert job is not None and job.outcome == "delivered"
+        assert await ingress.store.balance(ALICE) == 50 - queued.price
+
+
+async def test_a_result_whose_lease_was_last_known_long_ago_is_not_posted_once_another_worker_took_it(
+        config: Any) -> None:
+    """Past a third of the lease since it was last known, the job's lease is renewed before posting: a process
+    that stalled meanwhile finds it taken over and posts nothing."""
+    stalled, other = make_core(config, [ScriptedProvider()]), make_core(config, [ScriptedProvider()])
+    async with stalled, other:
+        queued = await stalled.enqueue(ctx(), "imagine", options=ImagineOptions("a fox", size="256x256"))
+        claimed_at = time.monotonic()
+        [job] = await stalled.store.claim(1, lease=config.lease_seconds)
+        await stalled.work(job)
+        await asyncio.sleep(config.lease_seconds + 0.1)  # the stall: no heartbeat ran
+        assert [j.id for j in await other.store.claim(1, lease=config.lease_seconds)] == [job.id]
+        assert not await stalled.may_deliver(job.id, held_since=claimed_at)
+        assert await other.may_deliver(job.id, held_since=time.monotonic())
+        assert await other.may_deliver(job.id, held_since=claimed_at)  # renewed: it is other's now
+        assert await stalled.store.balance(ALICE) == 50 - queued.price
