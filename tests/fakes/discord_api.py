@@ -22,6 +22,8 @@ from aiohttp import WSMsgType, web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from .multipart import parse_form
+
 APP_ID = 900000000000000001
 GUILD_ID = 800000000000000001
 CHANNEL_ID = 700000000000000001
@@ -210,14 +212,13 @@ class FakeDiscord:
     @staticmethod
     async def _multipart_answer(resp: aiohttp.ClientResponse) -> Any:
         """An interaction response with attachments: its ``payload_json``, plus ``"files"``: (name, bytes)."""
-        reader = aiohttp.MultipartReader.from_response(resp)
         answer: dict[str, Any] = {}
         files: list[tuple[str, bytes]] = []
-        while (part := await reader.next()) is not None:
-            if part.name == "payload_json":  # type: ignore[union-attr]
-                answer.update(json.loads(await part.text()))  # type: ignore[union-attr]
+        for part in parse_form(await resp.read(), resp.headers["Content-Type"]):
+            if part.name == "payload_json":
+                answer.update(json.loads(part.data))
             else:
-                files.append((part.filename or "", bytes(await part.read())))  # type: ignore[union-attr]
+                files.append((part.filename or "", part.data))
         answer["files"] = files
         return answer
 
@@ -329,12 +330,11 @@ class FakeDiscord:
     async def _read(self, request: web.Request) -> Call:
         call = Call(request.method, request.path, query=dict(request.query), at=time.perf_counter())
         if request.content_type.startswith("multipart/"):
-            reader = await request.multipart()
-            async for part in reader:
+            for part in parse_form(await request.read(), request.headers["Content-Type"]):
                 if part.name == "payload_json":
-                    call.json = json.loads(await part.text())  # type: ignore[union-attr]
+                    call.json = json.loads(part.data)
                 else:
-                    call.files.append((part.filename or "", await part.read()))  # type: ignore[union-attr]
+                    call.files.append((part.filename or "", part.data))
         elif request.can_read_body:
             raw = await request.read()
             call.json = json.loads(raw) if raw else None
