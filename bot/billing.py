@@ -56,7 +56,9 @@ class Bill:
 
     request_id: str
     amount: int
-    balance: int
+    #: The balance left once the reservation was taken, when it is known for free (``charge``: the
+    #: reserve returns it); a worker's ``hold`` of a claimed job does not read it.
+    balance: int | None = None
     consumed: int = 0
     details: dict[str, Any] = field(default_factory=dict)
     settlement: Settlement | None = None
@@ -142,14 +144,14 @@ async def charge(
     except LedgerRefused as exc:
         metrics.command(str(generation.get("command") or ""), "refused")
         raise refusal(exc) from None
-    async with hold(ledger, request_id, amount, balance, lease=lease, failure=failure, identity=identity,
+    async with hold(ledger, request_id, amount, balance=balance, lease=lease, failure=failure, identity=identity,
                     generation=generation) as bill:
         yield bill
 
 
 @contextlib.asynccontextmanager
 async def hold(
-    ledger: Ledger, request_id: str, amount: int, balance: int, *, lease: float, failure: Failure = _as_is,
+    ledger: Ledger, request_id: str, amount: int, *, balance: int | None = None, lease: float, failure: Failure = _as_is,
     identity: Identity | None = None, generation: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Bill]:
     """The second phase of a charge whose reservation this holder already has: taken by ``charge``, or
@@ -204,7 +206,7 @@ async def hold(
 async def keep_lease(ledger: Ledger, request_id: str, lease: float) -> AsyncIterator[Bill]:
     """Renew a job's lease while the body runs (its delivery, after the settle): a job whose process is
     alive is never taken over by another worker. ``bill.lost`` tells whether it was lost meanwhile."""
-    bill = Bill(request_id, 0, 0)
+    bill = Bill(request_id, 0)
     heartbeat = asyncio.create_task(_heartbeat(ledger, bill, lease), name=f"job-lease-{request_id}")
     try:
         yield bill

@@ -553,8 +553,8 @@ class Imagebot:
         if gen.status != "PENDING":
             raise Interrupted(interrupted_text(None), code=gen.error_code or "IMG-INTERRUPTED")
         lease = self.config.lease_seconds
-        async with hold(self.store, job.id, gen.credits_reserved, await self.store.balance(gen.identity),
-                        lease=lease, failure=not_charged, identity=gen.identity, generation=_row_dict(gen)) as bill:
+        async with hold(self.store, job.id, gen.credits_reserved, lease=lease, failure=not_charged,
+                        identity=gen.identity, generation=_row_dict(gen)) as bill:
             finish = await self._body(str(job.payload.get("kind")), gen, bill, progress)
         return finish()
 
