@@ -192,6 +192,13 @@ def option_references(options: Mapping[str, Any]) -> set[str]:
     return found
 
 
+def proposal_source(payload: Mapping[str, Any]) -> str | None:
+    """The generation a waiting proposal (a button's Confirm) starts from: its images, and the references its
+    options name, must outlive a prune until the proposal is taken or expires."""
+    source = payload.get("generation_id")
+    return source if isinstance(source, str) and source else None
+
+
 #: The movement kinds a ledger row may have.
 KINDS = ("initial", "grant", "revoke", "set", "reserve", "consume", "release", "refund")
 

@@ -39,6 +39,7 @@ from .ledger import (
     encode_proposal,
     encode_settings,
     option_references,
+    proposal_source,
 )
 
 Key = tuple[str, str, str]
@@ -576,6 +577,11 @@ class MemoryLedger:
         needed = [g for g in self.db.generations.values() if g.created_at >= since or g.id in open_jobs]
         sources = {str(g.options["source"]) for g in needed if g.id in open_jobs and g.options.get("source")}
         live: set[str] = set()
+        for proposal in self.db.proposals.values():
+            proposed = proposal_source(json.loads(proposal.payload)) if proposal.expires_at > self.clock() else None
+            if proposed is not None and proposed in self.db.generations:
+                sources.add(proposed)
+                live |= option_references(self.db.generations[proposed].options)
         for gen in needed:
             live.update(i.sha256 for i in gen.images)
             live |= option_references(gen.options)

@@ -74,6 +74,7 @@ from .ledger import (
     encode_proposal,
     encode_settings,
     option_references,
+    proposal_source,
 )
 from .migrations_pg import LOCK_CLASS, MIGRATIONS, apply_migrations, missing_migrations
 
@@ -965,7 +966,7 @@ class PostgresLedger:
 
     async def live_images(self, since: float) -> set[str]:
         """The images of recent generations and of jobs not done, their references, and the sources of
-        upscales still to run, from one snapshot."""
+        upscales still to run and of proposals still waiting, from one snapshot."""
 
         async def run(cur: Cursor) -> set[str]:
             await cur.execute(
@@ -988,6 +989,13 @@ class PostgresLedger:
                 live |= option_references(opened)
                 if opened.get("source"):
                     sources.append(str(opened["source"]))
+            await cur.execute("SELECT payload FROM proposals WHERE expires_at > %s", (self.clock(),))
+            proposed = [g for (payload,) in await cur.fetchall() if (g := proposal_source(json.loads(payload)))]
+            if proposed:
+                await cur.execute("SELECT options FROM generations WHERE id = ANY(%s)", (proposed,))
+                for (options,) in await cur.fetchall():
+                    live |= option_references(json.loads(options or "{}"))
+            sources += proposed
             if sources:
                 await cur.execute("SELECT sha256 FROM generation_images WHERE generation_id = ANY(%s)", (sources,))
                 live.update(str(r[0]) for r in await cur.fetchall())

@@ -61,6 +61,7 @@ from .ledger import (
     encode_proposal,
     encode_settings,
     option_references,
+    proposal_source,
 )
 from .migrations import apply_migrations, missing_migrations
 
@@ -866,7 +867,7 @@ class SqliteStore:
 
     async def live_images(self, since: float) -> set[str]:
         """The images of recent generations and of jobs not done, their references, and the sources of
-        upscales still to run; in one read transaction."""
+        upscales still to run and of proposals still waiting; in one read transaction."""
 
         def run(conn: sqlite3.Connection) -> set[str]:
             conn.execute("BEGIN")
@@ -892,6 +893,16 @@ class SqliteStore:
                     live |= option_references(opened)
                     if opened.get("source"):
                         sources.append(str(opened["source"]))
+                proposed = [g for (payload,) in conn.execute(
+                    "SELECT payload FROM proposals WHERE expires_at > ?", (self.clock(),))
+                    if (g := proposal_source(json.loads(payload)))]
+                for chunk in range(0, len(proposed), 500):
+                    part = proposed[chunk:chunk + 500]
+                    for (options,) in conn.execute(
+                        f"SELECT options FROM generations WHERE id IN ({', '.join('?' * len(part))})", part,
+                    ):
+                        live |= option_references(json.loads(options or "{}"))
+                sources += proposed
                 for chunk in range(0, len(sources), 500):
                     part = sources[chunk:chunk + 500]
                     live.update(str(r[0]) for r in conn.execute(

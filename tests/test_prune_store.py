@@ -158,3 +158,29 @@ async def test_prune_with_the_ledgers_live_images_keeps_what_recent_results_need
     assert await ledger.ledger_rows(ALICE) == rows  # every ledger row stays
     gen = await ledger.generation("old")
     assert gen is not None and gen.images[0].sha256 == old.sha256
+
+
+async def test_a_waiting_confirmation_keeps_the_images_it_starts_from_until_it_is_taken_or_expires(
+        world: World) -> None:
+    """A Confirm for Variations of an old result: a prune meanwhile must not remove what the click will read."""
+    ledger = await world.ledger(starting_credits=100)
+    await made(ledger, "old-varied", ["varied-image"], options={"reference_sha256": sha("varied-reference")})
+    await made(ledger, "old-other", ["other-image"])
+    world.clock.advance(100 * DAY)
+    since = world.clock.now - 90 * DAY
+    assert await ledger.live_images(since) == set()
+    await ledger.save_proposal("p-wait", ALICE, {"kind": "variations", "generation_id": "old-varied", "index": 0},
+                               expires_at=world.clock.now + 600)
+    await ledger.save_proposal("p-imagine", ALICE, {"kind": "imagine", "options": {"prompt": "a fox"}},
+                               expires_at=world.clock.now + 600)
+    kept = {sha("varied-image"), sha("varied-reference")}
+    assert await ledger.live_images(since) == kept
+    look = await world.ledger(read_only=True)
+    assert await look.live_images(since) == kept
+    assert await ledger.take_proposal("p-wait", ALICE) is not None  # confirmed: its job now says what it needs
+    assert await ledger.live_images(since) == set()
+    await ledger.save_proposal("p-late", ALICE, {"kind": "upscale", "generation_id": "old-other", "index": 0},
+                               expires_at=world.clock.now + 60)
+    assert await ledger.live_images(since) == {sha("other-image")}
+    world.clock.advance(61)  # never confirmed: expired, nothing to keep for it
+    assert await ledger.live_images(since) == set()
