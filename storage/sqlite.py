@@ -113,6 +113,8 @@ class SqliteStore:
         self._flusher: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self.checkpoint_interval = 1.0
+        #: At most this many writes share a transaction (1: group commit off, as ``bench_core`` compares).
+        self.max_batch = MAX_BATCH
         #: Group commit at work: writes asked for, and the transactions (commits) that carried them.
         self.writes = 0
         self.transactions = 0
@@ -233,7 +235,7 @@ class SqliteStore:
     async def _flush(self) -> None:
         """Run what is waiting as one transaction, then again for what arrived meanwhile, until none."""
         while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
             self.writes += len(batch)
             self.transactions += 1
             try:

@@ -11,6 +11,9 @@ pays it; on ext4 it grows after many deletions nearby, which moves (a) and (b) m
   (c) the raw durable (WAL, synchronous=FULL) single-row write-transaction rate on the same disk, and
       (b) against what (c) allows at the write transactions one command needs (counted in the run).
 Targets: (a) p99 <= 5 ms; (b) >= 1.5x what (c) allows (group commit must earn it).
+Then, beside (b), what its ratio is made of: the same load with group commit off (one write a
+transaction: what group commit earns), and with no disk at all (the ledger in memory, the images on
+tmpfs: the ceiling one process's CPU sets, whatever the disk).
 
 Run: .venv/bin/python tests/bench/bench_core.py [--dir DIR] [--commands N] [--per-user N]
 See tests/bench/README.md for what each figure means and the figures so far.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import sqlite3
 import struct
 import sys
@@ -81,8 +85,12 @@ class ReadyMade:
         return None
 
 
-def build(tmp: Path, name: str, images: int) -> tuple[Imagebot, SqliteStore]:
-    env = {"IMAGEBOT_DATABASE": str(tmp / f"{name}.sqlite3"), "IMAGEBOT_DATA_DIR": str(tmp / f"{name}-data"),
+def build(tmp: Path, name: str, images: int, *, data: Path | None = None) -> tuple[Imagebot, SqliteStore]:
+    """A core on a SQLite file in ``tmp`` with its images beside it; with ``data`` (a folder in memory), the
+    ledger in memory (``:memory:``) and the images there: no disk at all."""
+    data_dir = tmp / f"{name}-data" if data is None else data / f"{name}-data"
+    env = {"IMAGEBOT_DATABASE": str(tmp / f"{name}.sqlite3") if data is None else ":memory:",
+           "IMAGEBOT_DATA_DIR": str(data_dir),
            "IMAGEBOT_USER_RATE": "1000000/minute", "IMAGEBOT_SERVER_RATE": "1000000/hour",
            "IMAGEBOT_STARTING_CREDITS": "1000000"}
     (tmp / "empty.toml").write_text("")
@@ -112,10 +120,14 @@ async def overhead(tmp: Path, n: int, warmup: int = 50) -> tuple[float, float]:
     return pct(samples, 50), pct(samples, 99)
 
 
-async def throughput(tmp: Path, per_user: int) -> tuple[float, int, int]:
+async def throughput(tmp: Path, per_user: int, name: str = "throughput", *, max_batch: int | None = None,
+                     data: Path | None = None) -> tuple[float, int, int]:
     """(b): USERS users from SERVERS servers, each sending ``per_user`` commands one after another.
-    Returns commands/s, and the write transactions asked for and committed while it ran."""
-    core, store = build(tmp, "throughput", USERS * per_user)
+    Returns commands/s, and the write transactions asked for and committed while it ran. ``max_batch`` 1:
+    group commit off (one write a transaction); ``data``: no disk (see ``build``)."""
+    core, store = build(tmp, name, USERS * per_user, data=data)
+    if max_batch is not None:
+        store.max_batch = max_batch
     contexts = [Context(Identity("bench", f"s{i % SERVERS}", f"u{i}"), "c0") for i in range(USERS)]
     async with core:
         async def user(ctx: Context) -> None:
@@ -128,7 +140,7 @@ async def throughput(tmp: Path, per_user: int) -> tuple[float, int, int]:
         elapsed = time.perf_counter() - start
         writes, commits = store.writes - writes, store.transactions - commits
         assert await core.store.audit() == []
-        assert len(list((tmp / "throughput-data" / "images").rglob("*.png"))) == USERS * per_user
+        assert len(list(core.images.root.rglob("*.png"))) == USERS * per_user
     return USERS * per_user / elapsed, writes, commits
 
 
@@ -160,6 +172,12 @@ def file_creation_ms(tmp: Path, n: int = 200) -> float:
         with open(folder / f"{i}.png", "xb") as out:
             out.write(b"x" * 12000)
     return (time.perf_counter() - start) / n * 1000
+
+
+def ram_folder() -> Path | None:
+    """A folder in memory (Linux's tmpfs), for the no-disk figure; None where there is none."""
+    folder = Path("/dev/shm")
+    return folder if folder.is_dir() and os.access(folder, os.W_OK) else None
 
 
 def verdict(ok: bool) -> str:
@@ -194,6 +212,17 @@ async def main() -> None:
               f" one command needs {per_command:.2f} (reserve, settle), so one at a time allows {allowed:.0f}"
               f" commands/s; (b) reaches {share:.2f}x that  [target >= {GROUP_COMMIT_TARGET:g}x:"
               f" {verdict(share >= GROUP_COMMIT_TARGET)}]")
+        # What the ratio is made of, side by side: group commit's own gain, and the core's CPU ceiling.
+        single, _, single_commits = await throughput(tmp, args.per_user, "single", max_batch=1)
+        print(f"    the same (b) with group commit off (one write a transaction, {single_commits} commits):"
+              f" {single:.0f} commands/s; group commit gives {rate / single:.2f}x that")
+        memory = ram_folder()
+        if memory is not None:
+            with tempfile.TemporaryDirectory(dir=memory) as ram:
+                ceiling, _, _ = await throughput(tmp, args.per_user, "ceiling", data=Path(ram))
+            print(f"    the same (b) with no disk at all (the ledger in memory, the images on tmpfs):"
+                  f" {ceiling:.0f} commands/s, {ceiling / allowed:.2f}x what (c) allows: the most one process's"
+                  f" CPU gives on any disk; (b) can only pass {GROUP_COMMIT_TARGET:g}x where this figure does")
 
 
 if __name__ == "__main__":
