@@ -24,6 +24,7 @@ import logging
 import secrets
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -150,6 +151,8 @@ class Imagebot:
         self._rules: dict[str, tuple[float, Rules]] = {}
         #: Set when this process queued a job, so its own worker claims it at once instead of at its next poll.
         self.job_added = asyncio.Event()
+        #: The task working each job in this process (``work``), until it ends (``working_here``).
+        self._working: weakref.WeakValueDictionary[str, asyncio.Task[Any]] = weakref.WeakValueDictionary()
         #: The screen before generating (``bot.moderation``): the blocklist, and the moderation model when an
         #: OpenAI key is set; ``moderation_default`` is the operator's (IMAGEBOT_MODERATION), servers override it.
         self.moderation = Moderation(None)
@@ -547,6 +550,9 @@ class Imagebot:
         """Run a job this process claimed (``Ledger.claim``) to its result, charged under the claimed
         reservation; a job already settled (its worker died while delivering) returns its stored result
         again, charging nothing more. Raises like the in-process commands (``GenerationFailed``...)."""
+        task = asyncio.current_task()
+        if task is not None:  # the same task then delivers the result and finishes the job
+            self._working[job.id] = task
         gen = job.generation
         if job.state == "delivering" or gen.status == "COMPLETED":
             return await self._stored_result(gen)
@@ -624,6 +630,14 @@ class Imagebot:
             credits_spent=gen.credits_consumed, credits_refunded=gen.credits_reserved - gen.credits_consumed,
             balance=balance, revised_prompt=gen.revised_prompt,
         )
+
+    def working_here(self, generation_id: str) -> bool:
+        """Whether a task of this process is still working this job (its result, its delivery, its note).
+        A claim can hand a process back a job it is still on, when a renewal of its lease waited past the
+        lease under load: the claim renewed the lease, and the task goes on; starting the job a second time
+        would post its result twice."""
+        task = self._working.get(generation_id)
+        return task is not None and not task.done()
 
     async def job_finished(self, generation_id: str, outcome: str) -> bool:
         """The job's one outcome reached its user (or was refunded and told): no worker takes it again."""

@@ -80,6 +80,10 @@ class Worker:
                     except Exception:  # noqa: BLE001 - the database went away: try again at the next poll
                         log.exception("claiming jobs failed")
                 for job in jobs:
+                    if self.core.working_here(job.id):  # see Imagebot.working_here: never worked twice at once
+                        log.info("job %s: its lease ran out while this process still works it; left to that task",
+                                 job.id)
+                        continue
                     task = asyncio.create_task(self._one(job, claimed_at), name=f"work-{job.id}")
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)

@@ -529,10 +529,11 @@ def test_no_request_was_charged_twice(run: Run) -> None:
 #: reports them by name instead of hiding them or failing CI on a known timing window; a fixed bug that
 #: comes back fails the run (``FIXED``).
 KNOWN = {
-    "twice": "KNOWN WINDOW bot/jobs.py JobRunner._deliver / bot/worker.py Worker._one: results are posted only "
-             "after a lease renewal (Imagebot.may_deliver), but with this suite's 2 s lease a renewal that waits "
-             "behind a burst of SQLite writes past the lease lets the same process's worker take over a result "
-             "still being posted: the user sees it twice (charged once). The default lease is 30 s",
+    "twice": "KNOWN WINDOW bot/jobs.py JobRunner._deliver / bot/worker.py Worker._one: delivery is at least "
+             "once. With this suite's 2 s lease a renewal that waits behind a burst of writes past the lease lets "
+             "another process's worker take over a result still being posted, and a SIGKILL between a post and "
+             "its job's finish leaves the job to the next worker: the user sees it twice (charged once). A "
+             "process never starts a job it still works itself (Imagebot.working_here). The default lease is 30 s",
     "told-twice": "KNOWN WINDOW bot/jobs.py JobRunner._told / bot/worker.py: a failed job is finished only after "
                   "its user was told (at least once, never silent); a SIGKILL between the note and finish_job lets "
                   "the worker that resumes it tell again (\"restarted... not charged\"). On Discord both notes edit "

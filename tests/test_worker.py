@@ -220,3 +220,27 @@ async def test_a_result_whose_lease_was_last_known_long_ago_is_not_posted_once_a
         assert await other.may_deliver(job.id, held_since=time.monotonic())
         assert await other.may_deliver(job.id, held_since=claimed_at)  # renewed: it is other's now
         assert await stalled.store.balance(ALICE) == 50 - queued.price
+
+
+async def test_a_job_this_process_still_works_is_not_started_again_when_a_claim_hands_it_back(config: Any) -> None:
+    """Under load a renewal can wait past the lease, and this process's own claim then returns the job it is
+    still on: the claim renews the lease, the task goes on, nothing runs or is posted twice."""
+    provider = ScriptedProvider(delay=0.6)
+    core = make_core(config, [provider])
+    async with core:
+        queued = await core.enqueue(ctx(), "imagine", options=ImagineOptions("a fox", size="256x256"))
+        [job] = await core.store.claim(1, lease=config.lease_seconds)
+        first = asyncio.create_task(core.work(job))
+        await asyncio.sleep(0.1)
+        assert core.working_here(job.id)
+        real = core.store.clock
+        core.store.clock = lambda: real() + 100  # the lease, seen from now on, ran out
+        courier = RecordingCourier()
+        worker = Worker(core, {"slack": courier}, poll=0.05)
+        await run_until(worker, first.done)
+        result = await first
+        assert isinstance(result, ImagineResult) and result.credits_spent == queued.price
+        assert provider.calls == 1 and courier.delivered == []
+        assert not core.working_here(job.id)
+        assert await core.store.balance(ALICE) == 50 - queued.price
+        assert await core.store.audit() == []
