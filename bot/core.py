@@ -555,14 +555,14 @@ class Imagebot:
             self._working[job.id] = task
         gen = job.generation
         if job.state == "delivering" or gen.status == "COMPLETED":
-            return self._with_ops(await self._stored_result(gen), gen.identity.server_key)
+            return await self._stored_result(gen)
         if gen.status != "PENDING":
             raise Interrupted(interrupted_text(None), code=gen.error_code or "IMG-INTERRUPTED")
         lease = self.config.lease_seconds
         async with hold(self.store, job.id, gen.credits_reserved, lease=lease, failure=not_charged,
                         identity=gen.identity, generation=_row_dict(gen)) as bill:
             finish = await self._body(str(job.payload.get("kind")), gen, bill, progress)
-        return self._with_ops(finish(), gen.identity.server_key)
+        return finish()
 
     async def _body(self, kind: str, gen: GenerationRow, bill: Bill, progress: Progress | None,
                     ) -> Callable[[], ImagineResult | EnhanceResult | DescribeResult]:
@@ -751,16 +751,12 @@ class Imagebot:
     def _mask_model(self, gen: GenerationRow) -> tuple[str, ModelInfo]:
         """The model that extends this image: its own model if it takes a mask, else its provider's, else
         the first in the rotation that does (the offline renderer can)."""
-        return self._mask_model_of(gen.provider, gen.model, gen.identity.server_key)
-
-    def _mask_model_of(self, provider_name: str | None, model_name: str | None, server_key: str,
-                       ) -> tuple[str, ModelInfo]:
-        own = self.registry.get(provider_name or "")
+        own = self.registry.get(gen.provider or "")
         candidates = ([own] if own is not None else []) + self.registry.ordered(
-            self.config.providers_for(server_key)) + self.registry.ordered(self.registry.names())
+            self.config.providers_for(gen.identity.server_key)) + self.registry.ordered(self.registry.names())
         for provider in candidates:
             caps = provider.capabilities
-            models = sorted(caps.models, key=lambda m: (m.name != model_name, m.name != caps.default_model))
+            models = sorted(caps.models, key=lambda m: (m.name != gen.model, m.name != caps.default_model))
             for model in models:
                 if model.supports_mask and model.supports_reference:
                     return provider.name, model
@@ -778,18 +774,6 @@ class Imagebot:
         if image is None:
             return ()
         return available_ops(image.width, image.height, model)
-
-    def _with_ops(self, result: ImagineResult | EnhanceResult | DescribeResult, server_key: str,
-                  ) -> ImagineResult | EnhanceResult | DescribeResult:
-        """A one-image result with the outpaint changes it can have, for a courier that cannot ask."""
-        if not isinstance(result, ImagineResult) or len(result.images) != 1:
-            return result
-        image = result.images[0]
-        try:
-            _, model = self._mask_model_of(result.provider, result.model, server_key)
-        except ImagebotError:
-            return dataclasses.replace(result, outpaint_ops=())
-        return dataclasses.replace(result, outpaint_ops=available_ops(image.width, image.height, model))
 
     async def _outpaint_work(self, ctx: Context, generation_id: str, index: int, op: str, rules: Rules) -> _Work:
         gen = await self._own_generation(ctx, generation_id)

@@ -102,9 +102,6 @@ class ImagineResult:
     partial_note: str | None = None
     #: Providers that were tried and failed before ``provider`` delivered.
     failed_over: list[str] = field(default_factory=list)
-    #: Of one image: the Zoom out / Pan / Make square changes it can have (``Imagebot.outpaint_ops``), so a
-    #: courier in another process offers only those; None when not worked out (every one is offered then).
-    outpaint_ops: tuple[str, ...] | None = None
 
 
 @dataclass

@@ -282,13 +282,3 @@ async def test_describe_is_queued_delivered_with_imagine_buttons_that_work(bot: 
     latest = (await bot.generations())[0]
     assert latest.command == "imagine" and latest.prompt == prompts[1]
     assert await bot.balance() == 50 - described.credits_consumed - latest.credits_consumed
-
-
-async def test_a_result_posted_by_a_worker_offers_only_the_changes_its_image_can_have(bot: Bot) -> None:
-    """The courier in the worker cannot ask the core: the result carries them. A square image: no Make square."""
-    call, gen = await bot.imagine()
-    [select] = [c for row in call.json["components"] for c in row["components"]
-                if c["custom_id"] == f"ib:op:{gen}:0"]
-    offered = {o["value"] for o in select["options"]}
-    assert {"zoom-1.5", "zoom-2", "pan-left", "pan-right", "pan-up", "pan-down"} <= offered
-    assert "square" not in offered

@@ -233,7 +233,7 @@ class DiscordCourier:
             return _Message(enhance_embed(result, user), lambda: enhance_view(enhanced), [], "")
         imagined = result
         raw = await asyncio.to_thread(_read, result.images)
-        return _Message(result_embed(result, user), lambda: result_view(imagined, imagined.outpaint_ops), raw,
+        return _Message(result_embed(result, user), lambda: result_view(imagined), raw,
                         f"imagebot-{result.generation_id[-8:]}")
 
     async def _attempt(self, target: str, where: Address, message: _Message, failures: list[BaseException]) -> bool:

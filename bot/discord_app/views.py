@@ -171,9 +171,9 @@ def result_view(result: ImagineResult, ops: Sequence[str] | None = None) -> disc
     """One image: Re-roll, Enhance, Variations, Upscale, Edit; the Zoom out / Pan / Make square select; Delete.
     Several: Re-roll, Enhance, Edit or extend… and Delete, then V1..V10 and U1..U10 (five rows at most).
 
-    ``ops``: the outpaint ops this image can have (``Imagebot.outpaint_ops``, or the result's own
-    ``outpaint_ops`` for a courier in another process; empty: no select). None when not known: all are
-    listed, and the core refuses one the model cannot do, clearly and free."""
+    ``ops``: the outpaint ops this image can have (``Imagebot.outpaint_ops``; empty: no select). None when
+    the builder cannot ask the core (a courier in another process): all are listed, and the core refuses
+    one the model cannot do, clearly and free."""
     view = discord.ui.View(timeout=None)
     gen = result.generation_id
     n = len(result.images)
