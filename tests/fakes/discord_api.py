@@ -22,7 +22,7 @@ from aiohttp import WSMsgType, web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from .multipart import parse_form
+from .multipart import media_type, parse_form
 
 APP_ID = 900000000000000001
 GUILD_ID = 800000000000000001
@@ -195,7 +195,7 @@ class FakeDiscord:
                 self.interactions[payload["id"]] = payload
             async with session.post(url, data=body, headers=self.signed(body) if headers is None else headers) as resp:
                 answer: Any
-                if resp.content_type.startswith("multipart/"):
+                if media_type(resp.headers).startswith("multipart/"):
                     answer = await self._multipart_answer(resp)
                 else:
                     text = await resp.text()
@@ -329,7 +329,7 @@ class FakeDiscord:
 
     async def _read(self, request: web.Request) -> Call:
         call = Call(request.method, request.path, query=dict(request.query), at=time.perf_counter())
-        if request.content_type.startswith("multipart/"):
+        if media_type(request.headers).startswith("multipart/"):
             for part in parse_form(await request.read(), request.headers["Content-Type"]):
                 if part.name == "payload_json":
                     call.json = json.loads(part.data)

@@ -21,6 +21,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .multipart import media_type
+
 TEAM_ID = "T0TEAM001"
 BOT_USER_ID = "UBOT00001"
 
@@ -146,9 +148,10 @@ class FakeSlack:
 
     async def _args(self, request: web.Request) -> dict[str, Any]:
         args: dict[str, Any] = dict(request.query)
-        if request.content_type == "application/json":
+        kind = media_type(request.headers)
+        if kind == "application/json":
             args.update(await request.json())
-        elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        elif kind in ("application/x-www-form-urlencoded", "multipart/form-data"):
             form = await request.post()
             args.update({k: v for k, v in form.items() if isinstance(v, str)})
         return args
