@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import logging
 import math
+import random
 import sqlite3
 import time
 import uuid
@@ -71,6 +73,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 #: At most this many writes share one transaction.
 MAX_BATCH = 200
+#: Seconds ``open`` keeps trying while another process holds the file it opens (``_while_locked``).
+OPEN_RETRY_SECONDS = 30.0
 #: Pages of WAL after which a commit checkpoints by itself (the background task normally does it first).
 SAFETY_CHECKPOINT_PAGES = 20000
 #: A queued job's reservation is held by nobody and never expires: it counts toward the user's
@@ -188,6 +192,12 @@ class SqliteStore:
 
     @staticmethod
     def _setup(conn: sqlite3.Connection) -> None:
+        """WAL mode, the pragmas, the migrations: each step changes nothing when done already, so the
+        whole is tried again while another process holds the file (``_while_locked``)."""
+        _while_locked(lambda: SqliteStore._configure(conn))
+
+    @staticmethod
+    def _configure(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: the WAL is synced at every commit, so a credit movement that was answered survives a
         # power cut (NORMAL may lose the last commits). Group commit keeps that to one sync per batch.
@@ -916,6 +926,25 @@ class SqliteStore:
                 conn.execute("COMMIT")
 
         return await self._tx(run)
+
+
+def _while_locked(step: Callable[[], T], *, within: float = OPEN_RETRY_SECONDS) -> T:
+    """``step()``, again after a short sleep while it meets "database is locked", for up to ``within``
+    seconds. Processes that open one new file at once need it: switching a file to WAL mode can be
+    refused at once, without waiting out the busy timeout, when SQLite sees that waiting could deadlock
+    with another connection doing the same. Runs on the connection's own thread, never the event loop's."""
+    deadline = time.monotonic() + within
+    for attempt in itertools.count():
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            log.info("the ledger file is busy (another process is opening it); trying again")
+            time.sleep(min(0.2, 0.005 * 2 ** attempt) * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")
 
 
 def _run_batch(conn: sqlite3.Connection, bodies: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
