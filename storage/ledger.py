@@ -162,6 +162,14 @@ def encode_settings(changes: Mapping[str, Any]) -> dict[str, str | None]:
     return encoded
 
 
+def settings_log_entries(rows: Iterable[tuple[str, str | None, str | None, str, float]]) -> list[dict[str, Any]]:
+    """``settings_log`` rows as every engine returns them: (key, old, new, actor, created_at), the values
+    decoded from the JSON text ``encode_settings`` stored (None: the key was unset)."""
+    return [{"key": key, "old": None if old is None else json.loads(old),
+             "new": None if new is None else json.loads(new), "actor": actor, "created_at": at}
+            for key, old, new, actor, at in rows]
+
+
 #: How many expired proposals one ``save_proposal`` sweeps away at most (the sweep stays cheap; each
 #: proposal is swept once, so a steady trickle of saves keeps the table to the live ones).
 PROPOSAL_SWEEP = 100

@@ -40,6 +40,7 @@ from .ledger import (
     encode_settings,
     option_references,
     proposal_source,
+    settings_log_entries,
 )
 
 Key = tuple[str, str, str]
@@ -539,9 +540,7 @@ class MemoryLedger:
     async def settings_log(self, server_key: str, limit: int = 20) -> list[dict[str, Any]]:
         self._check(write=False)
         rows = [r for r in reversed(self.db.settings_log) if r["server_key"] == server_key][:max(0, limit)]
-        return [{"key": r["key"], "old": None if r["old"] is None else json.loads(r["old"]),
-                 "new": None if r["new"] is None else json.loads(r["new"]), "actor": r["actor"],
-                 "created_at": r["created_at"]} for r in rows]
+        return settings_log_entries((r["key"], r["old"], r["new"], r["actor"], r["created_at"]) for r in rows)
 
     # -- proposals: confirm before spending ------------------------------------------------------
 

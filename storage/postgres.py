@@ -75,6 +75,7 @@ from .ledger import (
     encode_settings,
     option_references,
     proposal_source,
+    settings_log_entries,
 )
 from .migrations_pg import LOCK_CLASS, MIGRATIONS, apply_migrations, missing_migrations
 
@@ -912,8 +913,7 @@ class PostgresLedger:
             " ORDER BY id DESC LIMIT %s",
             (server_key, max(0, limit)),
         )
-        return [{"key": k, "old": _decode(old), "new": _decode(new), "actor": actor, "created_at": at}
-                for k, old, new, actor, at in rows]
+        return settings_log_entries(rows)
 
     # -- proposals: confirm before spending ------------------------------------------------------
 
@@ -1062,10 +1062,6 @@ def _generation(row: tuple[Any, ...]) -> GenerationRow:
     values = dict(zip(_GEN_NAMES, row, strict=True))
     values["options"] = json.loads(values["options"] or "{}")
     return GenerationRow(**values)
-
-
-def _decode(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 #: The second key of the settings lock is the schema and the server's key hashed together

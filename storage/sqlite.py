@@ -64,6 +64,7 @@ from .ledger import (
     encode_settings,
     option_references,
     proposal_source,
+    settings_log_entries,
 )
 from .migrations import apply_migrations, missing_migrations
 
@@ -829,8 +830,7 @@ class SqliteStore:
             " ORDER BY id DESC LIMIT ?",
             (server_key, max(0, limit)),
         )
-        return [{"key": k, "old": _decode(old), "new": _decode(new), "actor": actor, "created_at": at}
-                for k, old, new, actor, at in rows]
+        return settings_log_entries(rows)
 
     # -- proposals: confirm before spending ------------------------------------------------------
 
@@ -1037,10 +1037,6 @@ def _with_images(conn: sqlite3.Connection, gens: list[GenerationRow]) -> list[Ge
     ):
         images.setdefault(str(gid), []).append(ImageRow(*image))
     return [replace(g, images=tuple(images.get(g.id, ()))) for g in gens]
-
-
-def _decode(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 _JOB_COLUMNS = "id, state, payload, address, deliver_by, attempts, holder, expires_at, outcome, created_at"
